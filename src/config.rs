@@ -1,0 +1,630 @@
+//! Configuration: command-line flags, an optional TOML file, and the checked
+//! effective configuration the server runs with.
+//!
+//! Every option is both a flag and a TOML key of the same name (`--refresh-interval`
+//! is `refresh-interval = "1s"`); flags override the file, and unknown keys in the
+//! file are an error that names the key. Validation happens here, once, so the
+//! rest of the program only sees values that make sense.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:53";
+const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
+const DEFAULT_TTL: u32 = 4;
+const DEFAULT_SOA_TTL: u32 = 60;
+const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "alternator-dns",
+    version,
+    about = "DNS load balancer for ScyllaDB Alternator",
+    long_about = "DNS load balancer for ScyllaDB Alternator.\n\n\
+        Answers queries for one name with the address of a live Alternator node chosen at \
+        random (TTL 4 s by default), so that DynamoDB clients that know one endpoint spread \
+        over the whole cluster. The live nodes are learnt by polling Alternator's \
+        `GET /localnodes` in the background.\n\n\
+        Every option can also be set in a TOML file given with --config, under the same \
+        name without the dashes in front (e.g. `refresh-interval = \"1s\"`, \
+        `seed = [\"10.0.0.1\"]`); flags override the file.\n\n\
+        Example: alternator-dns --domain alternator.example.com --seed 10.0.0.1 --listen 0.0.0.0:53",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub options: Options,
+
+    /// Read options from this TOML file (flags given as well override it).
+    #[arg(long, value_name = "FILE", global = false)]
+    pub config: Option<PathBuf>,
+
+    /// Load and validate the configuration (resolving seeds), print the effective
+    /// configuration as TOML, and exit: 0 if it is usable, non-zero with the reason if not.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a simulated 3-node Alternator cluster on 127.0.0.1-3 and the responder
+    /// against it, listening on 127.0.0.1:5353; prints how to query it.
+    Demo(DemoArgs),
+    /// Run only a simulated Alternator cluster (for tests and benchmarks).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the responder listens (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub listen: SocketAddr,
+    /// Number of simulated nodes, on 127.0.0.1, 127.0.0.2, ...
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub nodes: u8,
+    /// The name served.
+    #[arg(long, default_value = "alternator.localhost")]
+    pub domain: String,
+    /// Port of the simulated nodes' Alternator API (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub alternator_port: u16,
+    /// Stop after this long (e.g. `30s`); runs until Ctrl-C when not given.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<HumanDuration>,
+    /// Worker threads of the responder.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address of one simulated node (repeatable).
+    #[arg(long = "node", value_name = "IP", default_values_t = [
+        IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])
+    ])]
+    pub nodes: Vec<IpAddr>,
+    /// Port every node listens on (0: any free port, printed at start).
+    #[arg(long, default_value_t = DEFAULT_ALTERNATOR_PORT)]
+    pub port: u16,
+}
+
+/// The options shared by the command line and the TOML file.
+#[derive(Debug, Default, Clone, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// Address to answer DNS on, UDP and TCP (repeatable) [default: 0.0.0.0:53]
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<SocketAddr>,
+
+    /// The name served, which is also the zone apex (required), e.g. alternator.example.com
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+
+    /// An Alternator node known at start, as IP, IP:PORT, [IPv6]:PORT or HOST[:PORT]
+    /// (repeatable; at least one). Hostnames are resolved at start.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seed: Vec<String>,
+
+    /// Port of the nodes' Alternator API [default: 8000]
+    #[arg(long, value_name = "PORT")]
+    pub alternator_port: Option<u16>,
+
+    /// Scheme of the Alternator API [default: http]
+    #[arg(long, value_name = "SCHEME")]
+    pub alternator_scheme: Option<Scheme>,
+
+    /// TTL of the A/AAAA answers, in seconds [default: 4]
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u32>,
+
+    /// Nodes per answer: 1 (one random node, as Amazon does), N (N distinct random nodes,
+    /// at most 64), or `all` (every node, rotated by a random offset) [default: 1]
+    #[arg(long, value_name = "N|all")]
+    pub answers: Option<AnswerMode>,
+
+    /// How often to poll /localnodes, e.g. 1s, 500ms [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_interval: Option<HumanDuration>,
+
+    /// Timeout of one /localnodes request [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_timeout: Option<HumanDuration>,
+
+    /// Number of UDP worker threads [default: one per CPU this process may run on,
+    /// or one per CPU in --cpus]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// CPUs to pin the workers to, e.g. `2-5,8`: worker i runs on the i-th CPU listed
+    /// [default: the CPUs this process may run on]
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<CpuList>,
+
+    /// UDP I/O backend: `uring` (io_uring), `mmsg` (recvmmsg/sendmmsg), or `auto`
+    /// (io_uring when the kernel allows it, else mmsg) [default: auto]
+    #[arg(long, value_name = "BACKEND")]
+    pub io: Option<IoMode>,
+
+    /// NS name published at the apex (repeatable) [default: ns1.<domain>]
+    #[arg(long, value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ns: Vec<String>,
+
+    /// SOA MNAME (primary server) [default: the first NS name]
+    #[arg(long, value_name = "NAME")]
+    pub soa_mname: Option<String>,
+
+    /// SOA RNAME (responsible mailbox) [default: hostmaster.<domain>]
+    #[arg(long, value_name = "NAME")]
+    pub soa_rname: Option<String>,
+
+    /// TTL of the SOA and NS records, also the negative-answer TTL [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub soa_ttl: Option<u32>,
+
+    /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// How the Alternator API is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    Http,
+}
+
+/// Which UDP backend the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoMode {
+    #[default]
+    Auto,
+    Uring,
+    Mmsg,
+}
+
+/// A duration written as `1s`, `500ms`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration like 1s or 500ms: {e}"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A CPU list such as `0`, `2-5,8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl FromStr for CpuList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut cpus = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let bad =
+                || format!("{part:?} in CPU list {s:?} is not a CPU number or range like 2-5");
+            let (lo, hi) = match part.split_once('-') {
+                Some((lo, hi)) => (lo.trim(), hi.trim()),
+                None => (part, part),
+            };
+            let lo: usize = lo.parse().map_err(|_| bad())?;
+            let hi: usize = hi.parse().map_err(|_| bad())?;
+            if lo > hi || hi >= 4096 {
+                return Err(bad());
+            }
+            for cpu in lo..=hi {
+                if cpus.contains(&cpu) {
+                    return Err(format!("CPU {cpu} appears twice in CPU list {s:?}"));
+                }
+                cpus.push(cpu);
+            }
+        }
+        Ok(CpuList(cpus))
+    }
+}
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for CpuList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A seed as written: a host (name or literal) and maybe a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl FromStr for Seed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = |why: &str| format!("seed {s:?}: {why}");
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("missing ']' after an IPv6 address"))?;
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address inside [ ]"))?;
+            let port = match after {
+                "" => None,
+                p => Some(
+                    parse_port(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| bad("expected :PORT after ]"))?,
+                    )
+                    .map_err(|e| bad(&e))?,
+                ),
+            };
+            return Ok(Seed {
+                host: host.to_string(),
+                port,
+            });
+        }
+        if s.parse::<IpAddr>().is_ok() {
+            return Ok(Seed {
+                host: s.to_string(),
+                port: None,
+            });
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => Ok(Seed {
+                host: host.to_string(),
+                port: Some(parse_port(port).map_err(|e| bad(&e))?),
+            }),
+            Some(_) => Err(bad("not an address; write IPv6 with a port as [ADDR]:PORT")),
+            None => Ok(Seed {
+                host: s.to_string(),
+                port: None,
+            }),
+        }
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{p:?} is not a port number (1-65535)")),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--domain is required (the name to serve, e.g. --domain alternator.example.com)")]
+    MissingDomain,
+    #[error("at least one --seed is required (an Alternator node to learn the cluster from)")]
+    MissingSeed,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error("no seed could be resolved: {0}")]
+    Unresolvable(String),
+}
+
+/// The effective, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub zone: ZoneSettings,
+    pub seeds: Vec<Seed>,
+    pub alternator_port: u16,
+    pub alternator_scheme: Scheme,
+    pub refresh_interval: Duration,
+    pub refresh_timeout: Duration,
+    /// Worker i is pinned to `cpus[i]`; one entry per worker.
+    pub cpus: Vec<usize>,
+    pub io: IoMode,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads the file (if any), applies the flags over it, and validates the result.
+    pub fn load(file: Option<&Path>, flags: &Options) -> Result<Config, ConfigError> {
+        let from_file = match file {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Config::from_options(merge(from_file, flags.clone()))
+    }
+
+    /// Validates merged options; `available_cpus` come from the process's affinity mask.
+    pub fn from_options(o: Options) -> Result<Config, ConfigError> {
+        let domain = o.domain.ok_or(ConfigError::MissingDomain)?;
+        if o.seed.is_empty() {
+            return Err(ConfigError::MissingSeed);
+        }
+        let seeds = o
+            .seed
+            .iter()
+            .map(|s| s.parse::<Seed>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Invalid)?;
+        let listen = if o.listen.is_empty() {
+            vec![DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address is valid")]
+        } else {
+            o.listen
+        };
+        let refresh_interval = o.refresh_interval.map_or(DEFAULT_REFRESH_INTERVAL, |d| d.0);
+        let refresh_timeout = o.refresh_timeout.map_or(DEFAULT_REFRESH_TIMEOUT, |d| d.0);
+        if refresh_interval < Duration::from_millis(10)
+            || refresh_timeout < Duration::from_millis(10)
+        {
+            return Err(ConfigError::Invalid(
+                "refresh-interval and refresh-timeout must be at least 10ms".into(),
+            ));
+        }
+        let alternator_port = o.alternator_port.unwrap_or(DEFAULT_ALTERNATOR_PORT);
+        if alternator_port == 0 {
+            return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
+        }
+        let zone = ZoneSettings {
+            domain,
+            ttl: o.ttl.unwrap_or(DEFAULT_TTL),
+            answers: o.answers.unwrap_or_default(),
+            ns: o.ns,
+            soa_mname: o.soa_mname,
+            soa_rname: o.soa_rname,
+            soa_serial: start_serial(),
+            soa_ttl: o.soa_ttl.unwrap_or(DEFAULT_SOA_TTL),
+        };
+        Zone::new(&zone)?;
+        let cpus = worker_cpus(o.threads, o.cpus.map(|c| c.0), &available_cpus())?;
+        Ok(Config {
+            listen,
+            zone,
+            seeds,
+            alternator_port,
+            alternator_scheme: o.alternator_scheme.unwrap_or(Scheme::Http),
+            refresh_interval,
+            refresh_timeout,
+            cpus,
+            io: o.io.unwrap_or_default(),
+            log_level: o.log_level.unwrap_or_else(|| "info".into()),
+        })
+    }
+
+    /// The seeds' socket addresses (hostnames resolved now), with a description
+    /// of each seed that could not be resolved.
+    pub fn resolve_seeds(&self) -> (Vec<SocketAddr>, Vec<String>) {
+        let mut addrs = Vec::new();
+        let mut failures = Vec::new();
+        for seed in &self.seeds {
+            let port = seed.port.unwrap_or(self.alternator_port);
+            match (seed.host.as_str(), port).to_socket_addrs() {
+                Ok(found) => {
+                    for addr in found {
+                        if !addrs.contains(&addr) {
+                            addrs.push(addr);
+                        }
+                    }
+                }
+                Err(e) => failures.push(format!("{}: {e}", seed.host)),
+            }
+        }
+        (addrs, failures)
+    }
+
+    /// The configuration as TOML that, given back with --config, means the same.
+    pub fn to_toml(&self) -> String {
+        let seeds = self
+            .seeds
+            .iter()
+            .map(|s| match (s.port, s.host.contains(':')) {
+                (Some(p), true) => format!("[{}]:{p}", s.host),
+                (Some(p), false) => format!("{}:{p}", s.host),
+                (None, _) => s.host.clone(),
+            })
+            .collect();
+        let effective = Options {
+            listen: self.listen.clone(),
+            domain: Some(self.zone.domain.clone()),
+            seed: seeds,
+            alternator_port: Some(self.alternator_port),
+            alternator_scheme: Some(self.alternator_scheme),
+            ttl: Some(self.zone.ttl),
+            answers: Some(self.zone.answers),
+            refresh_interval: Some(HumanDuration(self.refresh_interval)),
+            refresh_timeout: Some(HumanDuration(self.refresh_timeout)),
+            threads: Some(self.cpus.len()),
+            cpus: Some(CpuList(self.cpus.clone())),
+            io: Some(self.io),
+            ns: self.zone.ns.clone(),
+            soa_mname: self.zone.soa_mname.clone(),
+            soa_rname: self.zone.soa_rname.clone(),
+            soa_ttl: Some(self.zone.soa_ttl),
+            log_level: Some(self.log_level.clone()),
+        };
+        toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+impl Serialize for AnswerMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AnswerMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Flags win over the file; a repeatable flag given at all replaces the file's list.
+fn merge(file: Options, flags: Options) -> Options {
+    fn list<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
+        if flag.is_empty() {
+            file
+        } else {
+            flag
+        }
+    }
+    Options {
+        listen: list(flags.listen, file.listen),
+        domain: flags.domain.or(file.domain),
+        seed: list(flags.seed, file.seed),
+        alternator_port: flags.alternator_port.or(file.alternator_port),
+        alternator_scheme: flags.alternator_scheme.or(file.alternator_scheme),
+        ttl: flags.ttl.or(file.ttl),
+        answers: flags.answers.or(file.answers),
+        refresh_interval: flags.refresh_interval.or(file.refresh_interval),
+        refresh_timeout: flags.refresh_timeout.or(file.refresh_timeout),
+        threads: flags.threads.or(file.threads),
+        cpus: flags.cpus.or(file.cpus),
+        io: flags.io.or(file.io),
+        ns: list(flags.ns, file.ns),
+        soa_mname: flags.soa_mname.or(file.soa_mname),
+        soa_rname: flags.soa_rname.or(file.soa_rname),
+        soa_ttl: flags.soa_ttl.or(file.soa_ttl),
+        log_level: flags.log_level.or(file.log_level),
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), in ascending order.
+pub fn available_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}
+
+/// Decides which CPU each worker is pinned to.
+fn worker_cpus(
+    threads: Option<usize>,
+    listed: Option<Vec<usize>>,
+    available: &[usize],
+) -> Result<Vec<usize>, ConfigError> {
+    if threads == Some(0) {
+        return Err(ConfigError::Invalid("threads must be at least 1".into()));
+    }
+    match listed {
+        Some(cpus) => {
+            if let Some(cpu) = cpus.iter().find(|c| !available.contains(c)) {
+                return Err(ConfigError::Invalid(format!(
+                    "CPU {cpu} in --cpus is not one this process may run on ({})",
+                    CpuList(available.to_vec())
+                )));
+            }
+            match threads {
+                Some(n) if n > cpus.len() => Err(ConfigError::Invalid(format!(
+                    "--threads {n} needs at least {n} CPUs in --cpus, which lists {}",
+                    cpus.len()
+                ))),
+                Some(n) => Ok(cpus[..n].to_vec()),
+                None => Ok(cpus),
+            }
+        }
+        None => {
+            let n = threads.unwrap_or(available.len());
+            Ok((0..n).map(|i| available[i % available.len()]).collect())
+        }
+    }
+}
+
+/// A SOA serial that increases across restarts: seconds since the epoch.
+fn start_serial() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32)
+}
+
+#[cfg(test)]
+mod tests;

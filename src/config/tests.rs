@@ -1,0 +1,216 @@
+use super::*;
+
+fn options(domain: &str, seed: &str) -> Options {
+    Options {
+        domain: Some(domain.into()),
+        seed: vec![seed.into()],
+        ..Options::default()
+    }
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("alternator-dns-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = Config::from_options(options("alternator.example.com", "10.0.0.1")).unwrap();
+    assert_eq!(c.listen, vec!["0.0.0.0:53".parse().unwrap()]);
+    assert_eq!(c.alternator_port, 8000);
+    assert_eq!(c.zone.ttl, 4);
+    assert_eq!(c.zone.answers, AnswerMode::Random(1));
+    assert_eq!(c.refresh_interval, Duration::from_secs(1));
+    assert_eq!(c.refresh_timeout, Duration::from_secs(1));
+    assert_eq!(c.io, IoMode::Auto);
+    assert_eq!(c.cpus, available_cpus());
+}
+
+#[test]
+fn domain_and_seed_are_required() {
+    let mut o = options("a.example", "10.0.0.1");
+    o.domain = None;
+    assert!(matches!(
+        Config::from_options(o),
+        Err(ConfigError::MissingDomain)
+    ));
+    let mut o = options("a.example", "10.0.0.1");
+    o.seed.clear();
+    assert!(matches!(
+        Config::from_options(o),
+        Err(ConfigError::MissingSeed)
+    ));
+}
+
+#[test]
+fn seeds_parse_every_documented_form() {
+    let seed = |s: &str| s.parse::<Seed>();
+    assert_eq!(
+        seed("10.0.0.1").unwrap(),
+        Seed {
+            host: "10.0.0.1".into(),
+            port: None
+        }
+    );
+    assert_eq!(seed("10.0.0.1:8043").unwrap().port, Some(8043));
+    assert_eq!(
+        seed("::1").unwrap(),
+        Seed {
+            host: "::1".into(),
+            port: None
+        }
+    );
+    assert_eq!(
+        seed("[fd00::1]:9000").unwrap(),
+        Seed {
+            host: "fd00::1".into(),
+            port: Some(9000)
+        }
+    );
+    assert_eq!(seed("node1.example").unwrap().port, None);
+    assert_eq!(seed("node1.example:8000").unwrap().host, "node1.example");
+    for bad in [
+        "",
+        "10.0.0.1:0",
+        "10.0.0.1:99999",
+        "[fd00::1",
+        "[nope]:80",
+        "fd00::1::x:80",
+    ] {
+        assert!(seed(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn cpu_lists_and_thread_counts_are_checked() {
+    assert_eq!("2-5,8".parse::<CpuList>().unwrap().0, vec![2, 3, 4, 5, 8]);
+    assert!("3-1".parse::<CpuList>().is_err());
+    assert!("1,1".parse::<CpuList>().is_err());
+    assert!("x".parse::<CpuList>().is_err());
+    let available = [0, 1, 2, 3];
+    assert_eq!(
+        worker_cpus(None, None, &available).unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(worker_cpus(Some(2), None, &available).unwrap(), vec![0, 1]);
+    assert_eq!(
+        worker_cpus(Some(6), None, &available).unwrap(),
+        vec![0, 1, 2, 3, 0, 1]
+    );
+    assert_eq!(
+        worker_cpus(None, Some(vec![3, 1]), &available).unwrap(),
+        vec![3, 1]
+    );
+    assert_eq!(
+        worker_cpus(Some(1), Some(vec![3, 1]), &available).unwrap(),
+        vec![3]
+    );
+    let too_many = worker_cpus(Some(3), Some(vec![3, 1]), &available).unwrap_err();
+    assert!(too_many.to_string().contains("--threads 3"), "{too_many}");
+    let absent = worker_cpus(None, Some(vec![9]), &available).unwrap_err();
+    assert!(absent.to_string().contains("CPU 9"), "{absent}");
+    assert!(worker_cpus(Some(0), None, &available).is_err());
+}
+
+#[test]
+fn flags_override_the_file_and_lists_replace() {
+    let path = write_temp(
+        "override.toml",
+        r#"
+domain = "file.example"
+seed = ["10.0.0.1", "10.0.0.2"]
+ttl = 30
+answers = "all"
+refresh-interval = "2s"
+listen = ["127.0.0.1:5300"]
+"#,
+    );
+    let flags = Options {
+        ttl: Some(7),
+        seed: vec!["10.0.0.9".into()],
+        ..Options::default()
+    };
+    let c = Config::load(Some(&path), &flags).unwrap();
+    assert_eq!(c.zone.domain, "file.example");
+    assert_eq!(c.zone.ttl, 7);
+    assert_eq!(c.zone.answers, AnswerMode::All);
+    assert_eq!(c.refresh_interval, Duration::from_secs(2));
+    assert_eq!(c.seeds.len(), 1);
+    assert_eq!(c.listen, vec!["127.0.0.1:5300".parse().unwrap()]);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_problem() {
+    let path = write_temp(
+        "unknown.toml",
+        "domain = \"a.example\"\nseeds = [\"10.0.0.1\"]\n",
+    );
+    let err = Config::load(Some(&path), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seeds"), "{err}");
+    let path = write_temp("badduration.toml", "refresh-interval = \"soon\"\n");
+    let err = Config::load(Some(&path), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("soon"), "{err}");
+    let path = write_temp(
+        "numeric.toml",
+        "domain = \"a.example\"\nseed = [\"10.0.0.1\"]\nanswers = 3\n",
+    );
+    assert_eq!(
+        Config::load(Some(&path), &Options::default())
+            .unwrap()
+            .zone
+            .answers,
+        AnswerMode::Random(3)
+    );
+    let missing = Config::load(
+        Some(Path::new("/nonexistent/alternator.toml")),
+        &Options::default(),
+    );
+    assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    let mut o = options("bad..name", "10.0.0.1");
+    assert!(Config::from_options(o.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("bad..name"));
+    o.domain = Some("ok.example".into());
+    o.alternator_port = Some(0);
+    assert!(Config::from_options(o).is_err());
+}
+
+#[test]
+fn the_effective_toml_loads_back_to_the_same_config() {
+    let mut o = options("alternator.example.com", "[fd00::1]:9000");
+    o.seed.push("node.example".into());
+    o.answers = Some(AnswerMode::Random(3));
+    o.refresh_interval = Some(HumanDuration(Duration::from_millis(250)));
+    let c = Config::from_options(o).unwrap();
+    let path = write_temp("roundtrip.toml", &c.to_toml());
+    let again = Config::load(Some(&path), &Options::default()).unwrap();
+    assert_eq!(
+        again.to_toml().lines().filter(|l| !l.is_empty()).count(),
+        c.to_toml().lines().filter(|l| !l.is_empty()).count()
+    );
+    assert_eq!(again.seeds, c.seeds);
+    assert_eq!(again.zone.answers, c.zone.answers);
+    assert_eq!(again.refresh_interval, c.refresh_interval);
+    assert_eq!(again.cpus, c.cpus);
+}
+
+#[test]
+fn seeds_resolve_with_the_default_port() {
+    let mut o = options("a.example", "127.0.0.1");
+    o.seed.push("localhost:9000".into());
+    o.seed.push("no-such-host.invalid".into());
+    let c = Config::from_options(o).unwrap();
+    let (addrs, failures) = c.resolve_seeds();
+    assert!(addrs.contains(&"127.0.0.1:8000".parse().unwrap()));
+    assert!(addrs.iter().any(|a| a.port() == 9000));
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].contains("no-such-host.invalid"));
+}

@@ -1,0 +1,89 @@
+//! The demo and the standalone simulator: a simulated Alternator cluster on
+//! loopback, with or without the responder in front of it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Config, DemoArgs, HumanDuration, Options, SimArgs};
+use crate::control::Shutdown;
+use crate::sim::SimCluster;
+
+/// Starts a simulated cluster on 127.0.0.1..N and the responder against it.
+pub fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let nodes: Vec<IpAddr> = (1..=args.nodes)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let cluster = SimCluster::start(&nodes, args.alternator_port)
+        .context("cannot start the simulated Alternator cluster")?;
+    let port = cluster.port();
+    let config = Config::from_options(Options {
+        listen: vec![args.listen],
+        domain: Some(args.domain.clone()),
+        seed: nodes.iter().map(|ip| format!("{ip}:{port}")).collect(),
+        alternator_port: Some(port),
+        threads: Some(args.threads),
+        refresh_interval: Some(HumanDuration(Duration::from_secs(1))),
+        ..Options::default()
+    })
+    .context("demo configuration")?;
+    let shown: Vec<String> = nodes.iter().map(|ip| format!("{ip}:{port}")).collect();
+    println!("Simulated Alternator cluster: {}", shown.join(" "));
+    println!(
+        "alternator-dns answers {} on {} (UDP and TCP). Try:",
+        args.domain, args.listen
+    );
+    println!(
+        "  dig @{} -p {} {} A +short",
+        args.listen.ip(),
+        args.listen.port(),
+        args.domain
+    );
+    println!(
+        "  kdig @{} -p {} {} A +tcp",
+        args.listen.ip(),
+        args.listen.port(),
+        args.domain
+    );
+    match args.duration {
+        Some(d) => println!("Stopping after {d}."),
+        None => println!("Ctrl-C stops the demo."),
+    }
+    let shutdown = Shutdown::new();
+    if let Some(HumanDuration(limit)) = args.duration {
+        let stop = shutdown.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            stop.trigger();
+        });
+    }
+    let result = crate::server::run(&config, shutdown);
+    cluster.shutdown();
+    result.context("responder")
+}
+
+/// Runs only the simulated cluster until SIGINT or SIGTERM.
+pub fn run_sim(args: &SimArgs) -> anyhow::Result<()> {
+    let cluster = SimCluster::start(&args.nodes, args.port)
+        .context("cannot start the simulated Alternator cluster")?;
+    let shown: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|ip| std::net::SocketAddr::new(*ip, cluster.port()).to_string())
+        .collect();
+    println!("Simulated Alternator nodes: {}", shown.join(" "));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    cluster.shutdown();
+    Ok(())
+}

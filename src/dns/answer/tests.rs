@@ -1,0 +1,355 @@
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use domain::base::iana::{Class, Opcode, Rcode, Rtype};
+use domain::base::{Message, MessageBuilder, Name, Ttl};
+use domain::rdata::AllRecordData;
+use rand_core::SeedableRng;
+
+use super::*;
+use crate::dns::zone::ZoneSettings;
+use crate::nodes::{NodeSource, Snapshot};
+
+const TCP_LIMIT: usize = 65535;
+
+fn zone(answers: AnswerMode) -> Arc<Zone> {
+    Arc::new(
+        Zone::new(&ZoneSettings {
+            domain: "alternator.example.com".into(),
+            ttl: 4,
+            answers,
+            ns: vec![],
+            soa_mname: None,
+            soa_rname: None,
+            soa_serial: 7,
+            soa_ttl: 60,
+        })
+        .unwrap(),
+    )
+}
+
+fn snapshot(answers: AnswerMode, nodes: &[&str]) -> Snapshot {
+    let nodes: Vec<IpAddr> = nodes.iter().map(|n| n.parse().unwrap()).collect();
+    Snapshot::new(1, zone(answers), NodeSource::Cluster, &nodes)
+}
+
+fn query(name: &str, qtype: Rtype) -> Vec<u8> {
+    query_with(name, qtype, Class::IN, |_| {})
+}
+
+fn query_with(
+    name: &str,
+    qtype: Rtype,
+    class: Class,
+    edit: impl FnOnce(&mut domain::base::Header),
+) -> Vec<u8> {
+    let mut b = MessageBuilder::new_vec();
+    b.header_mut().set_id(0xbeef);
+    b.header_mut().set_rd(true);
+    edit(b.header_mut());
+    let mut q = b.question();
+    q.push((Name::<Vec<u8>>::vec_from_str(name).unwrap(), qtype, class))
+        .unwrap();
+    q.finish()
+}
+
+fn ask(snap: &Snapshot, query: &[u8], limit: usize) -> (Outcome, Vec<u8>) {
+    let mut rng = Rng::seed_from_u64(1);
+    let mut reply = Vec::with_capacity(TCP_LIMIT);
+    let outcome = respond(query, limit, snap, &mut rng, &mut reply);
+    (outcome, reply)
+}
+
+fn answers(reply: &[u8]) -> Vec<IpAddr> {
+    let msg = Message::from_octets(reply).unwrap();
+    msg.answer()
+        .unwrap()
+        .limit_to::<AllRecordData<_, _>>()
+        .map(|r| match r.unwrap().data() {
+            AllRecordData::A(a) => IpAddr::V4(a.addr()),
+            AllRecordData::Aaaa(a) => IpAddr::V6(a.addr()),
+            other => panic!("unexpected record {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_query_gets_one_live_node_with_ttl_and_aa() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    let q = query("alternator.example.com", Rtype::A);
+    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    let h = msg.header();
+    assert_eq!(h.id(), 0xbeef);
+    assert!(h.qr() && h.aa() && h.rd() && !h.ra() && !h.tc());
+    assert_eq!(h.rcode(), Rcode::NOERROR);
+    let counts = msg.header_counts();
+    assert_eq!(
+        (counts.qdcount(), counts.ancount(), counts.nscount()),
+        (1, 1, 0)
+    );
+    let record = msg.answer().unwrap().next().unwrap().unwrap();
+    assert_eq!(record.ttl(), Ttl::from_secs(4));
+    let got = answers(&reply);
+    assert!(snap.nodes().any(|n| n == got[0]), "{got:?}");
+}
+
+#[test]
+fn question_is_echoed_byte_for_byte_and_names_match_case_insensitively() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = query("AlTeRnAtOr.ExAmPlE.CoM", Rtype::A);
+    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    assert_eq!(&reply[12..q.len()], &q[12..], "question section differs");
+    assert_eq!(answers(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+}
+
+#[test]
+fn aaaa_without_ipv6_nodes_is_nodata_with_soa() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let (outcome, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::AAAA),
+        CLASSIC_UDP_LIMIT,
+    );
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(msg.header().aa());
+    assert_eq!(msg.header_counts().ancount(), 0);
+    assert_eq!(msg.header_counts().nscount(), 1);
+    let soa = msg.authority().unwrap().next().unwrap().unwrap();
+    assert_eq!(soa.rtype(), Rtype::SOA);
+    assert_eq!(soa.ttl(), Ttl::from_secs(60));
+}
+
+#[test]
+fn aaaa_serves_ipv6_nodes_and_a_serves_only_ipv4() {
+    let snap = snapshot(AnswerMode::All, &["10.0.0.1", "fd00::1", "fd00::2"]);
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::AAAA),
+        CLASSIC_UDP_LIMIT,
+    );
+    let mut got = answers(&reply);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "fd00::1".parse::<IpAddr>().unwrap(),
+            "fd00::2".parse().unwrap()
+        ]
+    );
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::A),
+        CLASSIC_UDP_LIMIT,
+    );
+    assert_eq!(answers(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+}
+
+#[test]
+fn names_below_the_apex_are_nxdomain_and_outside_refused() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let (outcome, reply) = ask(
+        &snap,
+        &query("x.alternator.example.com", Rtype::A),
+        CLASSIC_UDP_LIMIT,
+    );
+    assert_eq!(outcome, Outcome::Reply(Rcode::NXDOMAIN));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(msg.header().aa());
+    assert_eq!(msg.header_counts().nscount(), 1);
+
+    for outside in [
+        "example.com",
+        "alternator.example.org",
+        "xalternator.example.com",
+    ] {
+        let (outcome, reply) = ask(&snap, &query(outside, Rtype::A), CLASSIC_UDP_LIMIT);
+        assert_eq!(outcome, Outcome::Reply(Rcode::REFUSED), "{outside}");
+        let msg = Message::from_octets(&reply[..]).unwrap();
+        assert!(!msg.header().aa());
+        assert_eq!(msg.header_counts().ancount(), 0);
+        assert_eq!(msg.header_counts().qdcount(), 1);
+    }
+}
+
+#[test]
+fn soa_and_ns_are_synthesised_at_the_apex() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::SOA),
+        CLASSIC_UDP_LIMIT,
+    );
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    let soa = msg.answer().unwrap().next().unwrap().unwrap();
+    assert_eq!(soa.rtype(), Rtype::SOA);
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::NS),
+        CLASSIC_UDP_LIMIT,
+    );
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    let ns = msg.answer().unwrap().next().unwrap().unwrap();
+    assert_eq!(ns.rtype(), Rtype::NS);
+    // Another type at the apex: NODATA.
+    let (outcome, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::MX),
+        CLASSIC_UDP_LIMIT,
+    );
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert_eq!(msg.header_counts().ancount(), 0);
+    assert_eq!(msg.header_counts().nscount(), 1);
+}
+
+#[test]
+fn responses_and_short_packets_are_dropped() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = query_with("alternator.example.com", Rtype::A, Class::IN, |h| {
+        h.set_qr(true)
+    });
+    assert_eq!(ask(&snap, &q, 512).0, Outcome::Drop(DropReason::Response));
+    for len in 0..HEADER_LEN {
+        assert_eq!(
+            ask(&snap, &q[..len], 512).0,
+            Outcome::Drop(DropReason::TooShort)
+        );
+    }
+}
+
+#[test]
+fn malformed_queries_get_formerr_and_other_opcodes_notimp() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = query("alternator.example.com", Rtype::A);
+    // Question cut short.
+    let (outcome, reply) = ask(&snap, &q[..q.len() - 2], 512);
+    assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR));
+    assert_eq!(&reply[..2], &q[..2], "ID echoed");
+    // No question, and two questions.
+    for qdcount in [0u8, 2] {
+        let mut bad = q.clone();
+        bad[5] = qdcount;
+        assert_eq!(ask(&snap, &bad, 512).0, Outcome::Reply(Rcode::FORMERR));
+    }
+    // A compression pointer that points at itself.
+    let mut looped = q[..HEADER_LEN].to_vec();
+    looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    assert_eq!(ask(&snap, &looped, 512).0, Outcome::Reply(Rcode::FORMERR));
+
+    let notify = query_with("alternator.example.com", Rtype::A, Class::IN, |h| {
+        h.set_opcode(Opcode::NOTIFY)
+    });
+    let (outcome, reply) = ask(&snap, &notify, 512);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOTIMP));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert_eq!(msg.header().opcode(), Opcode::NOTIFY);
+    assert_eq!(msg.header_counts().qdcount(), 1);
+    assert_eq!(msg.header_counts().ancount(), 0);
+}
+
+#[test]
+fn other_classes_are_refused() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = query_with("alternator.example.com", Rtype::A, Class::CH, |_| {});
+    assert_eq!(ask(&snap, &q, 512).0, Outcome::Reply(Rcode::REFUSED));
+}
+
+#[test]
+fn random_n_gives_distinct_nodes_and_all_gives_every_node() {
+    let nodes = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+    let q = query("alternator.example.com", Rtype::A);
+    let mut rng = Rng::seed_from_u64(3);
+    let mut reply = Vec::with_capacity(TCP_LIMIT);
+    let three = snapshot(AnswerMode::Random(3), &nodes);
+    for _ in 0..200 {
+        respond(&q, 512, &three, &mut rng, &mut reply);
+        let mut got = answers(&reply);
+        assert_eq!(got.len(), 3);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 3, "duplicates in {got:?}");
+    }
+    for mode in [AnswerMode::All, AnswerMode::Random(9)] {
+        let snap = snapshot(mode, &nodes);
+        let mut firsts = HashMap::new();
+        for _ in 0..500 {
+            respond(&q, 512, &snap, &mut rng, &mut reply);
+            let got = answers(&reply);
+            assert_eq!(got.len(), nodes.len());
+            // A rotation of the snapshot's order.
+            let start = nodes
+                .iter()
+                .position(|n| n.parse::<IpAddr>().unwrap() == got[0])
+                .unwrap();
+            for (i, ip) in got.iter().enumerate() {
+                assert_eq!(
+                    *ip,
+                    nodes[(start + i) % nodes.len()].parse::<IpAddr>().unwrap()
+                );
+            }
+            *firsts.entry(got[0]).or_insert(0) += 1;
+        }
+        assert_eq!(firsts.len(), nodes.len(), "every rotation offset is used");
+    }
+}
+
+#[test]
+fn single_answers_spread_uniformly() {
+    let nodes = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+    let snap = snapshot(AnswerMode::Random(1), &nodes);
+    let q = query("alternator.example.com", Rtype::A);
+    let mut rng = Rng::seed_from_u64(42);
+    let mut reply = Vec::with_capacity(TCP_LIMIT);
+    let mut counts: HashMap<IpAddr, u32> = HashMap::new();
+    let rounds = 40_000;
+    for _ in 0..rounds {
+        respond(&q, 512, &snap, &mut rng, &mut reply);
+        *counts.entry(answers(&reply)[0]).or_default() += 1;
+    }
+    let expected = rounds / nodes.len() as u32;
+    for (ip, n) in counts {
+        let off = n.abs_diff(expected) as f64 / expected as f64;
+        assert!(off < 0.05, "{ip} answered {n} times, expected ~{expected}");
+    }
+}
+
+#[test]
+fn oversized_answers_are_truncated_over_udp_but_not_tcp() {
+    let nodes: Vec<String> = (0..200)
+        .map(|i| Ipv4Addr::new(10, 0, i / 250, (i % 250) + 1).to_string())
+        .collect();
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let snap = snapshot(AnswerMode::All, &refs);
+    let q = query("alternator.example.com", Rtype::A);
+    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    assert!(reply.len() <= CLASSIC_UDP_LIMIT);
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(msg.header().tc());
+    assert_eq!(msg.header_counts().ancount(), 0);
+    assert_eq!(msg.header_counts().qdcount(), 1);
+
+    let (_, reply) = ask(&snap, &q, TCP_LIMIT);
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(!msg.header().tc());
+    assert_eq!(answers(&reply).len(), 200);
+}
+
+#[test]
+fn the_reply_buffer_is_reused_without_reallocation() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1", "10.0.0.2"]);
+    let q = query("alternator.example.com", Rtype::A);
+    let mut rng = Rng::seed_from_u64(5);
+    let mut reply = Vec::with_capacity(4096);
+    let before = reply.as_ptr();
+    for _ in 0..100 {
+        respond(&q, 4096, &snap, &mut rng, &mut reply);
+    }
+    assert_eq!(reply.as_ptr(), before);
+    assert_eq!(reply.capacity(), 4096);
+}

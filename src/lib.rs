@@ -1,0 +1,35 @@
+//! alternator-dns: a DNS load balancer for ScyllaDB Alternator.
+//!
+//! DynamoDB clients know one endpoint name. This server answers that name with
+//! the address of a live Alternator node chosen at random, with a short TTL, so
+//! that many clients spread over the whole cluster.
+//!
+//! # How a UDP query flows
+//! 1. [`io`]: a worker thread pinned to one CPU owns an `SO_REUSEPORT` socket per
+//!    listen address and receives datagrams through io_uring ([`io::uring`]) or
+//!    `recvmmsg` ([`io::mmsg`]).
+//! 2. [`dns::answer`]: the pure answer path turns the query bytes, the current
+//!    [`nodes::Snapshot`] and the worker's random generator into reply bytes.
+//! 3. The backend sends the reply from the same socket, batched with others.
+//!
+//! # Where membership changes enter
+//! [`nodes::refresher`] polls `GET /localnodes` on the control-plane thread
+//! ([`control`]) and publishes a new immutable [`nodes::Snapshot`] through
+//! `arc-swap`; workers pick it up on their next packet without locking.
+//!
+//! # The rest
+//! - [`config`]: flags and TOML, checked once into a [`config::Config`].
+//! - [`server`]: start-up order, worker threads, shutdown.
+//! - [`tcp`]: DNS over TCP on the control plane.
+//! - [`sim`]: a simulated Alternator cluster for the demo and the tests;
+//!   [`demo`] wires it to the responder.
+
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod dns;
+pub mod io;
+pub mod nodes;
+pub mod server;
+pub mod sim;
+pub mod tcp;

@@ -1,0 +1,76 @@
+//! `alternator-dns`: flags, logging, then one call into the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use alternator_dns::config::{Cli, Command, Config};
+use alternator_dns::control::Shutdown;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Demo(args)) => {
+            init_tracing("info");
+            report(alternator_dns::demo::run_demo(&args))
+        }
+        Some(Command::Sim(args)) => {
+            init_tracing("info");
+            report(alternator_dns::demo::run_sim(&args))
+        }
+        None => serve(&cli),
+    }
+}
+
+fn serve(cli: &Cli) -> ExitCode {
+    let config = match Config::load(cli.config.as_deref(), &cli.options) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("alternator-dns: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        return check(&config);
+    }
+    init_tracing(&config.log_level);
+    report(alternator_dns::server::run(&config, Shutdown::new()).map_err(anyhow::Error::from))
+}
+
+/// `--check`: print the effective configuration; fail if no seed resolves.
+fn check(config: &Config) -> ExitCode {
+    print!("{}", config.to_toml());
+    let (resolved, failures) = config.resolve_seeds();
+    for failure in &failures {
+        eprintln!("alternator-dns: warning: seed not resolved: {failure}");
+    }
+    if resolved.is_empty() {
+        eprintln!("alternator-dns: no seed could be resolved");
+        return ExitCode::from(2);
+    }
+    eprintln!("alternator-dns: configuration OK");
+    ExitCode::SUCCESS
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("alternator-dns: bad log level {level:?} ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alternator-dns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

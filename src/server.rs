@@ -1,0 +1,248 @@
+//! Start-up and shutdown of the whole server: everything that happens once.
+//!
+//! Order matters: the first snapshot (the seeds) is published before any
+//! socket is bound, so the first query already has an answer; the I/O backend
+//! is probed once, here, and every worker uses the result.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::{ArcSwap, Cache};
+use rand_core::SeedableRng;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, IoMode};
+use crate::control::{self, ControlPlane, Shutdown};
+use crate::dns::answer::CLASSIC_UDP_LIMIT;
+use crate::dns::{respond, Outcome, Rng, Zone, ZoneError};
+use crate::io::{self, Backend, IoError, PacketHandler, WorkerSockets};
+use crate::nodes::refresher::RefreshSettings;
+use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
+
+/// Why the server could not start, or stopped with an error.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error("no seed could be resolved ({0})")]
+    NoSeeds(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("cannot listen on TCP {addr}: {source}")]
+    TcpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("io_uring was requested (--io uring) but cannot be used: {0}")]
+    UringUnavailable(IoError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("{0} worker(s) failed; see the log")]
+    WorkersFailed(usize),
+}
+
+/// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger it).
+pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
+    let published = first_snapshot(config)?;
+    let backend = choose_backend(config.io)?;
+    let (per_worker, bound) = io::socket::bind_worker_sockets(&config.listen, config.cpus.len())?;
+    let tcp = bind_tcp(&bound)?;
+    let control = control::spawn(
+        ControlPlane {
+            refresh: RefreshSettings {
+                seeds: seeds_with_ports(config)?,
+                alternator_port: config.alternator_port,
+                interval: config.refresh_interval,
+                timeout: config.refresh_timeout,
+            },
+            published: Arc::clone(&published),
+            tcp,
+        },
+        shutdown.clone(),
+    )
+    .map_err(RunError::Thread)?;
+    let workers = spawn_workers(config, backend, per_worker, &published, &shutdown);
+    for addr in &bound {
+        info!(udp = %addr, tcp = %addr, "listening");
+    }
+    info!(
+        domain = %config.zone.domain,
+        workers = config.cpus.len(),
+        backend = ?backend,
+        answers = %config.zone.answers,
+        ttl = config.zone.ttl,
+        "alternator-dns ready"
+    );
+    let failed = join_workers(workers?, &shutdown);
+    shutdown.trigger();
+    if control.join().is_err() {
+        error!("the control thread panicked");
+    }
+    info!("stopped");
+    if failed > 0 {
+        return Err(RunError::WorkersFailed(failed));
+    }
+    Ok(())
+}
+
+/// Publishes the seeds as the first node list, so queries are answered
+/// before the first `/localnodes` reply arrives.
+fn first_snapshot(config: &Config) -> Result<SharedSnapshot, RunError> {
+    let zone = Arc::new(Zone::new(&config.zone)?);
+    let seeds: Vec<IpAddr> = seeds_with_ports(config)?
+        .iter()
+        .map(SocketAddr::ip)
+        .collect();
+    let mut unique = Vec::with_capacity(seeds.len());
+    for ip in seeds {
+        if !unique.contains(&ip) {
+            unique.push(ip);
+        }
+    }
+    let snapshot = Snapshot::new(1, zone, NodeSource::Seeds, &unique);
+    info!(
+        nodes = snapshot.node_count(),
+        "serving the seeds until /localnodes answers"
+    );
+    Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
+}
+
+fn seeds_with_ports(config: &Config) -> Result<Vec<SocketAddr>, RunError> {
+    let (addrs, failures) = config.resolve_seeds();
+    for failure in &failures {
+        warn!(seed = %failure, "seed not resolved; ignoring it");
+    }
+    if addrs.is_empty() {
+        return Err(RunError::NoSeeds(failures.join("; ")));
+    }
+    Ok(addrs)
+}
+
+/// Probes io_uring once; `auto` falls back to recvmmsg/sendmmsg and says why.
+fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
+    match mode {
+        IoMode::Mmsg => Ok(Backend::Mmsg),
+        IoMode::Uring => io::uring::probe()
+            .map(|()| Backend::Uring)
+            .map_err(RunError::UringUnavailable),
+        IoMode::Auto => match io::uring::probe() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                warn!(reason = %e, "io_uring unavailable; falling back to recvmmsg/sendmmsg");
+                Ok(Backend::Mmsg)
+            }
+        },
+    }
+}
+
+fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let bind = || -> std::io::Result<TcpListener> {
+                let domain = socket2::Domain::for_address(*addr);
+                let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                if addr.is_ipv6() {
+                    socket.set_only_v6(true)?;
+                }
+                socket.bind(&(*addr).into())?;
+                socket.listen(1024)?;
+                Ok(socket.into())
+            };
+            bind().map_err(|source| RunError::TcpBind {
+                addr: *addr,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Answers UDP queries on one worker: the snapshot through a lock-free cache,
+/// the worker's own random generator.
+struct UdpResponder {
+    snapshot: Cache<SharedSnapshot, Arc<Snapshot>>,
+    rng: Rng,
+}
+
+impl PacketHandler for UdpResponder {
+    fn handle(&mut self, query: &[u8], source: SocketAddr, reply: &mut Vec<u8>) -> bool {
+        // Port 0 cannot be a real client; answering it would only reflect.
+        if source.port() == 0 {
+            return false;
+        }
+        let snapshot = self.snapshot.load();
+        matches!(
+            respond(query, CLASSIC_UDP_LIMIT, snapshot, &mut self.rng, reply),
+            Outcome::Reply(_)
+        )
+    }
+}
+
+type Worker = JoinHandle<Result<(), IoError>>;
+
+fn spawn_workers(
+    config: &Config,
+    backend: Backend,
+    per_worker: Vec<Vec<std::net::UdpSocket>>,
+    published: &SharedSnapshot,
+    shutdown: &Shutdown,
+) -> Result<Vec<Worker>, RunError> {
+    let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
+    let mut workers = Vec::with_capacity(per_worker.len());
+    for (index, (sockets, &cpu)) in per_worker.into_iter().zip(&config.cpus).enumerate() {
+        let mut responder = UdpResponder {
+            snapshot: Cache::new(Arc::clone(published)),
+            rng: Rng::from_rng(&mut seeds),
+        };
+        let sockets = WorkerSockets {
+            sockets,
+            shutdown: shutdown.flag(),
+        };
+        let stopper = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("udp-worker-{index}"))
+            .spawn(move || {
+                let pinned = io::socket::pin_current_thread(cpu);
+                if !pinned {
+                    warn!(worker = index, cpu, "could not pin worker to its CPU");
+                }
+                info!(worker = index, cpu, pinned, backend = ?backend, "worker started");
+                let result = io::run_worker(backend, sockets, &mut responder);
+                if result.is_err() {
+                    // Stop the others now: a server missing a worker would
+                    // silently lose the queries the kernel hashes to it.
+                    stopper.trigger();
+                }
+                result
+            });
+        match spawned {
+            Ok(worker) => workers.push(worker),
+            Err(e) => {
+                shutdown.trigger();
+                join_workers(workers, shutdown);
+                return Err(RunError::Thread(e));
+            }
+        }
+    }
+    Ok(workers)
+}
+
+/// Waits for every worker; the first one to fail stops the others.
+fn join_workers(workers: Vec<Worker>, shutdown: &Shutdown) -> usize {
+    let mut failed = 0;
+    for (index, worker) in workers.into_iter().enumerate() {
+        let result = worker.join();
+        let reason = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "panicked".to_string(),
+        };
+        error!(worker = index, reason = %reason, "worker stopped with an error; shutting down");
+        failed += 1;
+        shutdown.trigger();
+    }
+    failed
+}

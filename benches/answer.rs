@@ -12,8 +12,7 @@ use domain::base::iana::{Class, Rtype};
 use domain::base::{MessageBuilder, Name};
 use rand_core::SeedableRng;
 
-use alternator_dns::dns::answer::CLASSIC_UDP_LIMIT;
-use alternator_dns::dns::{respond, AnswerMode, Rng, Zone, ZoneSettings};
+use alternator_dns::dns::{respond, AnswerMode, Rng, Transport, Zone, ZoneSettings};
 use alternator_dns::nodes::{NodeSource, Snapshot};
 
 fn snapshot(answers: AnswerMode, nodes: usize) -> Snapshot {
@@ -26,6 +25,7 @@ fn snapshot(answers: AnswerMode, nodes: usize) -> Snapshot {
         soa_rname: None,
         soa_serial: 1,
         soa_ttl: 60,
+        edns_udp_size: 1232,
     })
     .expect("valid zone");
     let ips: Vec<IpAddr> = (0..nodes)
@@ -58,7 +58,7 @@ fn bench_answers(c: &mut Criterion) {
             3,
             "alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "a_one_of_1000",
@@ -66,7 +66,7 @@ fn bench_answers(c: &mut Criterion) {
             1000,
             "alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "a_three_of_100",
@@ -74,7 +74,7 @@ fn bench_answers(c: &mut Criterion) {
             100,
             "alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "a_all_of_20",
@@ -82,7 +82,7 @@ fn bench_answers(c: &mut Criterion) {
             20,
             "alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "a_all_of_200_truncated",
@@ -90,7 +90,7 @@ fn bench_answers(c: &mut Criterion) {
             200,
             "alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "a_all_of_200_tcp",
@@ -98,7 +98,7 @@ fn bench_answers(c: &mut Criterion) {
             200,
             "alternator.example.com",
             Rtype::A,
-            65535,
+            Transport::Tcp,
         ),
         (
             "aaaa_nodata",
@@ -106,7 +106,7 @@ fn bench_answers(c: &mut Criterion) {
             3,
             "alternator.example.com",
             Rtype::AAAA,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "nxdomain",
@@ -114,7 +114,7 @@ fn bench_answers(c: &mut Criterion) {
             3,
             "x.alternator.example.com",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
         (
             "refused",
@@ -122,7 +122,7 @@ fn bench_answers(c: &mut Criterion) {
             3,
             "example.org",
             Rtype::A,
-            CLASSIC_UDP_LIMIT,
+            Transport::Udp,
         ),
     ];
     for (name, mode, nodes, qname, qtype, limit) in cases {
@@ -143,7 +143,7 @@ fn bench_answers(c: &mut Criterion) {
         b.iter(|| {
             respond(
                 black_box(&response),
-                CLASSIC_UDP_LIMIT,
+                Transport::Udp,
                 &snap,
                 &mut rng,
                 &mut reply,

@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::dns::zone::DEFAULT_EDNS_UDP_SIZE;
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
+use crate::tcp::TcpSettings;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:53";
 const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
@@ -177,6 +179,20 @@ pub struct Options {
     /// TTL of the SOA and NS records, also the negative-answer TTL [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub soa_ttl: Option<u32>,
+
+    /// UDP payload size advertised with EDNS(0), and the most a UDP reply may carry
+    /// (512 to 4096) [default: 1232]
+    #[arg(long, value_name = "BYTES")]
+    pub edns_udp_size: Option<u16>,
+
+    /// Close a TCP connection that sends no complete query for this long [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub tcp_idle_timeout: Option<HumanDuration>,
+
+    /// TCP connections open at once per listen address; at the cap the connection
+    /// idle for longest is closed to admit a new one [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub tcp_max_connections: Option<usize>,
 
     /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -383,6 +399,7 @@ pub struct Config {
     /// Worker i is pinned to `cpus[i]`; one entry per worker.
     pub cpus: Vec<usize>,
     pub io: IoMode,
+    pub tcp: TcpSettings,
     pub log_level: String,
 }
 
@@ -437,8 +454,19 @@ impl Config {
             soa_rname: o.soa_rname,
             soa_serial: start_serial(),
             soa_ttl: o.soa_ttl.unwrap_or(DEFAULT_SOA_TTL),
+            edns_udp_size: o.edns_udp_size.unwrap_or(DEFAULT_EDNS_UDP_SIZE),
         };
         Zone::new(&zone)?;
+        let defaults = TcpSettings::default();
+        let tcp = TcpSettings {
+            idle_timeout: o.tcp_idle_timeout.map_or(defaults.idle_timeout, |d| d.0),
+            max_connections: o.tcp_max_connections.unwrap_or(defaults.max_connections),
+        };
+        if tcp.max_connections == 0 || tcp.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "tcp-max-connections and tcp-idle-timeout must be above 0".into(),
+            ));
+        }
         let cpus = worker_cpus(o.threads, o.cpus.map(|c| c.0), &available_cpus())?;
         Ok(Config {
             listen,
@@ -450,6 +478,7 @@ impl Config {
             refresh_timeout,
             cpus,
             io: o.io.unwrap_or_default(),
+            tcp,
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
     }
@@ -503,6 +532,9 @@ impl Config {
             soa_mname: self.zone.soa_mname.clone(),
             soa_rname: self.zone.soa_rname.clone(),
             soa_ttl: Some(self.zone.soa_ttl),
+            edns_udp_size: Some(self.zone.edns_udp_size),
+            tcp_idle_timeout: Some(HumanDuration(self.tcp.idle_timeout)),
+            tcp_max_connections: Some(self.tcp.max_connections),
             log_level: Some(self.log_level.clone()),
         };
         toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -568,6 +600,9 @@ fn merge(file: Options, flags: Options) -> Options {
         soa_mname: flags.soa_mname.or(file.soa_mname),
         soa_rname: flags.soa_rname.or(file.soa_rname),
         soa_ttl: flags.soa_ttl.or(file.soa_ttl),
+        edns_udp_size: flags.edns_udp_size.or(file.edns_udp_size),
+        tcp_idle_timeout: flags.tcp_idle_timeout.or(file.tcp_idle_timeout),
+        tcp_max_connections: flags.tcp_max_connections.or(file.tcp_max_connections),
         log_level: flags.log_level.or(file.log_level),
     }
 }

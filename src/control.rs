@@ -15,6 +15,7 @@ use tracing::{error, info};
 
 use crate::nodes::refresher::{RefreshSettings, Refresher};
 use crate::nodes::SharedSnapshot;
+use crate::tcp::TcpSettings;
 
 /// One signal that stops everything: workers poll the flag, async tasks wait
 /// on the watch channel.
@@ -63,6 +64,7 @@ pub struct ControlPlane {
     pub refresh: RefreshSettings,
     pub published: SharedSnapshot,
     pub tcp: Vec<StdTcpListener>,
+    pub tcp_settings: TcpSettings,
 }
 
 /// Starts the control-plane thread. It returns once `shutdown` is triggered
@@ -89,6 +91,7 @@ async fn run(plane: ControlPlane, shutdown: Shutdown) {
             Ok(listener) => {
                 tasks.spawn(crate::tcp::serve(
                     listener,
+                    plane.tcp_settings,
                     plane.published.clone(),
                     shutdown.subscribe(),
                 ));

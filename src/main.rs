@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Command, Config};
+use alternator_dns::config::{Cli, Command, Config, IoMode};
 use alternator_dns::control::Shutdown;
 
 fn main() -> ExitCode {
@@ -44,6 +44,14 @@ fn check(config: &Config) -> ExitCode {
     let (resolved, failures) = config.resolve_seeds();
     for failure in &failures {
         eprintln!("alternator-dns: warning: seed not resolved: {failure}");
+    }
+    match alternator_dns::io::uring::probe() {
+        Ok(()) => eprintln!("alternator-dns: io_uring is available"),
+        Err(e) if config.io == IoMode::Uring => {
+            eprintln!("alternator-dns: --io uring, but io_uring is unavailable: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => eprintln!("alternator-dns: io_uring is unavailable ({e}); mmsg would be used"),
     }
     if resolved.is_empty() {
         eprintln!("alternator-dns: no seed could be resolved");

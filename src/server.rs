@@ -4,19 +4,18 @@
 //! socket is bound, so the first query already has an answer; the I/O backend
 //! is probed once, here, and every worker uses the result.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arc_swap::{ArcSwap, Cache};
 use rand_core::SeedableRng;
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, IoMode};
 use crate::control::{self, ControlPlane, Shutdown};
-use crate::dns::answer::CLASSIC_UDP_LIMIT;
-use crate::dns::{respond, Outcome, Rng, Zone, ZoneError};
+use crate::dns::{respond, Outcome, Rng, Transport, Zone, ZoneError};
 use crate::io::{self, Backend, IoError, PacketHandler, WorkerSockets};
 use crate::nodes::refresher::RefreshSettings;
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
@@ -47,8 +46,11 @@ pub enum RunError {
 pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
     let published = first_snapshot(config)?;
     let backend = choose_backend(config.io)?;
-    let (per_worker, bound) = io::socket::bind_worker_sockets(&config.listen, config.cpus.len())?;
-    let tcp = bind_tcp(&bound)?;
+    let Bound {
+        per_worker,
+        addrs: bound,
+        tcp,
+    } = bind_all(&config.listen, config.cpus.len())?;
     let control = control::spawn(
         ControlPlane {
             refresh: RefreshSettings {
@@ -59,6 +61,7 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
             },
             published: Arc::clone(&published),
             tcp,
+            tcp_settings: config.tcp,
         },
         shutdown.clone(),
     )
@@ -137,6 +140,44 @@ fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
     }
 }
 
+/// Every socket the server listens on.
+struct Bound {
+    /// UDP sockets, one list per worker, in listen order.
+    per_worker: Vec<Vec<UdpSocket>>,
+    /// The listen addresses with the ports actually bound.
+    addrs: Vec<SocketAddr>,
+    tcp: Vec<TcpListener>,
+}
+
+/// Binds every worker's UDP sockets, then TCP on the same ports. With port 0
+/// the kernel picks the UDP port, which may already be taken for TCP on that
+/// address; then the whole binding is tried again with fresh ports.
+fn bind_all(listen: &[SocketAddr], workers: usize) -> Result<Bound, RunError> {
+    const ATTEMPTS: usize = 20;
+    let mut attempt = 1;
+    loop {
+        let (udp, bound) = io::socket::bind_worker_sockets(listen, workers)?;
+        match bind_tcp(&bound) {
+            Ok(tcp) => {
+                return Ok(Bound {
+                    per_worker: udp,
+                    addrs: bound,
+                    tcp,
+                })
+            }
+            Err(RunError::TcpBind { addr, source })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS
+                    && listen.iter().any(|l| l.ip() == addr.ip() && l.port() == 0) =>
+            {
+                debug!(%addr, attempt, "port chosen for UDP is taken for TCP; choosing again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
     addrs
         .iter()
@@ -175,7 +216,7 @@ impl PacketHandler for UdpResponder {
         }
         let snapshot = self.snapshot.load();
         matches!(
-            respond(query, CLASSIC_UDP_LIMIT, snapshot, &mut self.rng, reply),
+            respond(query, Transport::Udp, snapshot, &mut self.rng, reply),
             Outcome::Reply(_)
         )
     }
@@ -186,7 +227,7 @@ type Worker = JoinHandle<Result<(), IoError>>;
 fn spawn_workers(
     config: &Config,
     backend: Backend,
-    per_worker: Vec<Vec<std::net::UdpSocket>>,
+    per_worker: Vec<Vec<UdpSocket>>,
     published: &SharedSnapshot,
     shutdown: &Shutdown,
 ) -> Result<Vec<Worker>, RunError> {

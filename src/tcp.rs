@@ -2,99 +2,256 @@
 //! behind a two-byte length prefix.
 //!
 //! TCP carries little traffic here (clients retry over it after TC=1), so it
-//! runs on the control plane's runtime rather than the per-core workers.
+//! runs on the control plane's runtime rather than the per-core workers. What
+//! matters is that idle or hostile clients cannot exhaust it: connections are
+//! capped, and when the cap is reached the connection idle for longest is
+//! closed to make room (RFC 7766 section 6.2.3).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rand_core::SeedableRng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
-use crate::dns::{respond, Outcome, Rng};
+use crate::dns::{respond, Outcome, Rng, Transport};
 use crate::nodes::SharedSnapshot;
-
-/// A connection with no complete query for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections served at once per listener; further ones wait in the backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
 
 const MAX_MESSAGE: usize = u16::MAX as usize;
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    published: SharedSnapshot,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let published = Arc::clone(&published);
-                let rng = Rng::from_rng(&mut seeds);
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, published, rng, shutdown).await {
-                        debug!(%peer, error = %e, "TCP connection ended");
-                    }
-                    drop(permit);
-                });
+/// Limits of the TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// A connection with no complete query for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once, per listener.
+    pub max_connections: usize,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        TcpSettings {
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The open connections of one listener, so the oldest idle one can be closed.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, Connection>,
+}
+
+struct Connection {
+    /// When the connection last finished a query (or opened).
+    idle_since: Instant,
+    /// True while a query is being read or answered.
+    busy: bool,
+    close: Arc<Notify>,
+}
+
+type SharedConnections = Arc<Mutex<Connections>>;
+
+fn lock(c: &SharedConnections) -> std::sync::MutexGuard<'_, Connections> {
+    // The table holds no invariant a panicking holder could break halfway.
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Connections {
+    /// Registers a connection, first closing the longest-idle one if the
+    /// table is full. Returns None (refuse the connection) if all are busy.
+    fn admit(&mut self, max: usize) -> Option<(u64, Arc<Notify>)> {
+        if self.open.len() >= max {
+            let oldest = self
+                .open
+                .iter()
+                .filter(|(_, c)| !c.busy)
+                .min_by_key(|(_, c)| c.idle_since)
+                .map(|(id, _)| *id)?;
+            if let Some(evicted) = self.open.remove(&oldest) {
+                evicted.close.notify_one();
             }
-            Err(e) => {
-                warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let close = Arc::new(Notify::new());
+        self.open.insert(
+            id,
+            Connection {
+                idle_since: Instant::now(),
+                busy: false,
+                close: Arc::clone(&close),
+            },
+        );
+        Some((id, close))
+    }
+
+    fn set_busy(&mut self, id: u64, busy: bool) {
+        if let Some(c) = self.open.get_mut(&id) {
+            c.busy = busy;
+            if !busy {
+                c.idle_since = Instant::now();
             }
         }
     }
 }
 
-/// Answers queries on one connection, in order, until the client closes,
-/// goes idle, or the server shuts down.
-async fn connection(
-    mut stream: TcpStream,
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    settings: TcpSettings,
     published: SharedSnapshot,
-    mut rng: Rng,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut query = vec![0u8; MAX_MESSAGE];
-    let mut framed = Vec::with_capacity(MAX_MESSAGE + 2);
-    let mut reply = Vec::with_capacity(MAX_MESSAGE);
+) {
+    let connections = SharedConnections::default();
+    let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
     loop {
-        let read = async {
-            let len = usize::from(stream.read_u16().await?);
-            stream.read_exact(&mut query[..len]).await?;
-            Ok::<usize, std::io::Error>(len)
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let len = tokio::select! {
-            read = tokio::time::timeout(IDLE_TIMEOUT, read) => match read {
-                Ok(Ok(len)) => len,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some((id, close)) = lock(&connections).admit(settings.max_connections) else {
+            debug!(%peer, "TCP connection refused: every connection is busy");
+            continue;
+        };
+        let task = ConnectionTask {
+            id,
+            connections: Arc::clone(&connections),
+            published: Arc::clone(&published),
+            rng: Rng::from_rng(&mut seeds),
+            idle_timeout: settings.idle_timeout,
+        };
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let ended = tokio::select! {
+                ended = task.run(stream, shutdown) => ended,
+                () = close.notified() => Ok("closed to make room for a new connection"),
+            };
+            match ended {
+                Ok(why) => debug!(%peer, why, "TCP connection closed"),
+                Err(e) => debug!(%peer, error = %e, "TCP connection failed"),
+            }
+        });
+    }
+}
+
+struct ConnectionTask {
+    id: u64,
+    connections: SharedConnections,
+    published: SharedSnapshot,
+    rng: Rng,
+    idle_timeout: Duration,
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        lock(&self.connections).open.remove(&self.id);
+    }
+}
+
+impl ConnectionTask {
+    /// Answers queries in order until the client closes, goes idle, or the
+    /// server shuts down. Queries pipelined by the client are read from the
+    /// buffer one after another, each answered with one write.
+    async fn run(
+        mut self,
+        stream: TcpStream,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<&'static str> {
+        stream.set_nodelay(true)?;
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut query = vec![0u8; MAX_MESSAGE];
+        let mut framed = Vec::with_capacity(MAX_MESSAGE + 2);
+        let mut reply = Vec::with_capacity(MAX_MESSAGE);
+        loop {
+            let len = tokio::select! {
+                read = tokio::time::timeout(self.idle_timeout, reader.read_u16()) => match read {
+                    Ok(Ok(len)) => usize::from(len),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Ok("client closed");
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Ok("idle timeout"),
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return Ok("shutdown"),
+            };
+            lock(&self.connections).set_busy(self.id, true);
+            // The rest of a started message gets the same deadline.
+            match tokio::time::timeout(self.idle_timeout, reader.read_exact(&mut query[..len]))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok("client closed mid-message");
+                }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(()),
-            },
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        };
-        let snapshot = published.load();
-        if let Outcome::Reply(_) =
-            respond(&query[..len], MAX_MESSAGE, &snapshot, &mut rng, &mut reply)
-        {
-            framed.clear();
-            framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&reply);
-            stream.write_all(&framed).await?;
+                Err(_) => return Ok("timeout within a message"),
+            }
+            let snapshot = self.published.load();
+            let outcome = respond(
+                &query[..len],
+                Transport::Tcp,
+                &snapshot,
+                &mut self.rng,
+                &mut reply,
+            );
+            if let Outcome::Reply(_) = outcome {
+                framed.clear();
+                framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&reply);
+                writer.write_all(&framed).await?;
+            }
+            lock(&self.connections).set_busy(self.id, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_evicts_the_longest_idle_connection() {
+        let mut table = Connections::default();
+        let (first, first_close) = table.admit(2).unwrap();
+        let (second, _) = table.admit(2).unwrap();
+        table.set_busy(second, false); // idle since after `first`
+        let (third, _) = table.admit(2).unwrap();
+        assert!(!table.open.contains_key(&first), "oldest idle evicted");
+        assert!(table.open.contains_key(&second) && table.open.contains_key(&third));
+        // The evicted connection was told to close.
+        let notified = first_close.notified();
+        tokio::pin!(notified);
+        assert!(futures_ready(notified.as_mut()));
+    }
+
+    #[test]
+    fn a_full_table_of_busy_connections_refuses() {
+        let mut table = Connections::default();
+        let (a, _) = table.admit(1).unwrap();
+        table.set_busy(a, true);
+        assert!(table.admit(1).is_none());
+        table.set_busy(a, false);
+        assert!(table.admit(1).is_some());
+    }
+
+    /// Polls a future once with a no-op waker.
+    fn futures_ready<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
     }
 }

@@ -6,8 +6,11 @@
 //! QR bit) so junk costs almost nothing; everything else is parsed with the
 //! `domain` crate and answered per RFC 1034/2308.
 
-use domain::base::iana::{Class, Opcode, Rcode, Rtype};
-use domain::base::message_builder::{AnswerBuilder, PushError, StaticCompressor};
+use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
+use domain::base::message_builder::{
+    AdditionalBuilder, AnswerBuilder, PushError, StaticCompressor,
+};
+use domain::base::opt::Opt;
 use domain::base::{Message, MessageBuilder, ParsedName, Question, ToName};
 use domain::rdata::{Aaaa, Ns, A};
 use rand_core::Rng as _;
@@ -25,6 +28,21 @@ pub const HEADER_LEN: usize = 12;
 /// Largest UDP reply to a query without EDNS (RFC 1035 section 4.2.1).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 
+/// Largest DNS message over TCP.
+pub const TCP_LIMIT: usize = u16::MAX as usize;
+
+/// Wire size of an OPT record without options.
+const OPT_LEN: usize = 11;
+
+/// How the query arrived, which decides how large the reply may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// 512 bytes, or the client's EDNS payload size capped by ours.
+    Udp,
+    /// 65535 bytes; never truncated.
+    Tcp,
+}
+
 /// Why a packet got no reply at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -37,22 +55,33 @@ pub enum DropReason {
 /// What the answer path decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// `reply` holds the response, with this rcode.
-    Reply(Rcode),
+    /// `reply` holds the response, with this (possibly extended) rcode.
+    Reply(OptRcode),
     Drop(DropReason),
 }
 
-type Builder<'a> = AnswerBuilder<StaticCompressor<&'a mut Vec<u8>>>;
+type Target<'a> = StaticCompressor<&'a mut Vec<u8>>;
+type Builder<'a> = AnswerBuilder<Target<'a>>;
+type Additional<'a> = AdditionalBuilder<Target<'a>>;
 type QueryName<'q> = ParsedName<&'q [u8]>;
+
+/// The EDNS(0) parameters a query carried in its OPT record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientEdns {
+    payload_size: u16,
+    version: u8,
+    dnssec_ok: bool,
+}
 
 /// Answers one query.
 ///
-/// `reply` is cleared and receives the response; it must have at least
-/// `max_reply` bytes of capacity if the caller wants no allocation. Answers
-/// that would exceed `max_reply` are dropped whole and TC is set instead.
+/// `reply` is cleared and receives the response. Over UDP it never exceeds
+/// 512 bytes, or with EDNS the smaller of the client's payload size (at least
+/// 512) and the zone's; answers that would not fit are dropped whole and TC
+/// is set. `reply` needs that much capacity for the call not to allocate.
 pub fn respond(
     query: &[u8],
-    max_reply: usize,
+    transport: Transport,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
@@ -67,32 +96,104 @@ pub fn respond(
     let Ok(msg) = Message::from_slice(query) else {
         return Outcome::Drop(DropReason::TooShort);
     };
-    let rcode = match build(msg, max_reply, snapshot, rng, reply) {
+    let zone = &*snapshot.zone;
+    let Ok(edns) = client_edns(msg) else {
+        return Outcome::Reply(error_reply(
+            msg,
+            None,
+            None,
+            Rcode::FORMERR.into(),
+            zone,
+            reply,
+        ));
+    };
+    let limit = match (transport, edns) {
+        (Transport::Tcp, _) => TCP_LIMIT,
+        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
+        (Transport::Udp, Some(e)) => {
+            usize::from(e.payload_size).clamp(CLASSIC_UDP_LIMIT, usize::from(zone.edns_udp_size))
+        }
+    };
+    let rcode = match build(msg, edns, limit, snapshot, rng, reply) {
         Ok(rcode) => rcode,
-        // Only the header and question exceeding `max_reply` gets here;
-        // `max_reply` is never below 512 and a question fits in 512.
-        Err(_) => header_only(msg, Rcode::SERVFAIL, reply),
+        // Only a header, question and OPT above `limit` get here, and
+        // `limit` is at least 512, where those always fit.
+        Err(_) => error_reply(msg, None, edns, Rcode::SERVFAIL.into(), zone, reply),
     };
     Outcome::Reply(rcode)
 }
 
+/// Finds the query's OPT record. Errors (leading to FORMERR) when the record
+/// sections do not parse, when there is more than one OPT, or when the OPT is
+/// malformed (owner not the root, option lengths that overrun the data).
+fn client_edns(msg: &Message<[u8]>) -> Result<Option<ClientEdns>, ()> {
+    if msg.header_counts().arcount() == 0 {
+        return Ok(None);
+    }
+    let mut found = None;
+    for record in msg.additional().map_err(drop)? {
+        let record = record.map_err(drop)?;
+        if record.rtype() != Rtype::OPT {
+            continue;
+        }
+        if found.is_some() || !record.owner().is_root() {
+            return Err(());
+        }
+        // Parsing the data as `Opt` checks every option's length.
+        record.to_record::<Opt<&[u8]>>().map_err(drop)?;
+        let ttl = record.ttl().as_secs();
+        found = Some(ClientEdns {
+            payload_size: record.class().to_int(),
+            version: (ttl >> 16) as u8,
+            dnssec_ok: ttl & 0x8000 != 0,
+        });
+    }
+    Ok(found)
+}
+
 fn build(
     msg: &Message<[u8]>,
-    max_reply: usize,
+    edns: Option<ClientEdns>,
+    limit: usize,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
-) -> Result<Rcode, PushError> {
-    if msg.header().opcode() != Opcode::QUERY {
-        return Ok(header_only(msg, Rcode::NOTIMP, reply));
-    }
-    if msg.header_counts().qdcount() != 1 {
-        return Ok(header_only(msg, Rcode::FORMERR, reply));
-    }
-    let Ok(question) = msg.sole_question() else {
-        return Ok(header_only(msg, Rcode::FORMERR, reply));
-    };
+) -> Result<OptRcode, PushError> {
     let zone = &*snapshot.zone;
+    let question = match msg.sole_question() {
+        Ok(q) if msg.header_counts().qdcount() == 1 => Some(q),
+        _ => None,
+    };
+    if msg.header().opcode() != Opcode::QUERY {
+        return Ok(error_reply(
+            msg,
+            question,
+            edns,
+            Rcode::NOTIMP.into(),
+            zone,
+            reply,
+        ));
+    }
+    if edns.is_some_and(|e| e.version > 0) {
+        return Ok(error_reply(
+            msg,
+            question,
+            edns,
+            OptRcode::BADVERS,
+            zone,
+            reply,
+        ));
+    }
+    let Some(question) = question else {
+        return Ok(error_reply(
+            msg,
+            None,
+            edns,
+            Rcode::FORMERR.into(),
+            zone,
+            reply,
+        ));
+    };
     let qname = question.qname();
     let (rcode, authoritative) = if question.qclass() != Class::IN {
         (Rcode::REFUSED, false)
@@ -106,27 +207,27 @@ fn build(
 
     let mut builder = MessageBuilder::from_target(StaticCompressor::new(reply))
         .map_err(|_| PushError::ShortBuf)?;
-    builder.set_push_limit(max_reply);
+    // Keep room for the OPT record, which must survive any truncation.
+    builder.set_push_limit(limit - if edns.is_some() { OPT_LEN } else { 0 });
     builder.header_mut().set_aa(authoritative);
     let answer = builder.start_answer(msg, rcode)?;
-    match rcode {
+    let additional = match rcode {
         Rcode::NOERROR => answer_apex(answer, &question, snapshot, rng),
-        Rcode::NXDOMAIN => finish_negative(answer, zone),
-        _ => {
-            answer.finish();
-        }
-    }
-    Ok(rcode)
+        Rcode::NXDOMAIN => negative(answer, zone),
+        _ => answer.additional(),
+    };
+    finish(additional, limit, edns, rcode.into(), zone)?;
+    Ok(rcode.into())
 }
 
-/// Answers a question at the apex and finishes the message. An answer that
-/// overflows the limit is dropped whole and TC is set.
-fn answer_apex(
-    mut answer: Builder<'_>,
+/// Answers a question at the apex. An answer that overflows the limit is
+/// dropped whole and TC is set.
+fn answer_apex<'a>(
+    mut answer: Builder<'a>,
     question: &Question<QueryName<'_>>,
     snapshot: &Snapshot,
     rng: &mut Rng,
-) {
+) -> Additional<'a> {
     let zone = &*snapshot.zone;
     let owner = question.qname();
     let ttl = zone.ttl;
@@ -146,55 +247,82 @@ fn answer_apex(
             .ns
             .iter()
             .try_for_each(|ns| answer.push((owner, zone.soa_ttl, Ns::new(ns)))),
-        _ => return finish_negative(answer, zone),
+        _ => return negative(answer, zone),
     };
     match pushed {
-        Ok(()) if answer.counts().ancount() == 0 => finish_negative(answer, zone),
-        Ok(()) => {
-            answer.finish();
-        }
-        Err(_) => {
-            answer.tc_rewind_into().finish();
-        }
+        Ok(()) if answer.counts().ancount() == 0 => negative(answer, zone),
+        Ok(()) => answer.additional(),
+        Err(_) => answer.tc_rewind_into().additional(),
     }
 }
 
-/// Finishes a negative answer (NXDOMAIN or NODATA): the SOA in the authority
-/// section, with the RFC 2308 TTL. If even that does not fit, sets TC.
-fn finish_negative(answer: Builder<'_>, zone: &Zone) {
+/// A negative answer (NXDOMAIN or NODATA): the SOA in the authority section,
+/// with the RFC 2308 TTL. If even that does not fit, sets TC.
+fn negative<'a>(answer: Builder<'a>, zone: &Zone) -> Additional<'a> {
     let mut authority = answer.authority();
     let soa = (&zone.apex, zone.negative_ttl, &zone.soa);
     if authority.push(soa).is_err() {
+        authority.rewind();
         authority.header_mut().set_tc(true);
     }
-    authority.finish();
+    authority.additional()
 }
 
-/// An error reply: header (ID, opcode, RD copied) and, when it parses, the
-/// single question; no other section.
-fn header_only(msg: &Message<[u8]>, rcode: Rcode, reply: &mut Vec<u8>) -> Rcode {
-    reply.clear();
-    reply.extend_from_slice(&msg.as_slice()[..HEADER_LEN]);
-    let header = &mut reply[..HEADER_LEN];
-    // Byte 2: QR=1, opcode kept, AA=0, TC=0, RD kept. Byte 3: RA=Z=AD=CD=0.
-    header[2] = 0x80 | (header[2] & 0x79);
-    header[3] = rcode.to_int() & 0x0f;
-    header[4..HEADER_LEN].fill(0);
-    if msg.header_counts().qdcount() == 1 && rcode != Rcode::FORMERR {
-        if let Some(end) = question_end(msg) {
-            reply.extend_from_slice(&msg.as_slice()[HEADER_LEN..end]);
-            reply[5] = 1;
+/// Adds our OPT record when the query had one, and finishes the message.
+fn finish(
+    mut additional: Additional<'_>,
+    limit: usize,
+    edns: Option<ClientEdns>,
+    rcode: OptRcode,
+    zone: &Zone,
+) -> Result<(), PushError> {
+    if let Some(client) = edns {
+        additional.as_builder_mut().set_push_limit(limit);
+        additional.opt(|opt| {
+            opt.set_udp_payload_size(zone.edns_udp_size);
+            opt.set_dnssec_ok(client.dnssec_ok);
+            opt.set_rcode(rcode);
+            Ok(())
+        })?;
+    }
+    additional.finish();
+    Ok(())
+}
+
+/// An error reply: the header (ID, opcode and RD copied), the question when
+/// there is exactly one and it parses, and OPT when the query had a readable
+/// one; no other section.
+fn error_reply(
+    msg: &Message<[u8]>,
+    question: Option<Question<QueryName<'_>>>,
+    edns: Option<ClientEdns>,
+    rcode: OptRcode,
+    zone: &Zone,
+    reply: &mut Vec<u8>,
+) -> OptRcode {
+    let written = (|| -> Result<(), PushError> {
+        let mut builder = MessageBuilder::from_target(StaticCompressor::new(&mut *reply))
+            .map_err(|_| PushError::ShortBuf)?;
+        builder.set_push_limit(CLASSIC_UDP_LIMIT);
+        let header = builder.header_mut();
+        header.set_id(msg.header().id());
+        header.set_qr(true);
+        header.set_opcode(msg.header().opcode());
+        header.set_rd(msg.header().rd());
+        header.set_rcode(rcode.rcode());
+        let mut questions = builder.question();
+        if let Some(q) = question {
+            questions.push(q)?;
         }
+        finish(questions.additional(), CLASSIC_UDP_LIMIT, edns, rcode, zone)
+    })();
+    if written.is_err() {
+        // 512 bytes always hold a header, one question and an OPT; keep
+        // at least a well-formed header should that ever change.
+        reply.truncate(HEADER_LEN);
+        reply[4..HEADER_LEN].fill(0);
     }
     rcode
-}
-
-/// End offset of the first question, if the question parses.
-fn question_end(msg: &Message<[u8]>) -> Option<usize> {
-    let mut section = msg.question();
-    section.next()?.ok()?;
-    let end = section.pos();
-    (end <= msg.as_slice().len()).then_some(end)
 }
 
 /// Emits node addresses for one answer according to `mode`, without allocating.

@@ -3,5 +3,5 @@
 pub mod answer;
 pub mod zone;
 
-pub use answer::{respond, DropReason, Outcome, Rng};
+pub use answer::{respond, DropReason, Outcome, Rng, Transport};
 pub use zone::{AnswerMode, Zone, ZoneError, ZoneSettings};

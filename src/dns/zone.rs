@@ -9,6 +9,13 @@ use domain::base::{Name, Serial, Ttl};
 use domain::rdata::Soa;
 use thiserror::Error;
 
+/// The largest EDNS UDP payload size we accept: the workers' reply buffers.
+pub const MAX_EDNS_UDP_SIZE: u16 = crate::io::MAX_UDP_REPLY as u16;
+
+/// The EDNS UDP payload size advertised by default: the DNS Flag Day 2020
+/// value, which avoids IP fragmentation on common paths.
+pub const DEFAULT_EDNS_UDP_SIZE: u16 = 1232;
+
 /// An owned, absolute domain name.
 pub type OwnedName = Name<Vec<u8>>;
 
@@ -76,6 +83,8 @@ pub struct ZoneSettings {
     pub soa_serial: u32,
     /// TTL of the SOA and NS records, and the SOA MINIMUM (negative caching).
     pub soa_ttl: u32,
+    /// The UDP payload size we advertise in EDNS and accept at most.
+    pub edns_udp_size: u16,
 }
 
 /// Why a zone could not be built.
@@ -89,6 +98,8 @@ pub enum ZoneError {
     },
     #[error("the served domain must not be the root")]
     RootDomain,
+    #[error("edns-udp-size must be from 512 to {max}, got {got}")]
+    EdnsUdpSize { got: u16, max: u16 },
 }
 
 /// The zone, ready for the answer path.
@@ -102,6 +113,7 @@ pub struct Zone {
     pub(crate) soa_ttl: Ttl,
     /// RFC 2308: negative answers carry min(SOA TTL, SOA MINIMUM).
     pub(crate) negative_ttl: Ttl,
+    pub(crate) edns_udp_size: u16,
 }
 
 impl Zone {
@@ -109,6 +121,12 @@ impl Zone {
         let apex = parse_name("domain", &settings.domain)?;
         if apex.is_root() {
             return Err(ZoneError::RootDomain);
+        }
+        if !(512..=MAX_EDNS_UDP_SIZE).contains(&settings.edns_udp_size) {
+            return Err(ZoneError::EdnsUdpSize {
+                got: settings.edns_udp_size,
+                max: MAX_EDNS_UDP_SIZE,
+            });
         }
         let ns = if settings.ns.is_empty() {
             vec![parse_name("NS name", &format!("ns1.{apex}"))?]
@@ -145,6 +163,7 @@ impl Zone {
             soa,
             soa_ttl,
             negative_ttl: soa_ttl,
+            edns_udp_size: settings.edns_udp_size,
         })
     }
 
@@ -196,6 +215,7 @@ mod tests {
             soa_rname: None,
             soa_serial: 1,
             soa_ttl: 60,
+            edns_udp_size: DEFAULT_EDNS_UDP_SIZE,
         }
     }
 

@@ -6,6 +6,26 @@
 //! io_uring (multishot `RecvMsgMulti` + provided buffer ring) or batched
 //! `recvmmsg`/`sendmmsg`. The handler is the pure answer path; the backends
 //! never look inside a packet.
+//!
+//! What callers can rely on, whichever backend runs:
+//! - Every buffer is allocated when the worker starts; the packet path does
+//!   not allocate (unless a handler grows `reply` past its capacity).
+//! - Nothing read from the network can make a worker panic: lengths and
+//!   addresses the kernel reports are bounds-checked, datagrams from port 0
+//!   (or an unspecified address) are dropped before the handler, and replies
+//!   that are empty or longer than [`MAX_UDP_REPLY`] are dropped.
+//! - A worker returns within about 200 ms of `shutdown` being set (io_uring
+//!   adds a cancel-and-reap of its requests, normally well under 1 ms).
+//! - Per-packet errors are logged at warn level at most once a minute per
+//!   error site, with a count of the ones held back; only errors that would
+//!   recur forever (bad fd, invalid request) end the worker with an
+//!   [`IoError`]. On return a worker logs its packet counters at debug level.
+
+pub mod mmsg;
+pub mod socket;
+pub mod uring;
+
+pub use socket::{bind_udp_reuseport, bind_worker_sockets, pin_current_thread};
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -43,13 +63,10 @@ pub struct WorkerSockets {
     pub shutdown: Arc<AtomicBool>,
 }
 
-pub mod mmsg;
-pub mod socket;
-pub mod uring;
-
-pub use socket::{bind_udp_reuseport, bind_worker_sockets, pin_current_thread};
-
 /// Why a socket could not be set up or a worker loop stopped.
+///
+/// `Display` includes the underlying OS error, so `{e}` alone is a complete
+/// log line; `source()` returns it too.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     /// Creating, configuring or binding a listen socket failed.
@@ -138,6 +155,10 @@ pub(crate) struct Counters {
     pub(crate) dropped: u64,
     /// Datagrams ignored before the handler: source port 0 or unreadable address.
     pub(crate) ignored: u64,
+    /// io_uring only: times the receive buffer ring ran dry. Datagrams wait
+    /// in the socket buffer meanwhile; a steady count means the worker is
+    /// slower than its traffic.
+    pub(crate) overruns: u64,
 }
 
 impl Counters {
@@ -148,6 +169,7 @@ impl Counters {
             replied = self.replied,
             dropped = self.dropped,
             ignored = self.ignored,
+            overruns = self.overruns,
             "worker stopped"
         );
     }

@@ -397,9 +397,8 @@ mod tests {
             // SAFETY: all-zero sockaddr_storage is valid.
             let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             let len = sockaddr_to_storage(&addr, &mut st) as usize;
-            // SAFETY: `st` is a live, initialised struct of at least `len` bytes.
-            let bytes = unsafe { std::slice::from_raw_parts((&raw const st).cast::<u8>(), len) };
-            assert_eq!(sockaddr_from_bytes(bytes), Some(addr));
+            assert_eq!(sockaddr_from_storage(&st, len), Some(addr));
+            assert_eq!(sockaddr_from_storage(&st, 3), None, "short length");
         }
     }
 

@@ -5,11 +5,11 @@
 //! - One multishot receive per socket stays armed across datagrams, so the
 //!   kernel posts one completion per datagram without a new request each.
 //! - The kernel picks receive buffers from a ring we register once
-//!   ([`BufRing`]), so no buffer is tied up per socket while idle and none is
+//!   (`BufRing`), so no buffer is tied up per socket while idle and none is
 //!   allocated per packet; a buffer goes back to the ring right after its
 //!   datagram is answered.
 //! - Replies go out as `SendMsg` requests from a fixed pool of slots
-//!   ([`SendPool`]); the replies of a whole completion batch are submitted
+//!   (`SendPool`); the replies of a whole completion batch are submitted
 //!   together with the wait for the next completions, so a busy worker makes
 //!   one `io_uring_enter` per loop.
 //! - `SINGLE_ISSUER | DEFER_TASKRUN` lets the kernel skip locking and run
@@ -52,6 +52,10 @@ const SQ_ENTRIES: u32 = 256;
 /// (one per receive buffer, one per send slot, one per socket), so it does
 /// not overflow even if the worker falls behind.
 const CQ_ENTRIES: u32 = 1024;
+/// How long one wait may block before the shutdown flag is checked.
+const WAIT: Duration = Duration::from_millis(200);
+/// How long shutdown waits for cancelled requests before leaking instead.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
 
 /// How much a worker allocates up front.
 #[derive(Debug, Clone, Copy)]
@@ -63,16 +67,13 @@ struct Sizes {
 }
 
 impl Sizes {
-    /// About 2 MiB of receive buffers and 1 MiB of reply buffers per worker.
+    /// About 2 MiB of receive buffers (512 x 4140 B) and 1 MiB of reply
+    /// buffers (256 x 4 KiB) per worker, all allocated before the loop.
     const DEFAULT: Sizes = Sizes {
         bufs: 512,
         slots: 256,
     };
 }
-/// How long one wait may block before the shutdown flag is checked.
-const WAIT: Duration = Duration::from_millis(200);
-/// How long shutdown waits for cancelled requests before leaking instead.
-const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Checks once at start-up that io_uring can run this backend: ring setup,
 /// waits with a timeout, the needed opcodes, buffer-ring registration, and a
@@ -109,19 +110,24 @@ pub fn probe() -> Result<(), IoError> {
 /// Errors when the ring cannot be set up or on failures that would repeat
 /// forever; per-packet errors are logged (rate-limited) and the packet dropped.
 pub fn run<H: PacketHandler>(sockets: WorkerSockets, handler: &mut H) -> Result<(), IoError> {
-    run_sized(sockets, handler, Sizes::DEFAULT)
+    run_sized(sockets, handler, Sizes::DEFAULT).0
 }
 
+/// [`run`] with explicit sizes; also returns the worker's counters.
 fn run_sized<H: PacketHandler>(
     sockets: WorkerSockets,
     handler: &mut H,
     sizes: Sizes,
-) -> Result<(), IoError> {
-    let mut worker = Worker::new(&sockets.sockets, sizes)?;
+) -> (Result<(), IoError>, Counters) {
+    let mut worker = match Worker::new(&sockets.sockets, sizes) {
+        Ok(w) => w,
+        Err(e) => return (Err(e), Counters::default()),
+    };
     let result = worker.serve(&sockets, handler);
-    worker.log_exit();
+    let counters = worker.counters();
+    counters.log_exit("io_uring");
     drop(worker); // cancels and reaps every request before freeing memory
-    result
+    (result, counters)
 }
 
 /// Which optional `io_uring_setup` flags this kernel accepted.
@@ -797,7 +803,11 @@ impl Worker {
     fn recv_error(&mut self, errno: i32) -> Result<(), IoError> {
         let err = io::Error::from_raw_os_error(errno);
         match errno {
-            libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
+            libc::ENOBUFS => {
+                self.counters.overruns += 1;
+                Ok(())
+            }
+            libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
             libc::EINVAL | libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP => {
                 Err(IoError::Io {
                     context: "io_uring multishot recvmsg",
@@ -811,19 +821,21 @@ impl Worker {
         }
     }
 
-    fn log_exit(&self) {
+    fn counters(&self) -> Counters {
         let pool = &self.shared.queue.pool;
-        let counters = Counters {
+        Counters {
             replied: pool.sent,
             dropped: self.counters.dropped + pool.failed,
             ..self.counters
-        };
-        counters.log_exit("io_uring");
+        }
     }
 
     /// Cancels every request and reaps completions until none is pending or
     /// [`QUIESCE_LIMIT`] passes. True when the kernel holds no reference.
     fn quiesce(&mut self) -> bool {
+        if !self.busy() {
+            return true;
+        }
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
             .user_data(Op::Cancel.encode());
@@ -993,6 +1005,33 @@ mod tests {
         if uring_available() {
             testutil::check_hostile_input(super::run);
         }
+    }
+
+    /// Four receive buffers and two send slots: every window of queries runs
+    /// the buffer ring dry (ENOBUFS, re-arm) and waits for free send slots.
+    fn run_tiny(ws: WorkerSockets, h: &mut testutil::Echo) -> Result<(), IoError> {
+        let (result, counters) = run_sized(ws, h, Sizes { bufs: 4, slots: 2 });
+        TINY_OVERRUNS.fetch_add(counters.overruns, Ordering::Relaxed);
+        TINY_DROPPED.fetch_add(counters.dropped, Ordering::Relaxed);
+        result
+    }
+
+    static TINY_OVERRUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static TINY_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[test]
+    fn survives_exhausted_buffers_and_slots() {
+        if !uring_available() {
+            return;
+        }
+        testutil::check_echo_many(run_tiny);
+        testutil::check_two_sockets(run_tiny);
+        testutil::check_shutdown(run_tiny);
+        assert!(
+            TINY_OVERRUNS.load(Ordering::Relaxed) > 0,
+            "buffer ring never ran dry"
+        );
+        assert_eq!(TINY_DROPPED.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -96,7 +96,13 @@ impl Refresher {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut failures = 0u32;
         loop {
-            let pause = match self.refresh_round().await {
+            // A round can take (nodes x timeout) when nodes hang: shutdown
+            // must not wait for it.
+            let round = tokio::select! {
+                round = self.refresh_round() => round,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let pause = match round {
                 Ok(()) => {
                     if failures > 0 {
                         info!(failed_rounds = failures, "/localnodes reachable again");

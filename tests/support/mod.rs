@@ -31,6 +31,9 @@ pub const DOMAIN: &str = "alternator.test";
 /// How long the binary may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Log lines that say a list from `/localnodes` replaced the seeds.
+pub const LEARNT: [&str; 2] = ["first /localnodes answer", "membership changed"];
+
 /// How long one UDP attempt waits for its reply.
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -113,6 +116,12 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a start failure is the server's TCP bind failing on the port its
+/// UDP socket got from the kernel.
+pub fn is_tcp_port_collision(start_error: &str) -> bool {
+    start_error.contains("cannot listen on TCP") && start_error.contains("Address already in use")
 }
 
 type Logs = Arc<Mutex<Vec<String>>>;
@@ -268,11 +277,16 @@ impl Responder {
         wait_until(timeout, || self.log_count(needle) >= n)
     }
 
+    /// Whether the first `/localnodes` list has been published (seen in the log).
+    pub fn learnt_cluster_list(&self) -> bool {
+        LEARNT.iter().any(|needle| self.log_count(needle) > 0)
+    }
+
     /// Waits for the first `/localnodes` list to be published; panics with
     /// the log if it does not come within 10 s.
     pub fn wait_for_cluster_list(&self) {
         assert!(
-            self.wait_for_log("membership changed", Duration::from_secs(10)),
+            wait_until(Duration::from_secs(10), || self.learnt_cluster_list()),
             "the responder never learnt the list from /localnodes; log:\n{}",
             self.log_text()
         );
@@ -287,6 +301,16 @@ impl Responder {
     /// its exit status (`None` if it did not exit in time; it is then killed
     /// on drop) and the time from the signal to the exit (or to giving up).
     pub fn terminate(&mut self, bound: Duration) -> (Option<ExitStatus>, Duration) {
+        self.signal(libc::SIGTERM, bound)
+    }
+
+    /// Sends `signal` and waits up to `bound` for the process to exit; see
+    /// [`Responder::terminate`].
+    pub fn signal(
+        &mut self,
+        signal: libc::c_int,
+        bound: Duration,
+    ) -> (Option<ExitStatus>, Duration) {
         if let Ok(Some(status)) = self.child.try_wait() {
             return (Some(status), Duration::ZERO);
         }
@@ -294,8 +318,8 @@ impl Responder {
         let sent = Instant::now();
         // SAFETY: plain kill(2) on our own child, which is not reaped yet
         // (try_wait above saw it running), so the pid still names it.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}): {}", std::io::Error::last_os_error());
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (Some(status), sent.elapsed());
@@ -441,6 +465,10 @@ impl Reply {
         self.message().header().aa()
     }
 
+    pub fn tc(&self) -> bool {
+        self.message().header().tc()
+    }
+
     /// The A and AAAA addresses of the answer section, in order; panics on
     /// any other record there.
     pub fn addrs(&self) -> Vec<IpAddr> {
@@ -485,10 +513,7 @@ impl UdpClient {
     pub fn new(server: SocketAddr) -> UdpClient {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
         socket.connect(server).expect("connect the UDP client");
-        UdpClient {
-            socket,
-            next_id: 1,
-        }
+        UdpClient { socket, next_id: 1 }
     }
 
     /// Asks `name`/`qtype`: up to [`UDP_TRIES`] attempts of [`UDP_TIMEOUT`]

@@ -11,8 +11,6 @@ use super::*;
 use crate::dns::zone::ZoneSettings;
 use crate::nodes::{NodeSource, Snapshot};
 
-const TCP_LIMIT: usize = 65535;
-
 fn zone(answers: AnswerMode) -> Arc<Zone> {
     Arc::new(
         Zone::new(&ZoneSettings {
@@ -24,6 +22,7 @@ fn zone(answers: AnswerMode) -> Arc<Zone> {
             soa_rname: None,
             soa_serial: 7,
             soa_ttl: 60,
+            edns_udp_size: 1232,
         })
         .unwrap(),
     )
@@ -54,10 +53,10 @@ fn query_with(
     q.finish()
 }
 
-fn ask(snap: &Snapshot, query: &[u8], limit: usize) -> (Outcome, Vec<u8>) {
+fn ask(snap: &Snapshot, query: &[u8], transport: Transport) -> (Outcome, Vec<u8>) {
     let mut rng = Rng::seed_from_u64(1);
     let mut reply = Vec::with_capacity(TCP_LIMIT);
-    let outcome = respond(query, limit, snap, &mut rng, &mut reply);
+    let outcome = respond(query, transport, snap, &mut rng, &mut reply);
     (outcome, reply)
 }
 
@@ -78,8 +77,8 @@ fn answers(reply: &[u8]) -> Vec<IpAddr> {
 fn a_query_gets_one_live_node_with_ttl_and_aa() {
     let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
     let q = query("alternator.example.com", Rtype::A);
-    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
     let msg = Message::from_octets(&reply[..]).unwrap();
     let h = msg.header();
     assert_eq!(h.id(), 0xbeef);
@@ -100,8 +99,8 @@ fn a_query_gets_one_live_node_with_ttl_and_aa() {
 fn question_is_echoed_byte_for_byte_and_names_match_case_insensitively() {
     let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
     let q = query("AlTeRnAtOr.ExAmPlE.CoM", Rtype::A);
-    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
     assert_eq!(&reply[12..q.len()], &q[12..], "question section differs");
     assert_eq!(answers(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
 }
@@ -112,9 +111,9 @@ fn aaaa_without_ipv6_nodes_is_nodata_with_soa() {
     let (outcome, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::AAAA),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert!(msg.header().aa());
     assert_eq!(msg.header_counts().ancount(), 0);
@@ -130,7 +129,7 @@ fn aaaa_serves_ipv6_nodes_and_a_serves_only_ipv4() {
     let (_, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::AAAA),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
     let mut got = answers(&reply);
     got.sort();
@@ -144,7 +143,7 @@ fn aaaa_serves_ipv6_nodes_and_a_serves_only_ipv4() {
     let (_, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::A),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
     assert_eq!(answers(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
 }
@@ -155,9 +154,9 @@ fn names_below_the_apex_are_nxdomain_and_outside_refused() {
     let (outcome, reply) = ask(
         &snap,
         &query("x.alternator.example.com", Rtype::A),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
-    assert_eq!(outcome, Outcome::Reply(Rcode::NXDOMAIN));
+    assert_eq!(outcome, Outcome::Reply(Rcode::NXDOMAIN.into()));
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert!(msg.header().aa());
     assert_eq!(msg.header_counts().nscount(), 1);
@@ -167,8 +166,8 @@ fn names_below_the_apex_are_nxdomain_and_outside_refused() {
         "alternator.example.org",
         "xalternator.example.com",
     ] {
-        let (outcome, reply) = ask(&snap, &query(outside, Rtype::A), CLASSIC_UDP_LIMIT);
-        assert_eq!(outcome, Outcome::Reply(Rcode::REFUSED), "{outside}");
+        let (outcome, reply) = ask(&snap, &query(outside, Rtype::A), Transport::Udp);
+        assert_eq!(outcome, Outcome::Reply(Rcode::REFUSED.into()), "{outside}");
         let msg = Message::from_octets(&reply[..]).unwrap();
         assert!(!msg.header().aa());
         assert_eq!(msg.header_counts().ancount(), 0);
@@ -182,7 +181,7 @@ fn soa_and_ns_are_synthesised_at_the_apex() {
     let (_, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::SOA),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
     let msg = Message::from_octets(&reply[..]).unwrap();
     let soa = msg.answer().unwrap().next().unwrap().unwrap();
@@ -190,7 +189,7 @@ fn soa_and_ns_are_synthesised_at_the_apex() {
     let (_, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::NS),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
     let msg = Message::from_octets(&reply[..]).unwrap();
     let ns = msg.answer().unwrap().next().unwrap().unwrap();
@@ -199,9 +198,9 @@ fn soa_and_ns_are_synthesised_at_the_apex() {
     let (outcome, reply) = ask(
         &snap,
         &query("alternator.example.com", Rtype::MX),
-        CLASSIC_UDP_LIMIT,
+        Transport::Udp,
     );
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert_eq!(msg.header_counts().ancount(), 0);
     assert_eq!(msg.header_counts().nscount(), 1);
@@ -213,10 +212,13 @@ fn responses_and_short_packets_are_dropped() {
     let q = query_with("alternator.example.com", Rtype::A, Class::IN, |h| {
         h.set_qr(true)
     });
-    assert_eq!(ask(&snap, &q, 512).0, Outcome::Drop(DropReason::Response));
+    assert_eq!(
+        ask(&snap, &q, Transport::Udp).0,
+        Outcome::Drop(DropReason::Response)
+    );
     for len in 0..HEADER_LEN {
         assert_eq!(
-            ask(&snap, &q[..len], 512).0,
+            ask(&snap, &q[..len], Transport::Udp).0,
             Outcome::Drop(DropReason::TooShort)
         );
     }
@@ -227,25 +229,31 @@ fn malformed_queries_get_formerr_and_other_opcodes_notimp() {
     let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
     let q = query("alternator.example.com", Rtype::A);
     // Question cut short.
-    let (outcome, reply) = ask(&snap, &q[..q.len() - 2], 512);
-    assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR));
+    let (outcome, reply) = ask(&snap, &q[..q.len() - 2], Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR.into()));
     assert_eq!(&reply[..2], &q[..2], "ID echoed");
     // No question, and two questions.
     for qdcount in [0u8, 2] {
         let mut bad = q.clone();
         bad[5] = qdcount;
-        assert_eq!(ask(&snap, &bad, 512).0, Outcome::Reply(Rcode::FORMERR));
+        assert_eq!(
+            ask(&snap, &bad, Transport::Udp).0,
+            Outcome::Reply(Rcode::FORMERR.into())
+        );
     }
     // A compression pointer that points at itself.
     let mut looped = q[..HEADER_LEN].to_vec();
     looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-    assert_eq!(ask(&snap, &looped, 512).0, Outcome::Reply(Rcode::FORMERR));
+    assert_eq!(
+        ask(&snap, &looped, Transport::Udp).0,
+        Outcome::Reply(Rcode::FORMERR.into())
+    );
 
     let notify = query_with("alternator.example.com", Rtype::A, Class::IN, |h| {
         h.set_opcode(Opcode::NOTIFY)
     });
-    let (outcome, reply) = ask(&snap, &notify, 512);
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOTIMP));
+    let (outcome, reply) = ask(&snap, &notify, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOTIMP.into()));
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert_eq!(msg.header().opcode(), Opcode::NOTIFY);
     assert_eq!(msg.header_counts().qdcount(), 1);
@@ -256,7 +264,10 @@ fn malformed_queries_get_formerr_and_other_opcodes_notimp() {
 fn other_classes_are_refused() {
     let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
     let q = query_with("alternator.example.com", Rtype::A, Class::CH, |_| {});
-    assert_eq!(ask(&snap, &q, 512).0, Outcome::Reply(Rcode::REFUSED));
+    assert_eq!(
+        ask(&snap, &q, Transport::Udp).0,
+        Outcome::Reply(Rcode::REFUSED.into())
+    );
 }
 
 #[test]
@@ -267,7 +278,7 @@ fn random_n_gives_distinct_nodes_and_all_gives_every_node() {
     let mut reply = Vec::with_capacity(TCP_LIMIT);
     let three = snapshot(AnswerMode::Random(3), &nodes);
     for _ in 0..200 {
-        respond(&q, 512, &three, &mut rng, &mut reply);
+        respond(&q, Transport::Udp, &three, &mut rng, &mut reply);
         let mut got = answers(&reply);
         assert_eq!(got.len(), 3);
         got.sort();
@@ -278,7 +289,7 @@ fn random_n_gives_distinct_nodes_and_all_gives_every_node() {
         let snap = snapshot(mode, &nodes);
         let mut firsts = HashMap::new();
         for _ in 0..500 {
-            respond(&q, 512, &snap, &mut rng, &mut reply);
+            respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
             let got = answers(&reply);
             assert_eq!(got.len(), nodes.len());
             // A rotation of the snapshot's order.
@@ -308,7 +319,7 @@ fn single_answers_spread_uniformly() {
     let mut counts: HashMap<IpAddr, u32> = HashMap::new();
     let rounds = 40_000;
     for _ in 0..rounds {
-        respond(&q, 512, &snap, &mut rng, &mut reply);
+        respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
         *counts.entry(answers(&reply)[0]).or_default() += 1;
     }
     let expected = rounds / nodes.len() as u32;
@@ -326,15 +337,15 @@ fn oversized_answers_are_truncated_over_udp_but_not_tcp() {
     let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let snap = snapshot(AnswerMode::All, &refs);
     let q = query("alternator.example.com", Rtype::A);
-    let (outcome, reply) = ask(&snap, &q, CLASSIC_UDP_LIMIT);
-    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR));
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
     assert!(reply.len() <= CLASSIC_UDP_LIMIT);
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert!(msg.header().tc());
     assert_eq!(msg.header_counts().ancount(), 0);
     assert_eq!(msg.header_counts().qdcount(), 1);
 
-    let (_, reply) = ask(&snap, &q, TCP_LIMIT);
+    let (_, reply) = ask(&snap, &q, Transport::Tcp);
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert!(!msg.header().tc());
     assert_eq!(answers(&reply).len(), 200);
@@ -348,8 +359,149 @@ fn the_reply_buffer_is_reused_without_reallocation() {
     let mut reply = Vec::with_capacity(4096);
     let before = reply.as_ptr();
     for _ in 0..100 {
-        respond(&q, 4096, &snap, &mut rng, &mut reply);
+        respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
     }
     assert_eq!(reply.as_ptr(), before);
     assert_eq!(reply.capacity(), 4096);
+}
+
+/// Appends an OPT record to `query` (and counts it in ARCOUNT).
+fn with_opt(mut query: Vec<u8>, payload: u16, version: u8, flags: u16, options: &[u8]) -> Vec<u8> {
+    query.push(0); // root owner
+    query.extend_from_slice(&41u16.to_be_bytes());
+    query.extend_from_slice(&payload.to_be_bytes());
+    query.extend_from_slice(&[0, version]);
+    query.extend_from_slice(&flags.to_be_bytes());
+    query.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    query.extend_from_slice(options);
+    let arcount = u16::from_be_bytes([query[10], query[11]]) + 1;
+    query[10..12].copy_from_slice(&arcount.to_be_bytes());
+    query
+}
+
+/// (payload size, version, flags, option bytes) of the reply's OPT, if any.
+fn reply_opt(reply: &[u8]) -> Option<(u16, u8, u8, u16, usize)> {
+    let msg = Message::from_octets(reply).unwrap();
+    let mut found = None;
+    for record in msg.additional().unwrap() {
+        let record = record.unwrap();
+        if record.rtype() == Rtype::OPT {
+            assert!(found.is_none(), "two OPT records in the reply");
+            let ttl = record.ttl().as_secs();
+            found = Some((
+                record.class().to_int(),
+                (ttl >> 24) as u8,
+                (ttl >> 16) as u8,
+                ttl as u16,
+                usize::from(record.rdlen()),
+            ));
+        }
+    }
+    found
+}
+
+#[test]
+fn edns_queries_get_our_opt_with_do_echoed_and_unknown_parts_dropped() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    // DO set plus an unknown flag bit; an unknown option (code 100).
+    let q = with_opt(
+        query("alternator.example.com", Rtype::A),
+        4096,
+        0,
+        0x8000 | 0x0040,
+        &[0, 100, 0, 2, 0xab, 0xcd],
+    );
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
+    let (payload, ext_rcode, version, flags, rdlen) = reply_opt(&reply).expect("OPT in reply");
+    assert_eq!((payload, ext_rcode, version), (1232, 0, 0));
+    assert_eq!(flags, 0x8000, "DO echoed, unknown flags cleared");
+    assert_eq!(rdlen, 0, "unknown options are not echoed");
+    assert_eq!(answers(&reply).len(), 1);
+
+    // Without EDNS, no OPT.
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::A),
+        Transport::Udp,
+    );
+    assert_eq!(reply_opt(&reply), None);
+}
+
+#[test]
+fn edns_version_above_zero_gets_badvers() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = with_opt(query("alternator.example.com", Rtype::A), 1232, 1, 0, &[]);
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(OptRcode::BADVERS));
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert_eq!(
+        msg.header().rcode(),
+        Rcode::NOERROR,
+        "low bits of BADVERS are 0"
+    );
+    assert_eq!(msg.header_counts().ancount(), 0);
+    assert_eq!(msg.header_counts().qdcount(), 1);
+    let (_, ext_rcode, version, _, _) = reply_opt(&reply).expect("OPT in reply");
+    assert_eq!(
+        (ext_rcode, version),
+        (1, 0),
+        "BADVERS (16) = ext 1, version 0"
+    );
+}
+
+#[test]
+fn malformed_edns_is_formerr() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let base = query("alternator.example.com", Rtype::A);
+    let two = with_opt(with_opt(base.clone(), 1232, 0, 0, &[]), 1232, 0, 0, &[]);
+    // An option whose length runs past the record data.
+    let lying = with_opt(base.clone(), 1232, 0, 0, &[0, 10, 0, 40, 1, 2]);
+    // ARCOUNT says 1 but the record is missing.
+    let mut missing = base.clone();
+    missing[11] = 1;
+    for bad in [two, lying, missing] {
+        let (outcome, reply) = ask(&snap, &bad, Transport::Udp);
+        assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR.into()));
+        assert_eq!(&reply[..2], &bad[..2]);
+        assert_eq!(reply_opt(&reply), None);
+    }
+}
+
+#[test]
+fn the_udp_limit_follows_the_client_payload_size_within_bounds() {
+    let nodes: Vec<String> = (0..60).map(|i| format!("10.1.0.{}", i + 1)).collect();
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let snap = snapshot(AnswerMode::All, &refs);
+    let plain = query("alternator.example.com", Rtype::A);
+    // 60 A records need ~1000 bytes: too big for 512, fine for 1232.
+    let (_, reply) = ask(
+        &snap,
+        &with_opt(plain.clone(), 4096, 0, 0, &[]),
+        Transport::Udp,
+    );
+    assert!(!Message::from_octets(&reply[..]).unwrap().header().tc());
+    assert_eq!(answers(&reply).len(), 60);
+    assert!(reply.len() <= 1232);
+    // A payload size below 512 counts as 512: truncated, OPT kept.
+    let (_, reply) = ask(
+        &snap,
+        &with_opt(plain.clone(), 100, 0, 0, &[]),
+        Transport::Udp,
+    );
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(msg.header().tc());
+    assert!(reply.len() <= CLASSIC_UDP_LIMIT);
+    assert_eq!(msg.header_counts().ancount(), 0);
+    assert!(reply_opt(&reply).is_some(), "OPT survives truncation");
+
+    // 200 nodes exceed 1232 as well: truncated at our size, never above it.
+    let nodes: Vec<String> = (0..200)
+        .map(|i| format!("10.2.{}.{}", i / 200, i % 200 + 1))
+        .collect();
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let snap = snapshot(AnswerMode::All, &refs);
+    let (_, reply) = ask(&snap, &with_opt(plain, 65000, 0, 0, &[]), Transport::Udp);
+    assert!(reply.len() <= 1232);
+    assert!(Message::from_octets(&reply[..]).unwrap().header().tc());
 }

@@ -26,6 +26,7 @@ fn snapshot(answers: AnswerMode, nodes: usize) -> Snapshot {
         soa_serial: 1,
         soa_ttl: 60,
         edns_udp_size: 1232,
+        forwarding: false,
     })
     .expect("valid zone");
     let ips: Vec<IpAddr> = (0..nodes)

@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::dns::zone::DEFAULT_EDNS_UDP_SIZE;
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
+use crate::forward::ForwardSettings;
 use crate::tcp::TcpSettings;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:53";
@@ -193,6 +194,21 @@ pub struct Options {
     /// idle for longest is closed to admit a new one [default: 1024]
     #[arg(long, value_name = "N")]
     pub tcp_max_connections: Option<usize>,
+
+    /// Forward queries for names outside --domain to this resolver (repeatable, tried in
+    /// turn; port 53 unless given) instead of answering REFUSED
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<String>,
+
+    /// How long one upstream resolver gets to answer a forwarded query before the next
+    /// is tried; when all fail the client gets SERVFAIL [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub forward_timeout: Option<HumanDuration>,
+
+    /// Forwarded queries in progress at once; more get SERVFAIL [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub forward_max_outstanding: Option<usize>,
 
     /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -400,6 +416,8 @@ pub struct Config {
     pub cpus: Vec<usize>,
     pub io: IoMode,
     pub tcp: TcpSettings,
+    /// Forwarding of names outside the zone; None answers them REFUSED.
+    pub forward: Option<ForwardSettings>,
     pub log_level: String,
 }
 
@@ -445,6 +463,7 @@ impl Config {
         if alternator_port == 0 {
             return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
         }
+        let forward = forward_settings(&o.forward, o.forward_timeout, o.forward_max_outstanding)?;
         let zone = ZoneSettings {
             domain,
             ttl: o.ttl.unwrap_or(DEFAULT_TTL),
@@ -455,6 +474,7 @@ impl Config {
             soa_serial: start_serial(),
             soa_ttl: o.soa_ttl.unwrap_or(DEFAULT_SOA_TTL),
             edns_udp_size: o.edns_udp_size.unwrap_or(DEFAULT_EDNS_UDP_SIZE),
+            forwarding: forward.is_some(),
         };
         Zone::new(&zone)?;
         let defaults = TcpSettings::default();
@@ -479,6 +499,7 @@ impl Config {
             cpus,
             io: o.io.unwrap_or_default(),
             tcp,
+            forward,
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
     }
@@ -535,6 +556,13 @@ impl Config {
             edns_udp_size: Some(self.zone.edns_udp_size),
             tcp_idle_timeout: Some(HumanDuration(self.tcp.idle_timeout)),
             tcp_max_connections: Some(self.tcp.max_connections),
+            forward: self
+                .forward
+                .as_ref()
+                .map(|f| f.upstreams.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            forward_timeout: self.forward.as_ref().map(|f| HumanDuration(f.timeout)),
+            forward_max_outstanding: self.forward.as_ref().map(|f| f.max_outstanding),
             log_level: Some(self.log_level.clone()),
         };
         toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -603,8 +631,47 @@ fn merge(file: Options, flags: Options) -> Options {
         edns_udp_size: flags.edns_udp_size.or(file.edns_udp_size),
         tcp_idle_timeout: flags.tcp_idle_timeout.or(file.tcp_idle_timeout),
         tcp_max_connections: flags.tcp_max_connections.or(file.tcp_max_connections),
+        forward: list(flags.forward, file.forward),
+        forward_timeout: flags.forward_timeout.or(file.forward_timeout),
+        forward_max_outstanding: flags
+            .forward_max_outstanding
+            .or(file.forward_max_outstanding),
         log_level: flags.log_level.or(file.log_level),
     }
+}
+
+/// Checks `--forward` and its companions; None when no upstream is given.
+fn forward_settings(
+    upstreams: &[String],
+    timeout: Option<HumanDuration>,
+    max_outstanding: Option<usize>,
+) -> Result<Option<ForwardSettings>, ConfigError> {
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    let upstreams = upstreams
+        .iter()
+        .map(|u| {
+            u.parse::<SocketAddr>()
+                .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "forward {u:?} is not an IP address with an optional port                          (e.g. 127.0.0.53, 10.0.0.2:5353, [::1]:53)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = ForwardSettings {
+        upstreams,
+        timeout: timeout.map_or(Duration::from_secs(1), |d| d.0),
+        max_outstanding: max_outstanding.unwrap_or(1024),
+    };
+    if settings.timeout < Duration::from_millis(10) || settings.max_outstanding == 0 {
+        return Err(ConfigError::Invalid(
+            "forward-timeout must be at least 10ms and forward-max-outstanding above 0".into(),
+        ));
+    }
+    Ok(Some(settings))
 }
 
 /// The CPUs this process may run on (its affinity mask), in ascending order.

@@ -5,14 +5,15 @@
 //! of its own means it can never take CPU time from a pinned worker core
 //! unless the operator places it there.
 
-use std::net::TcpListener as StdTcpListener;
+use std::net::{TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
+use crate::forward::{ForwardJob, Forwarder};
 use crate::nodes::refresher::{RefreshSettings, Refresher};
 use crate::nodes::SharedSnapshot;
 use crate::tcp::TcpSettings;
@@ -65,6 +66,10 @@ pub struct ControlPlane {
     pub published: SharedSnapshot,
     pub tcp: Vec<StdTcpListener>,
     pub tcp_settings: TcpSettings,
+    /// With `--forward`: the forwarder, for TCP queries...
+    pub forwarder: Option<Forwarder>,
+    /// ...and the UDP workers' queue with the sockets to answer from.
+    pub forward_jobs: Option<(mpsc::Receiver<ForwardJob>, Vec<StdUdpSocket>)>,
 }
 
 /// Starts the control-plane thread. It returns once `shutdown` is triggered
@@ -93,6 +98,7 @@ async fn run(plane: ControlPlane, shutdown: Shutdown) {
                     listener,
                     plane.tcp_settings,
                     plane.published.clone(),
+                    plane.forwarder.clone(),
                     shutdown.subscribe(),
                 ));
             }
@@ -101,6 +107,15 @@ async fn run(plane: ControlPlane, shutdown: Shutdown) {
                 shutdown.trigger();
             }
         }
+    }
+    if let (Some(forwarder), Some((jobs, replies))) = (plane.forwarder, plane.forward_jobs) {
+        let mut stopped = shutdown.subscribe();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = forwarder.serve_udp(jobs, replies) => {}
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -21,6 +21,8 @@
 //! - [`config`]: flags and TOML, checked once into a [`config::Config`].
 //! - [`server`]: start-up order, worker threads, shutdown.
 //! - [`tcp`]: DNS over TCP on the control plane.
+//! - [`forward`]: with `--forward`, names outside the zone go to upstream
+//!   resolvers, off the workers' fast path.
 //! - [`sim`]: a simulated Alternator cluster for the demo and the tests;
 //!   [`demo`] wires it to the responder.
 
@@ -28,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod dns;
+pub mod forward;
 pub mod io;
 pub mod nodes;
 pub mod server;

@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, IoMode};
 use crate::control::{self, ControlPlane, Shutdown};
 use crate::dns::{respond, Outcome, Rng, Transport, Zone, ZoneError};
+use crate::forward::{ForwardJob, ForwardQueue, Forwarder};
 use crate::io::{self, Backend, IoError, PacketHandler, WorkerSockets};
 use crate::nodes::refresher::RefreshSettings;
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
@@ -51,6 +52,21 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
         addrs: bound,
         tcp,
     } = bind_all(&config.listen, config.cpus.len())?;
+    let forwarding = match &config.forward {
+        Some(settings) => {
+            let forwarder = Forwarder::new(settings.clone());
+            let (queue, jobs) = forwarder.queue();
+            let replies = reply_sockets(&per_worker)?;
+            Some((forwarder, queue, jobs, replies))
+        }
+        None => None,
+    };
+    let (forwarder, queue, forward_jobs) = match forwarding {
+        Some((forwarder, queue, jobs, replies)) => {
+            (Some(forwarder), Some(queue), Some((jobs, replies)))
+        }
+        None => (None, None, None),
+    };
     let control = control::spawn(
         ControlPlane {
             refresh: RefreshSettings {
@@ -62,11 +78,13 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
             published: Arc::clone(&published),
             tcp,
             tcp_settings: config.tcp,
+            forwarder,
+            forward_jobs,
         },
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;
-    let workers = spawn_workers(config, backend, per_worker, &published, &shutdown);
+    let workers = spawn_workers(config, backend, per_worker, &published, queue, &shutdown);
     for addr in &bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
@@ -140,6 +158,23 @@ fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
     }
 }
 
+/// Sockets the forwarder answers clients from: duplicates of the first
+/// worker's, so replies leave from the address and port the query went to.
+fn reply_sockets(per_worker: &[Vec<UdpSocket>]) -> Result<Vec<UdpSocket>, RunError> {
+    let first = per_worker.first().map(Vec::as_slice).unwrap_or_default();
+    first
+        .iter()
+        .map(|s| {
+            s.try_clone().map_err(|source| {
+                RunError::Io(IoError::Io {
+                    context: "duplicating a UDP socket for forwarded answers",
+                    source,
+                })
+            })
+        })
+        .collect()
+}
+
 /// Every socket the server listens on.
 struct Bound {
     /// UDP sockets, one list per worker, in listen order.
@@ -206,19 +241,37 @@ fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
 struct UdpResponder {
     snapshot: Cache<SharedSnapshot, Arc<Snapshot>>,
     rng: Rng,
+    forward: Option<ForwardQueue>,
 }
 
 impl PacketHandler for UdpResponder {
-    fn handle(&mut self, query: &[u8], source: SocketAddr, reply: &mut Vec<u8>) -> bool {
+    fn handle(
+        &mut self,
+        query: &[u8],
+        source: SocketAddr,
+        listener: usize,
+        reply: &mut Vec<u8>,
+    ) -> bool {
         // Port 0 cannot be a real client; answering it would only reflect.
         if source.port() == 0 {
             return false;
         }
         let snapshot = self.snapshot.load();
-        matches!(
-            respond(query, Transport::Udp, snapshot, &mut self.rng, reply),
-            Outcome::Reply(_)
-        )
+        match respond(query, Transport::Udp, snapshot, &mut self.rng, reply) {
+            Outcome::Reply(_) => true,
+            Outcome::Drop(_) => false,
+            Outcome::Forward => {
+                if let Some(queue) = &self.forward {
+                    // A full queue drops the query; the client retries.
+                    queue.offer(ForwardJob {
+                        query: query.to_vec(),
+                        client: source,
+                        listener,
+                    });
+                }
+                false
+            }
+        }
     }
 }
 
@@ -229,6 +282,7 @@ fn spawn_workers(
     backend: Backend,
     per_worker: Vec<Vec<UdpSocket>>,
     published: &SharedSnapshot,
+    forward: Option<ForwardQueue>,
     shutdown: &Shutdown,
 ) -> Result<Vec<Worker>, RunError> {
     let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
@@ -237,6 +291,7 @@ fn spawn_workers(
         let mut responder = UdpResponder {
             snapshot: Cache::new(Arc::clone(published)),
             rng: Rng::from_rng(&mut seeds),
+            forward: forward.clone(),
         };
         let sockets = WorkerSockets {
             sockets,

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use crate::dns::{respond, Outcome, Rng, Transport};
+use crate::forward::Forwarder;
 use crate::nodes::SharedSnapshot;
 
 const MAX_MESSAGE: usize = u16::MAX as usize;
@@ -106,6 +107,7 @@ pub async fn serve(
     listener: TcpListener,
     settings: TcpSettings,
     published: SharedSnapshot,
+    forwarder: Option<Forwarder>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = SharedConnections::default();
@@ -131,6 +133,7 @@ pub async fn serve(
             id,
             connections: Arc::clone(&connections),
             published: Arc::clone(&published),
+            forwarder: forwarder.clone(),
             rng: Rng::from_rng(&mut seeds),
             idle_timeout: settings.idle_timeout,
         };
@@ -152,6 +155,7 @@ struct ConnectionTask {
     id: u64,
     connections: SharedConnections,
     published: SharedSnapshot,
+    forwarder: Option<Forwarder>,
     rng: Rng,
     idle_timeout: Duration,
 }
@@ -209,10 +213,19 @@ impl ConnectionTask {
                 &mut self.rng,
                 &mut reply,
             );
-            if let Outcome::Reply(_) = outcome {
+            let forwarded;
+            let answer = match (outcome, &self.forwarder) {
+                (Outcome::Reply(_), _) => &reply[..],
+                (Outcome::Forward, Some(forwarder)) => {
+                    forwarded = forwarder.resolve(&query[..len]).await;
+                    &forwarded[..]
+                }
+                (Outcome::Drop(_) | Outcome::Forward, _) => &[],
+            };
+            if !answer.is_empty() {
                 framed.clear();
-                framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&reply);
+                framed.extend_from_slice(&(answer.len() as u16).to_be_bytes());
+                framed.extend_from_slice(answer);
                 writer.write_all(&framed).await?;
             }
             lock(&self.connections).set_busy(self.id, false);

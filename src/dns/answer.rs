@@ -58,6 +58,9 @@ pub enum Outcome {
     /// `reply` holds the response, with this (possibly extended) rcode.
     Reply(OptRcode),
     Drop(DropReason),
+    /// The name is outside the zone and forwarding is on: the caller passes
+    /// the query to the forwarder; `reply` is left empty.
+    Forward,
 }
 
 type Target<'a> = StaticCompressor<&'a mut Vec<u8>>;
@@ -114,13 +117,19 @@ pub fn respond(
             usize::from(e.payload_size).clamp(CLASSIC_UDP_LIMIT, usize::from(zone.edns_udp_size))
         }
     };
-    let rcode = match build(msg, edns, limit, snapshot, rng, reply) {
-        Ok(rcode) => rcode,
+    match build(msg, edns, limit, snapshot, rng, reply) {
+        Ok(outcome) => outcome,
         // Only a header, question and OPT above `limit` get here, and
         // `limit` is at least 512, where those always fit.
-        Err(_) => error_reply(msg, None, edns, Rcode::SERVFAIL.into(), zone, reply),
-    };
-    Outcome::Reply(rcode)
+        Err(_) => Outcome::Reply(error_reply(
+            msg,
+            None,
+            edns,
+            Rcode::SERVFAIL.into(),
+            zone,
+            reply,
+        )),
+    }
 }
 
 /// Finds the query's OPT record. Errors (leading to FORMERR) when the record
@@ -158,51 +167,53 @@ fn build(
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
-) -> Result<OptRcode, PushError> {
+) -> Result<Outcome, PushError> {
     let zone = &*snapshot.zone;
     let question = match msg.sole_question() {
         Ok(q) if msg.header_counts().qdcount() == 1 => Some(q),
         _ => None,
     };
     if msg.header().opcode() != Opcode::QUERY {
-        return Ok(error_reply(
+        return Ok(Outcome::Reply(error_reply(
             msg,
             question,
             edns,
             Rcode::NOTIMP.into(),
             zone,
             reply,
-        ));
+        )));
     }
     if edns.is_some_and(|e| e.version > 0) {
-        return Ok(error_reply(
+        return Ok(Outcome::Reply(error_reply(
             msg,
             question,
             edns,
             OptRcode::BADVERS,
             zone,
             reply,
-        ));
+        )));
     }
     let Some(question) = question else {
-        return Ok(error_reply(
+        return Ok(Outcome::Reply(error_reply(
             msg,
             None,
             edns,
             Rcode::FORMERR.into(),
             zone,
             reply,
-        ));
+        )));
     };
     let qname = question.qname();
-    let (rcode, authoritative) = if question.qclass() != Class::IN {
+    let in_zone = qname.ends_with(&zone.apex);
+    if !in_zone && zone.forwarding {
+        return Ok(Outcome::Forward);
+    }
+    let (rcode, authoritative) = if !in_zone || question.qclass() != Class::IN {
         (Rcode::REFUSED, false)
     } else if qname.name_eq(&zone.apex) {
         (Rcode::NOERROR, true)
-    } else if qname.ends_with(&zone.apex) {
-        (Rcode::NXDOMAIN, true)
     } else {
-        (Rcode::REFUSED, false)
+        (Rcode::NXDOMAIN, true)
     };
 
     let mut builder = MessageBuilder::from_target(StaticCompressor::new(reply))
@@ -217,7 +228,7 @@ fn build(
         _ => answer.additional(),
     };
     finish(additional, limit, edns, rcode.into(), zone)?;
-    Ok(rcode.into())
+    Ok(Outcome::Reply(rcode.into()))
 }
 
 /// Answers a question at the apex. An answer that overflows the limit is

@@ -85,6 +85,8 @@ pub struct ZoneSettings {
     pub soa_ttl: u32,
     /// The UDP payload size we advertise in EDNS and accept at most.
     pub edns_udp_size: u16,
+    /// Whether names outside the zone go to the forwarder instead of REFUSED.
+    pub forwarding: bool,
 }
 
 /// Why a zone could not be built.
@@ -114,6 +116,7 @@ pub struct Zone {
     /// RFC 2308: negative answers carry min(SOA TTL, SOA MINIMUM).
     pub(crate) negative_ttl: Ttl,
     pub(crate) edns_udp_size: u16,
+    pub(crate) forwarding: bool,
 }
 
 impl Zone {
@@ -164,6 +167,7 @@ impl Zone {
             soa_ttl,
             negative_ttl: soa_ttl,
             edns_udp_size: settings.edns_udp_size,
+            forwarding: settings.forwarding,
         })
     }
 
@@ -216,6 +220,7 @@ mod tests {
             soa_serial: 1,
             soa_ttl: 60,
             edns_udp_size: DEFAULT_EDNS_UDP_SIZE,
+            forwarding: false,
         }
     }
 

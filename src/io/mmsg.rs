@@ -82,7 +82,7 @@ impl Worker {
             })?;
         let fd = socket.as_raw_fd();
         while !sockets.shutdown.load(Ordering::Relaxed) {
-            self.serve_batch(fd, libc::MSG_WAITFORONE, handler)?;
+            self.serve_batch(fd, 0, libc::MSG_WAITFORONE, handler)?;
         }
         Ok(())
     }
@@ -107,7 +107,7 @@ impl Worker {
             if !self.poll(&mut fds)? {
                 continue;
             }
-            for pfd in &fds {
+            for (listener, pfd) in fds.iter().enumerate() {
                 if pfd.revents & libc::POLLNVAL != 0 {
                     return Err(IoError::Io {
                         context: "poll: socket closed under the worker",
@@ -115,7 +115,7 @@ impl Worker {
                     });
                 }
                 if pfd.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                    self.serve_batch(pfd.fd, libc::MSG_DONTWAIT, handler)?;
+                    self.serve_batch(pfd.fd, listener, libc::MSG_DONTWAIT, handler)?;
                 }
             }
         }
@@ -150,6 +150,7 @@ impl Worker {
     fn serve_batch<H: PacketHandler>(
         &mut self,
         fd: RawFd,
+        listener: usize,
         flags: libc::c_int,
         handler: &mut H,
     ) -> Result<(), IoError> {
@@ -159,7 +160,7 @@ impl Worker {
         };
         self.counters.received += n as u64;
         for i in 0..n {
-            self.answer(i, handler);
+            self.answer(i, listener, handler);
         }
         let (sent, dropped) = self.tx.flush(fd, &mut self.send_log);
         self.counters.replied += sent;
@@ -169,14 +170,14 @@ impl Worker {
 
     /// Passes datagram `i` of the received batch to the handler and queues
     /// its reply.
-    fn answer<H: PacketHandler>(&mut self, i: usize, handler: &mut H) {
+    fn answer<H: PacketHandler>(&mut self, i: usize, listener: usize, handler: &mut H) {
         let Some(source) = self.rx.source(i).filter(|s| !is_unanswerable(s)) else {
             self.counters.ignored += 1;
             return;
         };
         let query = self.rx.payload(i);
         let reply = self.tx.next_reply();
-        if !handler.handle(query, source, reply) {
+        if !handler.handle(query, source, listener, reply) {
             return;
         }
         if reply.len() > MAX_UDP_REPLY || reply.is_empty() {

@@ -50,9 +50,17 @@ pub enum Backend {
 ///
 /// Implemented by the answer path; backends call it once per datagram.
 pub trait PacketHandler {
-    /// `reply` arrives empty with at least [`MAX_UDP_REPLY`] bytes of capacity.
-    /// Returns true when `reply` holds a datagram to send back to `source`.
-    fn handle(&mut self, query: &[u8], source: SocketAddr, reply: &mut Vec<u8>) -> bool;
+    /// `listener` is the index, in [`WorkerSockets::sockets`], of the socket the
+    /// query arrived on. `reply` arrives empty with at least [`MAX_UDP_REPLY`]
+    /// bytes of capacity. Returns true when `reply` holds a datagram to send
+    /// back to `source`.
+    fn handle(
+        &mut self,
+        query: &[u8],
+        source: SocketAddr,
+        listener: usize,
+        reply: &mut Vec<u8>,
+    ) -> bool;
 }
 
 /// What a worker thread is given at start-up.

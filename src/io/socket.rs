@@ -184,7 +184,13 @@ pub(crate) mod testutil {
     }
 
     impl PacketHandler for Echo {
-        fn handle(&mut self, query: &[u8], _source: SocketAddr, reply: &mut Vec<u8>) -> bool {
+        fn handle(
+            &mut self,
+            query: &[u8],
+            _source: SocketAddr,
+            _listener: usize,
+            reply: &mut Vec<u8>,
+        ) -> bool {
             self.seen.fetch_add(1, Ordering::Relaxed);
             if query.starts_with(b"drop") || query.is_empty() {
                 return false;

@@ -771,13 +771,13 @@ impl Worker {
         };
         let Some(slot) = queue.free_slot()? else {
             self.scratch.clear();
-            if handler.handle(msg.payload_data(), source, &mut self.scratch) {
+            if handler.handle(msg.payload_data(), source, socket, &mut self.scratch) {
                 self.counters.dropped += 1;
             }
             return Ok(());
         };
         let reply = queue.pool.reply(slot);
-        if !handler.handle(msg.payload_data(), source, reply) {
+        if !handler.handle(msg.payload_data(), source, socket, reply) {
             queue.pool.unsend(slot);
             return Ok(());
         }

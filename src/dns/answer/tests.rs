@@ -23,6 +23,7 @@ fn zone(answers: AnswerMode) -> Arc<Zone> {
             soa_serial: 7,
             soa_ttl: 60,
             edns_udp_size: 1232,
+            forwarding: false,
         })
         .unwrap(),
     )

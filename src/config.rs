@@ -19,10 +19,14 @@ use thiserror::Error;
 use crate::dns::zone::DEFAULT_EDNS_UDP_SIZE;
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
+use crate::nodes::client::TlsSettings;
+use crate::nodes::membership::{NameRule, Selector};
+use crate::nodes::tracker::HealthSettings;
 use crate::tcp::TcpSettings;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:53";
 const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
+const DEFAULT_ALTERNATOR_HTTPS_PORT: u16 = 8043;
 const DEFAULT_TTL: u32 = 4;
 const DEFAULT_SOA_TTL: u32 = 60;
 const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -124,13 +128,60 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seed: Vec<String>,
 
-    /// Port of the nodes' Alternator API [default: 8000]
+    /// A further name to serve, below --domain, with the nodes of one datacenter or rack:
+    /// NAME=DC or NAME=DC/RACK, e.g. dc2.alternator.example.com=dc2 (repeatable; in the
+    /// config file, [[name]] tables with name, dc, rack and fallback keys)
+    #[arg(long = "name", value_name = "NAME=DC[/RACK]")]
+    #[serde(default, rename = "name", skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<NameSpec>,
+
+    /// Port of the nodes' Alternator API [default: 8000 for http, 8043 for https]
     #[arg(long, value_name = "PORT")]
     pub alternator_port: Option<u16>,
 
     /// Scheme of the Alternator API [default: http]
     #[arg(long, value_name = "SCHEME")]
     pub alternator_scheme: Option<Scheme>,
+
+    /// With https: PEM file of the CA certificates that sign the nodes' certificates
+    /// [default: the system's trusted roots]
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// With https: PEM certificate chain presented to nodes that require client
+    /// certificates (Alternator's require_client_auth); needs --client-key
+    #[arg(long, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+
+    /// With https: PEM private key of --client-cert
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+
+    /// With https: verify every node's certificate against this DNS name instead of
+    /// the node's IP address (for clusters sharing one certificate)
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// With https: accept any server certificate. Insecure (a man in the middle can
+    /// feed a false node list); logged as a warning at start [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub tls_insecure_skip_verify: Option<bool>,
+
+    /// Probe each listed node's `GET /` and serve only nodes that pass [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub health_check: Option<bool>,
+
+    /// How often each node is probed [default: 500ms]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<HumanDuration>,
+
+    /// Timeout of one probe [default: 300ms]
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<HumanDuration>,
+
+    /// Failed probes in a row that take a node out of the answers [default: 2]
+    #[arg(long, value_name = "N")]
+    pub health_failures: Option<u32>,
 
     /// TTL of the A/AAAA answers, in seconds [default: 4]
     #[arg(long, value_name = "SECONDS")]
@@ -220,6 +271,72 @@ pub struct Options {
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
     Http,
+    Https,
+}
+
+/// A served name and the nodes it gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameSpec {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// When its list is empty: a rack falls back to its datacenter, a
+    /// datacenter to the default list [default: true].
+    #[serde(default = "yes")]
+    pub fallback: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl FromStr for NameSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("--name {s:?}: expected NAME=DC or NAME=DC/RACK");
+        let (name, location) = s.split_once('=').ok_or_else(bad)?;
+        let (dc, rack) = match location.split_once('/') {
+            Some((dc, rack)) => (dc, Some(rack)),
+            None => (location, None),
+        };
+        let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
+        let spec = NameSpec {
+            name: name.trim().to_string(),
+            dc: text(dc),
+            rack: rack.and_then(text),
+            fallback: true,
+        };
+        if spec.name.is_empty() || (spec.dc.is_none() && spec.rack.is_none()) {
+            return Err(bad());
+        }
+        Ok(spec)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The `[[name]]` table; a plain struct so that serde's errors name
+        /// an unknown or missing key.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            name: String,
+            dc: Option<String>,
+            rack: Option<String>,
+            #[serde(default = "yes")]
+            fallback: bool,
+        }
+        let t = Table::deserialize(d)?;
+        Ok(NameSpec {
+            name: t.name,
+            dc: t.dc.filter(|v| !v.is_empty()),
+            rack: t.rack.filter(|v| !v.is_empty()),
+            fallback: t.fallback,
+        })
+    }
 }
 
 /// Which UDP backend the workers use.
@@ -410,6 +527,10 @@ pub struct Config {
     pub seeds: Vec<Seed>,
     pub alternator_port: u16,
     pub alternator_scheme: Scheme,
+    /// Further served names (the apex is `zone.domain`), checked against it.
+    pub names: Vec<NameSpec>,
+    pub tls: TlsSettings,
+    pub health: HealthSettings,
     pub refresh_interval: Duration,
     pub refresh_timeout: Duration,
     /// Worker i is pinned to `cpus[i]`; one entry per worker.
@@ -433,6 +554,8 @@ impl Config {
 
     /// Validates merged options; `available_cpus` come from the process's affinity mask.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
+        let tls = tls_settings(&o, o.alternator_scheme.unwrap_or(Scheme::Http))?;
+        let health = health_settings(&o)?;
         let domain = o.domain.ok_or(ConfigError::MissingDomain)?;
         if o.seed.is_empty() {
             return Err(ConfigError::MissingSeed);
@@ -459,7 +582,11 @@ impl Config {
                 "refresh-interval and refresh-timeout must be at least 10ms".into(),
             ));
         }
-        let alternator_port = o.alternator_port.unwrap_or(DEFAULT_ALTERNATOR_PORT);
+        let alternator_scheme = o.alternator_scheme.unwrap_or(Scheme::Http);
+        let alternator_port = o.alternator_port.unwrap_or(match alternator_scheme {
+            Scheme::Http => DEFAULT_ALTERNATOR_PORT,
+            Scheme::Https => DEFAULT_ALTERNATOR_HTTPS_PORT,
+        });
         if alternator_port == 0 {
             return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
         }
@@ -476,7 +603,8 @@ impl Config {
             edns_udp_size: o.edns_udp_size.unwrap_or(DEFAULT_EDNS_UDP_SIZE),
             forwarding: forward.is_some(),
         };
-        Zone::new(&zone)?;
+        let (extra_names, _) = name_rules(&zone.domain, &o.names);
+        Zone::new(&zone)?.with_names(&extra_names)?;
         let defaults = TcpSettings::default();
         let tcp = TcpSettings {
             idle_timeout: o.tcp_idle_timeout.map_or(defaults.idle_timeout, |d| d.0),
@@ -493,7 +621,10 @@ impl Config {
             zone,
             seeds,
             alternator_port,
-            alternator_scheme: o.alternator_scheme.unwrap_or(Scheme::Http),
+            alternator_scheme,
+            names: o.names,
+            tls,
+            health,
             refresh_interval,
             refresh_timeout,
             cpus,
@@ -502,6 +633,12 @@ impl Config {
             forward,
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
+    }
+
+    /// The further served names (below the apex), and one rule per served
+    /// name in the zone's order: the apex first.
+    pub fn name_rules(&self) -> (Vec<String>, Vec<NameRule>) {
+        name_rules(&self.zone.domain, &self.names)
     }
 
     /// The seeds' socket addresses (hostnames resolved now), with a description
@@ -539,6 +676,16 @@ impl Config {
         let effective = Options {
             listen: self.listen.clone(),
             domain: Some(self.zone.domain.clone()),
+            names: self.names.clone(),
+            ca_file: self.tls.ca_file.clone(),
+            client_cert: self.tls.client_cert.clone(),
+            client_key: self.tls.client_key.clone(),
+            tls_server_name: self.tls.server_name.clone(),
+            tls_insecure_skip_verify: Some(self.tls.insecure_skip_verify),
+            health_check: Some(self.health.enabled),
+            health_interval: Some(HumanDuration(self.health.interval)),
+            health_timeout: Some(HumanDuration(self.health.timeout)),
+            health_failures: Some(self.health.failures),
             seed: seeds,
             alternator_port: Some(self.alternator_port),
             alternator_scheme: Some(self.alternator_scheme),
@@ -614,6 +761,18 @@ fn merge(file: Options, flags: Options) -> Options {
     Options {
         listen: list(flags.listen, file.listen),
         domain: flags.domain.or(file.domain),
+        names: list(flags.names, file.names),
+        ca_file: flags.ca_file.or(file.ca_file),
+        client_cert: flags.client_cert.or(file.client_cert),
+        client_key: flags.client_key.or(file.client_key),
+        tls_server_name: flags.tls_server_name.or(file.tls_server_name),
+        tls_insecure_skip_verify: flags
+            .tls_insecure_skip_verify
+            .or(file.tls_insecure_skip_verify),
+        health_check: flags.health_check.or(file.health_check),
+        health_interval: flags.health_interval.or(file.health_interval),
+        health_timeout: flags.health_timeout.or(file.health_timeout),
+        health_failures: flags.health_failures.or(file.health_failures),
         seed: list(flags.seed, file.seed),
         alternator_port: flags.alternator_port.or(file.alternator_port),
         alternator_scheme: flags.alternator_scheme.or(file.alternator_scheme),
@@ -638,6 +797,79 @@ fn merge(file: Options, flags: Options) -> Options {
             .or(file.forward_max_outstanding),
         log_level: flags.log_level.or(file.log_level),
     }
+}
+
+/// Splits the configured names into the further names (below the apex) and
+/// the rule of every served name, the apex first (its own local datacenter
+/// unless a `[[name]]` entry for the apex says otherwise).
+fn name_rules(apex: &str, names: &[NameSpec]) -> (Vec<String>, Vec<NameRule>) {
+    let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
+    let rule = |spec: &NameSpec| NameRule {
+        selector: Selector {
+            dc: spec.dc.clone(),
+            rack: spec.rack.clone(),
+        },
+        fallback: spec.fallback,
+    };
+    let mut rules = vec![NameRule {
+        selector: Selector::default(),
+        fallback: true,
+    }];
+    let mut extra = Vec::new();
+    for spec in names {
+        if canonical(&spec.name) == canonical(apex) {
+            rules[0] = rule(spec);
+        } else {
+            extra.push(spec.name.clone());
+            rules.push(rule(spec));
+        }
+    }
+    (extra, rules)
+}
+
+/// Checks the TLS options: only meaningful with https, and a client
+/// certificate needs its key.
+fn tls_settings(o: &Options, scheme: Scheme) -> Result<TlsSettings, ConfigError> {
+    let tls = TlsSettings {
+        ca_file: o.ca_file.clone(),
+        client_cert: o.client_cert.clone(),
+        client_key: o.client_key.clone(),
+        insecure_skip_verify: o.tls_insecure_skip_verify.unwrap_or(false),
+        server_name: o.tls_server_name.clone(),
+    };
+    if scheme == Scheme::Http && tls != TlsSettings::default() {
+        return Err(ConfigError::Invalid(
+            "ca-file, client-cert, client-key, tls-server-name and tls-insecure-skip-verify \
+             need --alternator-scheme https"
+                .into(),
+        ));
+    }
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        return Err(ConfigError::Invalid(
+            "client-cert and client-key must be given together".into(),
+        ));
+    }
+    Ok(tls)
+}
+
+fn health_settings(o: &Options) -> Result<HealthSettings, ConfigError> {
+    let defaults = HealthSettings::default();
+    let health = HealthSettings {
+        enabled: o.health_check.unwrap_or(defaults.enabled),
+        interval: o.health_interval.map_or(defaults.interval, |d| d.0),
+        timeout: o.health_timeout.map_or(defaults.timeout, |d| d.0),
+        failures: o.health_failures.unwrap_or(defaults.failures),
+    };
+    if health.interval < Duration::from_millis(10)
+        || health.timeout < Duration::from_millis(10)
+        || health.failures == 0
+    {
+        return Err(ConfigError::Invalid(
+            "health-interval and health-timeout must be at least 10ms, health-failures at least 1"
+                .into(),
+        ));
+    }
+    Ok(health)
 }
 
 /// Checks `--forward` and its companions; None when no upstream is given.

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
 use crate::forward::{ForwardJob, Forwarder};
-use crate::nodes::refresher::{RefreshSettings, Refresher};
+use crate::nodes::client::AlternatorClient;
+use crate::nodes::tracker::{self, TrackerSettings};
 use crate::nodes::SharedSnapshot;
 use crate::tcp::TcpSettings;
 
@@ -62,7 +63,8 @@ impl Default for Shutdown {
 
 /// What the control plane runs.
 pub struct ControlPlane {
-    pub refresh: RefreshSettings,
+    pub tracker: TrackerSettings,
+    pub client: AlternatorClient,
     pub published: SharedSnapshot,
     pub tcp: Vec<StdTcpListener>,
     pub tcp_settings: TcpSettings,
@@ -86,8 +88,12 @@ pub fn spawn(plane: ControlPlane, shutdown: Shutdown) -> std::io::Result<JoinHan
 async fn run(plane: ControlPlane, shutdown: Shutdown) {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watch_signals(shutdown.clone()));
-    let refresher = Refresher::new(plane.refresh, plane.published.clone());
-    tasks.spawn(refresher.run(shutdown.subscribe()));
+    tasks.spawn(tracker::run(
+        plane.tracker,
+        plane.client,
+        plane.published.clone(),
+        shutdown.subscribe(),
+    ));
     for listener in plane.tcp {
         match listener
             .set_nonblocking(true)

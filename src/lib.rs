@@ -26,13 +26,18 @@
 //! - [`sim`]: a simulated Alternator cluster for the demo and the tests;
 //!   [`demo`] wires it to the responder.
 
+pub mod access;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod dns;
 pub mod forward;
 pub mod io;
+pub mod metrics;
 pub mod nodes;
+pub mod notify;
+pub mod privileges;
+pub mod rrl;
 pub mod server;
 pub mod sim;
 pub mod tcp;

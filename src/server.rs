@@ -13,12 +13,14 @@ use rand_core::SeedableRng;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, IoMode};
+use crate::config::{Config, IoMode, Scheme};
 use crate::control::{self, ControlPlane, Shutdown};
 use crate::dns::{respond, Outcome, Rng, Transport, Zone, ZoneError};
 use crate::forward::{ForwardJob, ForwardQueue, Forwarder};
 use crate::io::{self, Backend, IoError, PacketHandler, WorkerSockets};
+use crate::nodes::client::{self, AlternatorClient, ClientError};
 use crate::nodes::refresher::RefreshSettings;
+use crate::nodes::tracker::TrackerSettings;
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 
 /// Why the server could not start, or stopped with an error.
@@ -26,6 +28,8 @@ use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 pub enum RunError {
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("no seed could be resolved ({0})")]
     NoSeeds(String),
     #[error(transparent)]
@@ -45,7 +49,15 @@ pub enum RunError {
 
 /// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger it).
 pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
-    let published = first_snapshot(config)?;
+    let seeds = seeds_with_ports(config)?;
+    let (extra_names, rules) = config.name_rules();
+    let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
+    let published = first_snapshot(zone, &seeds);
+    let scheme = match config.alternator_scheme {
+        Scheme::Http => client::Scheme::Http,
+        Scheme::Https => client::Scheme::Https,
+    };
+    let client = AlternatorClient::new(scheme, &config.tls)?;
     let backend = choose_backend(config.io)?;
     let Bound {
         per_worker,
@@ -69,12 +81,17 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
     };
     let control = control::spawn(
         ControlPlane {
-            refresh: RefreshSettings {
-                seeds: seeds_with_ports(config)?,
-                alternator_port: config.alternator_port,
-                interval: config.refresh_interval,
-                timeout: config.refresh_timeout,
+            tracker: TrackerSettings {
+                refresh: RefreshSettings {
+                    seeds,
+                    alternator_port: config.alternator_port,
+                    interval: config.refresh_interval,
+                    timeout: config.refresh_timeout,
+                },
+                health: config.health,
+                names: rules,
             },
+            client,
             published: Arc::clone(&published),
             tcp,
             tcp_settings: config.tcp,
@@ -108,16 +125,11 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Publishes the seeds as the first node list, so queries are answered
-/// before the first `/localnodes` reply arrives.
-fn first_snapshot(config: &Config) -> Result<SharedSnapshot, RunError> {
-    let zone = Arc::new(Zone::new(&config.zone)?);
-    let seeds: Vec<IpAddr> = seeds_with_ports(config)?
-        .iter()
-        .map(SocketAddr::ip)
-        .collect();
-    let mut unique = Vec::with_capacity(seeds.len());
-    for ip in seeds {
+/// Publishes the seeds as the first node list of every name, so queries are
+/// answered before the first `/localnodes` reply arrives.
+fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
+    let mut unique: Vec<IpAddr> = Vec::with_capacity(seeds.len());
+    for ip in seeds.iter().map(SocketAddr::ip) {
         if !unique.contains(&ip) {
             unique.push(ip);
         }
@@ -127,7 +139,7 @@ fn first_snapshot(config: &Config) -> Result<SharedSnapshot, RunError> {
         nodes = snapshot.node_count(),
         "serving the seeds until /localnodes answers"
     );
-    Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
+    Arc::new(ArcSwap::from_pointee(snapshot))
 }
 
 fn seeds_with_ports(config: &Config) -> Result<Vec<SocketAddr>, RunError> {

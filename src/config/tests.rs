@@ -1,4 +1,5 @@
 use super::*;
+use crate::nodes::membership::Selector;
 
 fn options(domain: &str, seed: &str) -> Options {
     Options {
@@ -213,4 +214,106 @@ fn seeds_resolve_with_the_default_port() {
     assert!(addrs.iter().any(|a| a.port() == 9000));
     assert_eq!(failures.len(), 1);
     assert!(failures[0].contains("no-such-host.invalid"));
+}
+
+#[test]
+fn names_come_from_flags_and_tables_with_the_apex_first() {
+    assert_eq!(
+        "dc2.alt.example=dc2".parse::<NameSpec>().unwrap(),
+        NameSpec {
+            name: "dc2.alt.example".into(),
+            dc: Some("dc2".into()),
+            rack: None,
+            fallback: true
+        }
+    );
+    let spec: NameSpec = "r1.dc1.alt.example=dc1/r1".parse().unwrap();
+    assert_eq!(
+        (spec.dc.as_deref(), spec.rack.as_deref()),
+        (Some("dc1"), Some("r1"))
+    );
+    for bad in ["no-equals", "=dc1", "x.alt.example="] {
+        assert!(bad.parse::<NameSpec>().is_err(), "{bad:?} accepted");
+    }
+    let path = write_temp(
+        "names.toml",
+        r#"
+domain = "alt.example"
+seed = ["10.0.0.1"]
+[[name]]
+name = "dc2.alt.example"
+dc = "dc2"
+[[name]]
+name = "r1.dc1.alt.example"
+dc = "dc1"
+rack = "r1"
+fallback = false
+"#,
+    );
+    let c = Config::load(Some(&path), &Options::default()).unwrap();
+    let (extra, rules) = c.name_rules();
+    assert_eq!(extra, vec!["dc2.alt.example", "r1.dc1.alt.example"]);
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0].selector, Selector::default());
+    assert_eq!(rules[1].selector.dc.as_deref(), Some("dc2"));
+    assert!(rules[1].fallback && !rules[2].fallback);
+    // And back through --check's TOML.
+    let again = write_temp("names-again.toml", &c.to_toml());
+    let c2 = Config::load(Some(&again), &Options::default()).unwrap();
+    assert_eq!(c2.names, c.names);
+}
+
+#[test]
+fn bad_names_and_table_keys_are_rejected_by_name() {
+    let path = write_temp(
+        "badname.toml",
+        "domain = \"alt.example\"\nseed = [\"10.0.0.1\"]\n[[name]]\nname = \"x.alt.example\"\ndatacenter = \"dc2\"\n",
+    );
+    let err = Config::load(Some(&path), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("datacenter"), "{err}");
+    let mut o = options("alt.example", "10.0.0.1");
+    o.names = vec!["other.example=dc2".parse().unwrap()];
+    let err = Config::from_options(o).unwrap_err().to_string();
+    assert!(
+        err.contains("other.example") && err.contains("not below"),
+        "{err}"
+    );
+    // A [[name]] for the apex itself changes the apex's selector.
+    let mut o = options("alt.example", "10.0.0.1");
+    o.names = vec!["ALT.example.=dc3".parse().unwrap()];
+    let c = Config::from_options(o).unwrap();
+    let (extra, rules) = c.name_rules();
+    assert!(extra.is_empty());
+    assert_eq!(rules[0].selector.dc.as_deref(), Some("dc3"));
+}
+
+#[test]
+fn tls_options_need_https_and_pair_up() {
+    let mut o = options("alt.example", "10.0.0.1");
+    o.ca_file = Some("/tmp/ca.pem".into());
+    let err = Config::from_options(o.clone()).unwrap_err().to_string();
+    assert!(err.contains("https"), "{err}");
+    o.alternator_scheme = Some(Scheme::Https);
+    let c = Config::from_options(o.clone()).unwrap();
+    assert_eq!(c.alternator_port, 8043, "https defaults to 8043");
+    o.client_cert = Some("/tmp/c.pem".into());
+    let err = Config::from_options(o).unwrap_err().to_string();
+    assert!(err.contains("client-key"), "{err}");
+}
+
+#[test]
+fn health_settings_have_defaults_and_bounds() {
+    let c = Config::from_options(options("alt.example", "10.0.0.1")).unwrap();
+    assert!(c.health.enabled);
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert_eq!(c.health.timeout, Duration::from_millis(300));
+    assert_eq!(c.health.failures, 2);
+    let mut o = options("alt.example", "10.0.0.1");
+    o.health_failures = Some(0);
+    assert!(Config::from_options(o).is_err());
+    let mut o = options("alt.example", "10.0.0.1");
+    o.health_check = Some(false);
+    assert!(!Config::from_options(o).unwrap().health.enabled);
 }

@@ -11,12 +11,12 @@ use domain::base::message_builder::{
     AdditionalBuilder, AnswerBuilder, PushError, StaticCompressor,
 };
 use domain::base::opt::Opt;
-use domain::base::{Message, MessageBuilder, ParsedName, Question, ToName};
+use domain::base::{Message, MessageBuilder, ParsedName, Question};
 use domain::rdata::{Aaaa, Ns, A};
 use rand_core::Rng as _;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::zone::{AnswerMode, Zone};
+use super::zone::{AnswerMode, Place, Zone};
 use crate::nodes::Snapshot;
 
 /// The random generator each worker owns.
@@ -103,7 +103,7 @@ pub fn respond(
     let Ok(edns) = client_edns(msg) else {
         return Outcome::Reply(error_reply(
             msg,
-            None,
+            sole_question(msg),
             None,
             Rcode::FORMERR.into(),
             zone,
@@ -132,15 +132,52 @@ pub fn respond(
     }
 }
 
+/// The question, when there is exactly one and it parses.
+fn sole_question(msg: &Message<[u8]>) -> Option<Question<QueryName<'_>>> {
+    match msg.sole_question() {
+        Ok(q) if msg.header_counts().qdcount() == 1 && first_name_uncompressed(msg) => Some(q),
+        _ => None,
+    }
+}
+
+/// Whether the first question's name is written out label by label. It is
+/// the first name of the message, so a compression pointer in it can only
+/// point into the header, which holds no name, or loop (RFC 1035 4.1.4);
+/// `domain` rejects loops but follows pointers into the header.
+fn first_name_uncompressed(msg: &Message<[u8]>) -> bool {
+    let wire = msg.as_slice();
+    let mut pos = HEADER_LEN;
+    while let Some(&len) = wire.get(pos) {
+        match len {
+            0 => return true,
+            1..=63 => pos += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Finds the query's OPT record. Errors (leading to FORMERR) when the record
-/// sections do not parse, when there is more than one OPT, or when the OPT is
-/// malformed (owner not the root, option lengths that overrun the data).
+/// sections do not parse, when there is more than one OPT or one outside the
+/// additional section (RFC 6891 6.1.1), or when the OPT is malformed (owner
+/// not the root, option lengths that overrun the data).
 fn client_edns(msg: &Message<[u8]>) -> Result<Option<ClientEdns>, ()> {
-    if msg.header_counts().arcount() == 0 {
+    let counts = msg.header_counts();
+    if counts.ancount() == 0 && counts.nscount() == 0 && counts.arcount() == 0 {
         return Ok(None);
     }
+    // The answer and authority sections: parsed, and free of OPT records.
+    let mut section = msg.answer().map_err(drop)?;
+    for _ in 0..2 {
+        for record in section.by_ref() {
+            if record.map_err(drop)?.rtype() == Rtype::OPT {
+                return Err(());
+            }
+        }
+        section = section.next_section().map_err(drop)?.ok_or(())?;
+    }
     let mut found = None;
-    for record in msg.additional().map_err(drop)? {
+    for record in section {
         let record = record.map_err(drop)?;
         if record.rtype() != Rtype::OPT {
             continue;
@@ -169,10 +206,7 @@ fn build(
     reply: &mut Vec<u8>,
 ) -> Result<Outcome, PushError> {
     let zone = &*snapshot.zone;
-    let question = match msg.sole_question() {
-        Ok(q) if msg.header_counts().qdcount() == 1 => Some(q),
-        _ => None,
-    };
+    let question = sole_question(msg);
     if msg.header().opcode() != Opcode::QUERY {
         return Ok(Outcome::Reply(error_reply(
             msg,
@@ -203,18 +237,29 @@ fn build(
             reply,
         )));
     };
-    let qname = question.qname();
-    let in_zone = qname.ends_with(&zone.apex);
-    if !in_zone && zone.forwarding {
+    let place = zone.find(&question.qname());
+    if place == Place::Outside && zone.forwarding {
         return Ok(Outcome::Forward);
     }
-    let (rcode, authoritative) = if !in_zone || question.qclass() != Class::IN {
-        (Rcode::REFUSED, false)
-    } else if qname.name_eq(&zone.apex) {
-        (Rcode::NOERROR, true)
-    } else {
-        (Rcode::NXDOMAIN, true)
+    let (rcode, authoritative) = match place {
+        _ if question.qclass() != Class::IN => (Rcode::REFUSED, false),
+        Place::Outside => (Rcode::REFUSED, false),
+        Place::Name(_) | Place::EmptyNonTerminal => (Rcode::NOERROR, true),
+        Place::Missing => (Rcode::NXDOMAIN, true),
     };
+    if rcode != Rcode::REFUSED && matches!(question.qtype(), Rtype::AXFR | Rtype::IXFR) {
+        // We transfer no zone: "the requested kind of query" is not
+        // supported (RFC 1035 4.1.1). A NODATA would read as a broken
+        // transfer, which must begin with the SOA (RFC 5936 2.2).
+        return Ok(Outcome::Reply(error_reply(
+            msg,
+            Some(question),
+            edns,
+            Rcode::NOTIMP.into(),
+            zone,
+            reply,
+        )));
+    }
 
     let mut builder = MessageBuilder::from_target(StaticCompressor::new(reply))
         .map_err(|_| PushError::ShortBuf)?;
@@ -222,39 +267,43 @@ fn build(
     builder.set_push_limit(limit - if edns.is_some() { OPT_LEN } else { 0 });
     builder.header_mut().set_aa(authoritative);
     let answer = builder.start_answer(msg, rcode)?;
-    let additional = match rcode {
-        Rcode::NOERROR => answer_apex(answer, &question, snapshot, rng),
-        Rcode::NXDOMAIN => negative(answer, zone),
-        _ => answer.additional(),
+    let additional = match (authoritative, place) {
+        (true, Place::Name(index)) => answer_name(answer, &question, snapshot, index, rng),
+        (true, _) => negative(answer, zone),
+        (false, _) => answer.additional(),
     };
     finish(additional, limit, edns, rcode.into(), zone)?;
     Ok(Outcome::Reply(rcode.into()))
 }
 
-/// Answers a question at the apex. An answer that overflows the limit is
+/// Answers a question for served name `index` (0 is the apex, which alone
+/// has the SOA and NS records). An answer that overflows the limit is
 /// dropped whole and TC is set.
-fn answer_apex<'a>(
+fn answer_name<'a>(
     mut answer: Builder<'a>,
     question: &Question<QueryName<'_>>,
     snapshot: &Snapshot,
+    index: usize,
     rng: &mut Rng,
 ) -> Additional<'a> {
     let zone = &*snapshot.zone;
+    let nodes = snapshot.set(index);
+    let apex = index == 0;
     let owner = question.qname();
     let ttl = zone.ttl;
     let pushed = match question.qtype() {
-        Rtype::A | Rtype::ANY if !snapshot.v4.is_empty() => {
-            choose(&snapshot.v4, zone.answers, rng, |ip| {
+        Rtype::A | Rtype::ANY if !nodes.v4.is_empty() => {
+            choose(&nodes.v4, zone.answers, rng, |ip| {
                 answer.push((owner, ttl, A::new(ip)))
             })
         }
-        Rtype::AAAA | Rtype::ANY if !snapshot.v6.is_empty() => {
-            choose(&snapshot.v6, zone.answers, rng, |ip| {
+        Rtype::AAAA | Rtype::ANY if !nodes.v6.is_empty() => {
+            choose(&nodes.v6, zone.answers, rng, |ip| {
                 answer.push((owner, ttl, Aaaa::new(ip)))
             })
         }
-        Rtype::SOA | Rtype::ANY => answer.push((owner, zone.soa_ttl, &zone.soa)),
-        Rtype::NS => zone
+        Rtype::SOA | Rtype::ANY if apex => answer.push((owner, zone.soa_ttl, &zone.soa)),
+        Rtype::NS if apex => zone
             .ns
             .iter()
             .try_for_each(|ns| answer.push((owner, zone.soa_ttl, Ns::new(ns)))),

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use domain::base::{Name, Serial, Ttl};
+use domain::base::{Name, Serial, ToName, Ttl};
 use domain::rdata::Soa;
 use thiserror::Error;
 
@@ -89,6 +89,20 @@ pub struct ZoneSettings {
     pub forwarding: bool,
 }
 
+/// Where a query name falls relative to the zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A served name: its index in the zone (0 is the apex).
+    Name(usize),
+    /// Not a served name, but above one (`dc1.example` when `r1.dc1.example`
+    /// is served): it exists, with no records (RFC 8020), so NODATA.
+    EmptyNonTerminal,
+    /// Below the apex, not served: NXDOMAIN.
+    Missing,
+    /// Not at or below the apex.
+    Outside,
+}
+
 /// Why a zone could not be built.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ZoneError {
@@ -102,12 +116,18 @@ pub enum ZoneError {
     RootDomain,
     #[error("edns-udp-size must be from 512 to {max}, got {got}")]
     EdnsUdpSize { got: u16, max: u16 },
+    #[error("served name {name:?} is not below the domain {apex:?}")]
+    NameOutsideZone { name: String, apex: String },
+    #[error("served name {0:?} is given twice")]
+    DuplicateName(String),
 }
 
 /// The zone, ready for the answer path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     pub(crate) apex: OwnedName,
+    /// Every name with addresses: the apex first, then the further names.
+    pub(crate) names: Vec<OwnedName>,
     pub(crate) ttl: Ttl,
     pub(crate) answers: AnswerMode,
     pub(crate) ns: Vec<OwnedName>,
@@ -159,6 +179,7 @@ impl Zone {
             soa_ttl,
         );
         Ok(Zone {
+            names: vec![apex.clone()],
             apex,
             ttl: Ttl::from_secs(settings.ttl),
             answers: settings.answers,
@@ -174,6 +195,51 @@ impl Zone {
     /// The apex, as text with a trailing dot.
     pub fn apex(&self) -> String {
         format!("{}.", self.apex)
+    }
+
+    /// Adds further served names (below the apex), each with its own nodes;
+    /// their indexes follow the apex's 0 in the order given.
+    pub fn with_names(mut self, names: &[String]) -> Result<Zone, ZoneError> {
+        for text in names {
+            let name = parse_name("served name", text)?;
+            if name == self.apex || !name.ends_with(&self.apex) {
+                return Err(ZoneError::NameOutsideZone {
+                    name: text.clone(),
+                    apex: self.apex(),
+                });
+            }
+            if self.names.contains(&name) {
+                return Err(ZoneError::DuplicateName(text.clone()));
+            }
+            self.names.push(name);
+        }
+        Ok(self)
+    }
+
+    /// Number of served names (at least 1: the apex).
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Served name `index` as text with a trailing dot.
+    pub fn name_text(&self, index: usize) -> String {
+        self.names
+            .get(index)
+            .map_or_else(String::new, |n| format!("{n}."))
+    }
+
+    /// Where a query name falls; names compare without regard to ASCII case.
+    pub fn find<N: ToName>(&self, qname: &N) -> Place {
+        if !qname.ends_with(&self.apex) {
+            return Place::Outside;
+        }
+        if let Some(index) = self.names.iter().position(|n| qname.name_eq(n)) {
+            return Place::Name(index);
+        }
+        if self.names[1..].iter().any(|n| n.ends_with(qname)) {
+            return Place::EmptyNonTerminal;
+        }
+        Place::Missing
     }
 
     pub fn answers(&self) -> AnswerMode {
@@ -247,6 +313,41 @@ mod tests {
         let mut s = settings("a.example");
         s.ns = vec!["ns..bad".into()];
         assert!(Zone::new(&s).unwrap_err().to_string().contains("NS name"));
+    }
+
+    #[test]
+    fn names_are_found_case_insensitively_with_empty_non_terminals() {
+        let zone = Zone::new(&settings("alt.example"))
+            .unwrap()
+            .with_names(&["dc2.alt.example".into(), "r1.dc1.alt.example".into()])
+            .unwrap();
+        let find = |n: &str| zone.find(&Name::vec_from_str(n).unwrap());
+        assert_eq!(find("ALT.example"), Place::Name(0));
+        assert_eq!(find("Dc2.Alt.Example"), Place::Name(1));
+        assert_eq!(find("r1.dc1.alt.example"), Place::Name(2));
+        assert_eq!(find("dc1.alt.example"), Place::EmptyNonTerminal);
+        assert_eq!(find("x.alt.example"), Place::Missing);
+        assert_eq!(find("x.r1.dc1.alt.example"), Place::Missing);
+        assert_eq!(find("example"), Place::Outside);
+        assert_eq!(find("alt.example.org"), Place::Outside);
+        assert_eq!(zone.name_text(1), "dc2.alt.example.");
+    }
+
+    #[test]
+    fn further_names_must_be_below_the_apex_and_distinct() {
+        let zone = || Zone::new(&settings("alt.example")).unwrap();
+        assert!(matches!(
+            zone().with_names(&["other.example".into()]),
+            Err(ZoneError::NameOutsideZone { .. })
+        ));
+        assert!(matches!(
+            zone().with_names(&["alt.example".into()]),
+            Err(ZoneError::NameOutsideZone { .. })
+        ));
+        assert!(matches!(
+            zone().with_names(&["a.alt.example".into(), "A.alt.example.".into()]),
+            Err(ZoneError::DuplicateName(_))
+        ));
     }
 
     #[test]

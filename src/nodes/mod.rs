@@ -1,7 +1,10 @@
 //! Live Alternator nodes: the immutable snapshots the data plane reads, and
 //! the background refresher that keeps them current from `GET /localnodes`.
 
+pub mod client;
+pub mod membership;
 pub mod refresher;
 pub mod snapshot;
+pub mod tracker;
 
-pub use snapshot::{NodeSource, SharedSnapshot, Snapshot};
+pub use snapshot::{NodeSet, NodeSource, SharedSnapshot, Snapshot};

@@ -21,20 +21,16 @@ pub enum NodeSource {
     Cluster,
 }
 
-/// Everything one answer needs: the zone and the live nodes, by family.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Increases by one with every published snapshot.
-    pub generation: u64,
-    pub zone: Arc<Zone>,
-    pub source: NodeSource,
+/// The addresses served for one name, by family.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NodeSet {
     pub v4: Box<[Ipv4Addr]>,
     pub v6: Box<[Ipv6Addr]>,
 }
 
-impl Snapshot {
-    /// Builds a snapshot from `nodes`, split by address family; order is kept.
-    pub fn new(generation: u64, zone: Arc<Zone>, source: NodeSource, nodes: &[IpAddr]) -> Self {
+impl NodeSet {
+    /// Splits `nodes` by family; order is kept.
+    pub fn new(nodes: &[IpAddr]) -> NodeSet {
         let v4 = nodes
             .iter()
             .filter_map(|a| match a {
@@ -49,25 +45,95 @@ impl Snapshot {
                 IpAddr::V4(_) => None,
             })
             .collect();
-        Snapshot {
-            generation,
-            zone,
-            source,
-            v4,
-            v6,
-        }
+        NodeSet { v4, v6 }
     }
 
-    /// Every served address, IPv4 first.
-    pub fn nodes(&self) -> impl Iterator<Item = IpAddr> + '_ {
+    /// Every address, IPv4 first.
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.v4
             .iter()
             .map(|a| IpAddr::V4(*a))
             .chain(self.v6.iter().map(|a| IpAddr::V6(*a)))
     }
 
-    pub fn node_count(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything one answer needs: the zone and, for each of its served names,
+/// the nodes to answer with.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub generation: u64,
+    pub zone: Arc<Zone>,
+    pub source: NodeSource,
+    /// One set per served name, in the zone's order (0 is the apex).
+    sets: Box<[NodeSet]>,
+    /// When this snapshot was built, for the metrics' snapshot age.
+    pub built: std::time::Instant,
+    /// What [`Snapshot::set`] returns for an index it has no set for.
+    empty: NodeSet,
+}
+
+impl Snapshot {
+    /// A snapshot serving `nodes` for every name of the zone.
+    pub fn new(generation: u64, zone: Arc<Zone>, source: NodeSource, nodes: &[IpAddr]) -> Self {
+        let sets = vec![NodeSet::new(nodes); zone.name_count()];
+        Snapshot::from_sets(generation, zone, source, sets)
+    }
+
+    /// A snapshot with each name's own nodes: `sets[i]` for name `i`; names
+    /// without an entry get no nodes.
+    pub fn with_sets(
+        generation: u64,
+        zone: Arc<Zone>,
+        source: NodeSource,
+        sets: &[Vec<IpAddr>],
+    ) -> Self {
+        let sets = (0..zone.name_count())
+            .map(|i| {
+                sets.get(i)
+                    .map_or_else(NodeSet::default, |n| NodeSet::new(n))
+            })
+            .collect();
+        Snapshot::from_sets(generation, zone, source, sets)
+    }
+
+    fn from_sets(generation: u64, zone: Arc<Zone>, source: NodeSource, sets: Vec<NodeSet>) -> Self {
+        Snapshot {
+            generation,
+            zone,
+            source,
+            sets: sets.into_boxed_slice(),
+            built: std::time::Instant::now(),
+            empty: NodeSet::default(),
+        }
+    }
+
+    /// The nodes of served name `index`; empty for an index out of range.
+    pub fn set(&self, index: usize) -> &NodeSet {
+        self.sets.get(index).unwrap_or(&self.empty)
+    }
+
+    /// Addresses of served name `index`, IPv4 first.
+    pub fn set_nodes(&self, index: usize) -> impl Iterator<Item = IpAddr> + '_ {
+        self.set(index).iter()
+    }
+
+    /// Addresses served for the apex, IPv4 first.
+    pub fn nodes(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.set_nodes(0)
+    }
+
+    /// Number of addresses served for the apex.
+    pub fn node_count(&self) -> usize {
+        self.set(0).len()
     }
 }
 

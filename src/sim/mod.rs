@@ -1,35 +1,50 @@
 //! A simulated ScyllaDB Alternator cluster, in-process, for integration tests
 //! and the demo.
 //!
-//! [`SimCluster::start`] runs one HTTP/1.1 server per node, each on its own
-//! loopback address (`127.0.0.1`, `127.0.0.2`, ... or `::1`) and all on the
-//! same port, on a dedicated background thread with its own single-threaded
-//! tokio runtime. Every node serves what a load balancer sees of Alternator
-//! (see `ALTERNATOR.md`):
+//! [`SimCluster::start`] (or [`SimCluster::start_with`], for datacenters,
+//! racks, HTTPS and older Scylla versions) runs one HTTP/1.1 server per node,
+//! each on its own loopback address (`127.0.0.1`, `127.0.0.2`, ... or `::1`)
+//! and all on the same port, on a dedicated background thread with its own
+//! single-threaded tokio runtime. Every node serves what a load balancer sees
+//! of Alternator (see `ALTERNATOR.md`):
 //!
 //! - `GET /localnodes`: `200`, `application/json`, a JSON array with the
 //!   addresses of the nodes currently *listed* (one membership shared by the
-//!   whole cluster), shuffled anew for every response;
+//!   whole cluster) in the queried node's datacenter, shuffled anew for every
+//!   response. `?dc=NAME` lists that datacenter instead, `?rack=NAME` narrows
+//!   to one rack (of the dc given, or of the node's own); an empty value means
+//!   unset, and an unknown dc or rack gives `[]`. With
+//!   [`SimOptions::legacy_ignores_dc_rack`] (Scylla before 2025.1) both
+//!   parameters are ignored;
 //! - `GET /`: `200`, `text/plain`, `healthy: <Host header>`;
 //! - anything else: `404`.
+//!
+//! With [`SimOptions::tls`] every node speaks HTTPS only (one certificate
+//! chain for all nodes, optionally requiring client certificates, as with
+//! Alternator's `require_client_auth`).
 //!
 //! Tests then change the cluster while it runs, from any thread (also from
 //! inside another tokio runtime): [`SimCluster::set_listed`] changes the
 //! membership seen in `/localnodes` independently of whether the node's HTTP
 //! server works, [`SimCluster::set_fault`] makes one node misbehave (see
-//! [`Fault`]), [`SimCluster::add_node`] / [`SimCluster::remove_node`] change
-//! the set of nodes, and per-node counters tell which nodes were asked.
+//! [`Fault`]), [`SimCluster::add_node`] / [`SimCluster::add_node_in`] /
+//! [`SimCluster::remove_node`] change the set of nodes,
+//! [`SimCluster::set_location`] moves a node to another dc or rack, and
+//! per-node counters tell which nodes were asked.
 //!
 //! What it does not model: gossip and its delays (membership changes are
 //! instantaneous and every node agrees on them, unless a fault says
-//! otherwise), datacenters and racks (the `dc` and `rack` query parameters are
-//! ignored), HTTPS and client certificates, the DynamoDB API itself, and
-//! network-level faults other than a closed port or a silent server (no
-//! packet loss, no blackholed SYNs, no slow reads).
+//! otherwise), the DynamoDB API itself, and network-level faults other than a
+//! closed port, a silent server or a stalled TLS handshake (no packet loss,
+//! no blackholed SYNs, no slow reads).
 
 mod server;
 #[cfg(test)]
+pub(crate) mod test_pki;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_client;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,7 +55,12 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use server::ServerHandle;
@@ -58,10 +78,34 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many fresh ports [`SimCluster::start`] tries with port 0.
 const BIND_ATTEMPTS: usize = 8;
 
+/// The datacenter of the nodes started by [`SimCluster::start`] and
+/// [`SimCluster::add_node`].
+pub const DEFAULT_DC: &str = "dc1";
+
+/// The rack of the nodes started by [`SimCluster::start`] and
+/// [`SimCluster::add_node`].
+pub const DEFAULT_RACK: &str = "rack1";
+
+/// Body size of a [`Fault::HugeBody`] answer (100 MB, declared in
+/// `Content-Length`).
+pub const HUGE_BODY_BYTES: u64 = 100_000_000;
+
+/// How many address strings [`Fault::ManyEntries`] lists.
+pub const MANY_ENTRIES: usize = 100_000;
+
+/// Size of each chunk of a [`Fault::EndlessChunked`] body.
+pub const ENDLESS_CHUNK_BYTES: usize = 4096;
+
+/// Pause before each chunk of a [`Fault::EndlessChunked`] body.
+pub const ENDLESS_CHUNK_INTERVAL: Duration = Duration::from_millis(2);
+
 /// How a node's HTTP server behaves. Which faults apply to which requests:
-/// `Down`, `Hang`, `Delay` and `Status500` to every request; `Garbage`,
-/// `HostIds` and `EmptyList` only change `/localnodes` (`GET /` still answers
-/// normally).
+/// `Down`, `Hang`, `Delay`, `Status500`, `Redirect`, `HugeBody` and
+/// `EndlessChunked` to every request; `Garbage`, `HostIds`, `EmptyList` and
+/// `ManyEntries` only change `/localnodes` (`GET /` still answers normally);
+/// `TlsHang` to new connections (requests on connections opened before it
+/// hang, as with `Hang`). Requests are counted on arrival whatever the fault;
+/// under `TlsHang` no request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
     /// Normal.
@@ -82,6 +126,77 @@ pub enum Fault {
     HostIds,
     /// `/localnodes` answers `[]`.
     EmptyList,
+    /// Accept TCP connections and never answer on them: the TLS handshake
+    /// never completes (on plain HTTP, the request is never answered), like a
+    /// node stuck mid-handshake. What the client sends is read and discarded;
+    /// the connection stays open until the client closes it (or `Down`).
+    TlsHang,
+    /// `302 Found` with `Location` pointing at the same URL on the same node
+    /// (a redirect loop).
+    Redirect,
+    /// `200`, `application/json`, with a body of [`HUGE_BODY_BYTES`] declared
+    /// in `Content-Length` and streamed in 64 KiB chunks (never held in
+    /// memory whole): `["127.0.0.1","127.0.0.1",...` that never closes.
+    HugeBody,
+    /// `/localnodes` answers a JSON array of [`MANY_ENTRIES`] distinct IPv4
+    /// addresses (`10.0.0.1`, `10.0.0.2`, ..., about 1.5 MB) instead of the
+    /// listed nodes.
+    ManyEntries,
+    /// `200`, `application/json`, with a chunked body that never ends: a chunk
+    /// of [`ENDLESS_CHUNK_BYTES`] every [`ENDLESS_CHUNK_INTERVAL`], until the
+    /// client goes away (or `Down`).
+    EndlessChunked,
+}
+
+/// One node of a cluster started by [`SimCluster::start_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimNode {
+    pub addr: IpAddr,
+    pub dc: String,
+    pub rack: String,
+}
+
+impl SimNode {
+    pub fn new(addr: IpAddr, dc: impl Into<String>, rack: impl Into<String>) -> SimNode {
+        SimNode {
+            addr,
+            dc: dc.into(),
+            rack: rack.into(),
+        }
+    }
+}
+
+/// HTTPS for every node of a cluster, as PEM text.
+#[derive(Clone)]
+pub struct SimTls {
+    /// The server certificate chain, leaf first; the same for every node, so
+    /// it needs every node's IP address (or a DNS name the client verifies
+    /// against instead) as subject alternative names.
+    pub cert_chain_pem: String,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+    /// When set, clients must present a certificate signed by one of these
+    /// CAs (Alternator's `require_client_auth`); the handshake fails
+    /// otherwise.
+    pub client_ca_pem: Option<String>,
+}
+
+impl fmt::Debug for SimTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimTls")
+            .field("client_auth", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cluster-wide options of [`SimCluster::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Serve HTTPS (only) instead of HTTP.
+    pub tls: Option<SimTls>,
+    /// Behave like Scylla before 2025.1: `/localnodes` ignores `dc` and
+    /// `rack` and always lists the queried node's own datacenter.
+    pub legacy_ignores_dc_rack: bool,
 }
 
 /// A handle on a running simulated cluster. Clones share the cluster; it is
@@ -101,6 +216,8 @@ struct Counters {
 /// What the cluster knows about one node; shared with the HTTP tasks.
 struct NodeEntry {
     addr: IpAddr,
+    dc: String,
+    rack: String,
     listed: bool,
     fault: Fault,
     counters: Arc<Counters>,
@@ -112,6 +229,9 @@ struct Shared {
     nodes: Mutex<Vec<NodeEntry>>,
     rng: AtomicU64,
     host_ids: Vec<String>,
+    legacy_ignores_dc_rack: bool,
+    /// Whether nodes serve HTTPS (for `Location` under `Fault::Redirect`).
+    https: bool,
 }
 
 /// Owns the background thread; dropping it shuts the cluster down. The HTTP
@@ -119,6 +239,7 @@ struct Shared {
 struct Owner {
     shared: Arc<Shared>,
     port: u16,
+    tls: Option<TlsAcceptor>,
     rt: tokio::runtime::Handle,
     thread_id: ThreadId,
     /// Serializes control operations (which may wait for tasks to end). The
@@ -137,30 +258,51 @@ struct Control {
 impl SimCluster {
     /// Starts one node per address, all on `port` (0 = choose a free port
     /// once, then use it for every node), on a dedicated background thread
-    /// running its own tokio runtime. Every node starts listed and healthy.
+    /// running its own tokio runtime. Every node starts listed and healthy,
+    /// in datacenter [`DEFAULT_DC`], rack [`DEFAULT_RACK`], serving HTTP.
     ///
     /// Fails with `InvalidInput` on duplicate addresses, and with the bind
     /// error if an address cannot be bound (with port 0, `AddrInUse` on a
     /// later node is retried with a fresh port a few times first). With no
     /// addresses and port 0, a port that was free on `127.0.0.1` is chosen.
     pub fn start(addrs: &[IpAddr], port: u16) -> io::Result<SimCluster> {
-        for (i, a) in addrs.iter().enumerate() {
-            if addrs[..i].contains(a) {
+        let nodes: Vec<SimNode> = addrs
+            .iter()
+            .map(|&addr| SimNode::new(addr, DEFAULT_DC, DEFAULT_RACK))
+            .collect();
+        SimCluster::start_with(&nodes, port, SimOptions::default())
+    }
+
+    /// [`SimCluster::start`] with each node's datacenter and rack, and the
+    /// cluster's options. Also fails with `InvalidInput` on an empty dc or
+    /// rack name, or on TLS material that does not parse or fit together.
+    pub fn start_with(nodes: &[SimNode], port: u16, options: SimOptions) -> io::Result<SimCluster> {
+        for (i, n) in nodes.iter().enumerate() {
+            if nodes[..i].iter().any(|m| m.addr == n.addr) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("duplicate simulated node address {a}"),
+                    format!("duplicate simulated node address {}", n.addr),
                 ));
             }
+            check_location(&n.dc, &n.rack)?;
         }
-        let (port, listeners) = bind_all(addrs, port)?;
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|t| server_config(t).map(TlsAcceptor::from))
+            .transpose()?;
+        let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.addr).collect();
+        let (port, listeners) = bind_all(&addrs, port)?;
         let (rt, stop, thread) = spawn_runtime()?;
         let host_id_seed = seed();
         let shared = Arc::new(Shared {
             nodes: Mutex::new(
-                addrs
+                nodes
                     .iter()
-                    .map(|&addr| NodeEntry {
-                        addr,
+                    .map(|n| NodeEntry {
+                        addr: n.addr,
+                        dc: n.dc.clone(),
+                        rack: n.rack.clone(),
                         listed: true,
                         fault: Fault::None,
                         counters: Arc::default(),
@@ -171,10 +313,13 @@ impl SimCluster {
             host_ids: (0..HOST_IDS_PER_RESPONSE)
                 .map(|i| host_id(host_id_seed.wrapping_add(i as u64)))
                 .collect(),
+            legacy_ignores_dc_rack: options.legacy_ignores_dc_rack,
+            https: tls.is_some(),
         });
         let owner = Owner {
             shared,
             port,
+            tls,
             rt,
             thread_id: thread.thread().id(),
             control: Mutex::new(Control {
@@ -192,10 +337,21 @@ impl SimCluster {
                 ctl.servers.insert(addr, server);
             }
         }
-        info!(port, nodes = ?addrs, "simulated Alternator cluster started");
+        info!(
+            port,
+            nodes = ?nodes,
+            https = options.tls.is_some(),
+            legacy = options.legacy_ignores_dc_rack,
+            "simulated Alternator cluster started"
+        );
         Ok(SimCluster {
             owner: Arc::new(owner),
         })
+    }
+
+    /// Whether the nodes serve HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.owner.tls.is_some()
     }
 
     /// The port every node listens on.
@@ -208,7 +364,8 @@ impl SimCluster {
         self.owner.shared.lock().iter().map(|n| n.addr).collect()
     }
 
-    /// The nodes currently listed in `/localnodes`, in start order.
+    /// The nodes currently listed in `/localnodes` (of any datacenter), in
+    /// start order.
     pub fn listed(&self) -> Vec<IpAddr> {
         self.owner.shared.listed()
     }
@@ -234,10 +391,47 @@ impl SimCluster {
         self.owner.shared.host_ids.clone()
     }
 
-    /// Starts a node, listed and healthy, on the cluster's port. Fails with
-    /// `AlreadyExists` if the node exists, or with the bind error.
+    /// A node's datacenter and rack; `None` if there is no such node.
+    pub fn location(&self, addr: IpAddr) -> Option<(String, String)> {
+        self.owner
+            .shared
+            .lock()
+            .iter()
+            .find(|n| n.addr == addr)
+            .map(|n| (n.dc.clone(), n.rack.clone()))
+    }
+
+    /// Starts a node, listed and healthy, on the cluster's port, in
+    /// [`DEFAULT_DC`] / [`DEFAULT_RACK`]. Fails with `AlreadyExists` if the
+    /// node exists, or with the bind error.
     pub fn add_node(&self, addr: IpAddr) -> io::Result<()> {
-        self.owner.add_node(addr)
+        self.owner.add_node(addr, DEFAULT_DC, DEFAULT_RACK)
+    }
+
+    /// [`SimCluster::add_node`] in the given datacenter and rack
+    /// (`InvalidInput` if either is empty).
+    pub fn add_node_in(&self, addr: IpAddr, dc: &str, rack: &str) -> io::Result<()> {
+        check_location(dc, rack)?;
+        self.owner.add_node(addr, dc, rack)
+    }
+
+    /// Moves a node to another datacenter and rack, effective for the next
+    /// `/localnodes` answer of every node. Unknown nodes and empty names are
+    /// ignored (logged).
+    pub fn set_location(&self, addr: IpAddr, dc: &str, rack: &str) {
+        if let Err(e) = check_location(dc, rack) {
+            warn!(node = %addr, error = %e, "set_location ignored");
+            return;
+        }
+        let mut nodes = self.owner.shared.lock();
+        match nodes.iter_mut().find(|n| n.addr == addr) {
+            Some(n) => {
+                n.dc = dc.to_owned();
+                n.rack = rack.to_owned();
+                info!(node = %addr, dc, rack, "simulated node moved");
+            }
+            None => warn!(node = %addr, "set_location: no such simulated node"),
+        }
     }
 
     /// Stops a node (closing its listener and connections) and unlists it; it
@@ -247,8 +441,9 @@ impl SimCluster {
         self.owner.remove_node(addr)
     }
 
-    /// Sets whether a node appears in `/localnodes` (on every node),
-    /// independently of its fault. Unknown nodes are ignored.
+    /// Sets whether a node appears in `/localnodes` (on every node, for its
+    /// datacenter and rack), independently of its fault. Unknown nodes are
+    /// ignored.
     pub fn set_listed(&self, addr: IpAddr, listed: bool) {
         let mut nodes = self.owner.shared.lock();
         match nodes.iter_mut().find(|n| n.addr == addr) {
@@ -332,6 +527,33 @@ impl Shared {
             .collect()
     }
 
+    /// The addresses `/localnodes` on node `me` lists for the raw query
+    /// string `query`, in start order; `None` if `me` no longer exists.
+    fn localnodes(&self, me: IpAddr, query: Option<&str>) -> Option<Vec<IpAddr>> {
+        let (mut dc, mut rack) = (None, None);
+        if !self.legacy_ignores_dc_rack {
+            for (name, value) in query.into_iter().flat_map(query_pairs) {
+                // An empty value means unset; the last occurrence wins.
+                let value = (!value.is_empty()).then_some(value);
+                match name.as_str() {
+                    "dc" => dc = value,
+                    "rack" => rack = value,
+                    _ => {}
+                }
+            }
+        }
+        let nodes = self.lock();
+        let own_dc = &nodes.iter().find(|n| n.addr == me)?.dc;
+        let dc = dc.as_deref().unwrap_or(own_dc);
+        Some(
+            nodes
+                .iter()
+                .filter(|n| n.listed && n.dc == dc && rack.as_ref().is_none_or(|r| n.rack == *r))
+                .map(|n| n.addr)
+                .collect(),
+        )
+    }
+
     /// The node's current fault; `Down` if it no longer exists (its
     /// connections are being closed).
     fn fault_of(&self, addr: IpAddr) -> Fault {
@@ -383,7 +605,14 @@ impl Owner {
         let counters = self
             .counters(addr)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such simulated node"))?;
-        let handle = ServerHandle::start(&self.rt, listener, addr, counters, self.shared.clone())?;
+        let handle = ServerHandle::start(
+            &self.rt,
+            listener,
+            addr,
+            counters,
+            self.shared.clone(),
+            self.tls.clone(),
+        )?;
         info!(node = %addr, port = self.port, "simulated node listening");
         Ok(handle)
     }
@@ -401,7 +630,7 @@ impl Owner {
         info!(node = %addr, "simulated node stopped listening");
     }
 
-    fn add_node(&self, addr: IpAddr) -> io::Result<()> {
+    fn add_node(&self, addr: IpAddr, dc: &str, rack: &str) -> io::Result<()> {
         let mut ctl = self.control();
         if ctl.shut {
             return Err(shut_down_error());
@@ -415,6 +644,8 @@ impl Owner {
         let listener = bind(SocketAddr::new(addr, self.port))?;
         self.shared.lock().push(NodeEntry {
             addr,
+            dc: dc.to_owned(),
+            rack: rack.to_owned(),
             listed: true,
             fault: Fault::None,
             counters: Arc::default(),
@@ -528,6 +759,96 @@ impl Drop for Owner {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+fn check_location(dc: &str, rack: &str) -> io::Result<()> {
+    if dc.is_empty() || rack.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a simulated node's dc and rack names must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// The `name=value` pairs of a query string, percent-decoded (`+` is a
+/// space); a pair without `=` has an empty value.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(name), percent_decode(value))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                match (
+                    bytes.get(i + 1).and_then(|&b| hex(b)),
+                    bytes.get(i + 2).and_then(|&b| hex(b)),
+                ) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The rustls server configuration for `tls`; `InvalidInput` on bad PEM or
+/// a key that does not fit the certificate.
+fn server_config(tls: &SimTls) -> io::Result<Arc<ServerConfig>> {
+    let invalid = |what: &str, e: &dyn fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("simulated TLS {what}: {e}"),
+        )
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_slice_iter(tls.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("certificate chain", &e))?;
+    if chain.is_empty() {
+        return Err(invalid("certificate chain", &"no certificate in the PEM"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
+        .map_err(|e| invalid("private key", &e))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("protocol versions", &e))?;
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| invalid("client CA", &e))?;
+                roots.add(cert).map_err(|e| invalid("client CA", &e))?;
+            }
+            if roots.is_empty() {
+                return Err(invalid("client CA", &"no certificate in the PEM"));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| invalid("client verifier", &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid("certificate and key", &e))?;
+    Ok(Arc::new(config))
 }
 
 fn shut_down_error() -> io::Error {

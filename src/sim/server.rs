@@ -1,25 +1,35 @@
-//! One simulated node's HTTP server: the accept loop, the connections and the
-//! request handler.
+//! One simulated node's HTTP(S) server: the accept loop, the connections
+//! (with their TLS handshake) and the request handler.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use super::{Counters, Fault, Shared, GARBAGE_BODY};
+use super::{
+    Counters, Fault, Shared, ENDLESS_CHUNK_BYTES, ENDLESS_CHUNK_INTERVAL, GARBAGE_BODY,
+    HUGE_BODY_BYTES, MANY_ENTRIES,
+};
+
+/// Size of each chunk of a `HugeBody` answer.
+const HUGE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so that the
 /// loop does not spin.
@@ -45,7 +55,9 @@ impl ServerHandle {
         addr: IpAddr,
         counters: Arc<Counters>,
         shared: Arc<Shared>,
+        tls: Option<TlsAcceptor>,
     ) -> io::Result<ServerHandle> {
+        let local = listener.local_addr()?;
         let listener = {
             // Only sets the thread-local runtime context for `from_std`; it
             // does not block, so it is fine inside a caller's runtime too.
@@ -56,8 +68,10 @@ impl ServerHandle {
         let (alive, done) = mpsc::channel();
         let node = Arc::new(Node {
             addr,
+            local,
             counters,
             shared,
+            tls,
         });
         rt.spawn(accept_loop(listener, node, kill_rx, alive));
         Ok(ServerHandle { kill, done })
@@ -83,8 +97,11 @@ impl ServerHandle {
 /// What a connection's handler needs to know about its node.
 struct Node {
     addr: IpAddr,
+    /// The address it listens on (for `Location` under `Fault::Redirect`).
+    local: SocketAddr,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
 }
 
 /// Resolves when the server is told to stop.
@@ -133,18 +150,48 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let addr = node.addr;
-    let service = service_fn(move |req| handle(req, node.clone()));
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         biased;
         // Dropping the connection future closes the socket.
         () = killed(&mut kill) => debug!(node = %addr, "simulated node closed a connection"),
-        served = conn => if let Err(e) = served {
-            debug!(node = %addr, error = %e, "simulated node connection ended with an error");
-        },
+        () = serve(stream, node) => {}
     }
     drop(alive);
+}
+
+/// Serves one accepted connection until it ends: the TLS handshake if the
+/// cluster is HTTPS, then HTTP/1.1 with keep-alive.
+async fn serve(stream: TcpStream, node: Arc<Node>) {
+    if node.shared.fault_of(node.addr) == Fault::TlsHang {
+        debug!(node = %node.addr, "simulated node holds a connection without a handshake");
+        // Swallow whatever arrives and never answer, until the client closes
+        // (or the connection is killed).
+        let mut stream = stream;
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = stream.read(&mut sink).await {}
+        return;
+    }
+    match node.tls.clone() {
+        None => serve_http(TokioIo::new(stream), node).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => serve_http(TokioIo::new(tls), node).await,
+            Err(e) => debug!(node = %node.addr, error = %e, "simulated node TLS handshake failed"),
+        },
+    }
+}
+
+async fn serve_http<I>(io: I, node: Arc<Node>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let addr = node.addr;
+    let service = service_fn(move |req| handle(req, node.clone()));
+    let served = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await;
+    if let Err(e) = served {
+        debug!(node = %addr, error = %e, "simulated node connection ended with an error");
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,10 +201,7 @@ enum Route {
     Other,
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    node: Arc<Node>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, node: Arc<Node>) -> Result<Response<SimBody>, Infallible> {
     let route = match (req.method(), req.uri().path()) {
         (&Method::GET, "/localnodes") => Route::LocalNodes,
         (&Method::GET, "/") => Route::Health,
@@ -178,19 +222,52 @@ async fn handle(
     );
     let fault = match fault {
         // `Down`: the connection is about to be closed by the stop signal.
-        Fault::Hang | Fault::Down => return std::future::pending().await,
+        // `TlsHang` on a connection opened before it: hang too.
+        Fault::Hang | Fault::Down | Fault::TlsHang => return std::future::pending().await,
         Fault::Delay(delay) => {
             tokio::time::sleep(delay).await;
             Fault::None
         }
         other => other,
     };
-    if fault == Fault::Status500 {
-        return Ok(response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            "simulated internal server error",
-        ));
+    match fault {
+        Fault::Status500 => {
+            return Ok(response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "simulated internal server error",
+            ))
+        }
+        Fault::Redirect => {
+            let scheme = if node.shared.https { "https" } else { "http" };
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("{scheme}://{}{target}", node.local);
+            let mut resp = response(StatusCode::FOUND, "text/plain", "redirect");
+            if let Ok(value) = HeaderValue::try_from(location) {
+                resp.headers_mut().insert(LOCATION, value);
+            }
+            return Ok(resp);
+        }
+        Fault::HugeBody => {
+            return Ok(with_body(
+                StatusCode::OK,
+                "application/json",
+                SimBody::Huge {
+                    remaining: HUGE_BODY_BYTES,
+                },
+            ))
+        }
+        Fault::EndlessChunked => {
+            return Ok(with_body(
+                StatusCode::OK,
+                "application/json",
+                SimBody::Endless {
+                    sleep: Box::pin(tokio::time::sleep(ENDLESS_CHUNK_INTERVAL)),
+                    first: true,
+                },
+            ))
+        }
+        _ => {}
     }
     Ok(match route {
         Route::Other => response(StatusCode::NOT_FOUND, "text/plain", "not found"),
@@ -205,13 +282,13 @@ async fn handle(
         Route::LocalNodes => match fault {
             Fault::Garbage => response(StatusCode::OK, "application/json", GARBAGE_BODY),
             Fault::EmptyList => response(StatusCode::OK, "application/json", "[]"),
+            Fault::ManyEntries => response(StatusCode::OK, "application/json", many_entries()),
             _ => {
-                let mut entries: Vec<String> = node
-                    .shared
-                    .listed()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
+                let Some(listed) = node.shared.localnodes(node.addr, req.uri().query()) else {
+                    // Removed while the request was in flight: being closed.
+                    return std::future::pending().await;
+                };
+                let mut entries: Vec<String> = listed.iter().map(ToString::to_string).collect();
                 if fault == Fault::HostIds {
                     entries.extend(node.shared.host_ids.iter().cloned());
                 }
@@ -228,10 +305,128 @@ fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+) -> Response<SimBody> {
+    with_body(status, content_type, SimBody::Full(Some(body.into())))
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: SimBody) -> Response<SimBody> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+/// The `ManyEntries` body, built once per process.
+fn many_entries() -> Bytes {
+    static BODY: OnceLock<Bytes> = OnceLock::new();
+    BODY.get_or_init(|| {
+        let entries: Vec<String> = (1..=MANY_ENTRIES as u32)
+            .map(|i| Ipv4Addr::from(0x0A00_0000 + i).to_string())
+            .collect();
+        Bytes::from(serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into()))
+    })
+    .clone()
+}
+
+/// `len` bytes of `"127.0.0.1",` repeated, starting with `[` if `first`.
+fn filler(len: usize, first: bool) -> Bytes {
+    const ITEM: &[u8] = b"\"127.0.0.1\",";
+    let mut buf = BytesMut::with_capacity(len + ITEM.len());
+    if first {
+        buf.extend_from_slice(b"[");
+    }
+    while buf.len() < len {
+        buf.extend_from_slice(ITEM);
+    }
+    buf.truncate(len);
+    buf.freeze()
+}
+
+/// A `HugeBody` chunk, built once per process (clones of `Bytes` share it).
+fn huge_chunk(first: bool) -> Bytes {
+    static CHUNKS: OnceLock<[Bytes; 2]> = OnceLock::new();
+    cached(&CHUNKS, HUGE_CHUNK_BYTES, first)
+}
+
+/// An `EndlessChunked` chunk, built once per process.
+fn endless_chunk(first: bool) -> Bytes {
+    static CHUNKS: OnceLock<[Bytes; 2]> = OnceLock::new();
+    cached(&CHUNKS, ENDLESS_CHUNK_BYTES, first)
+}
+
+fn cached(cell: &OnceLock<[Bytes; 2]>, len: usize, first: bool) -> Bytes {
+    let [opening, rest] = cell.get_or_init(|| [filler(len, true), filler(len, false)]);
+    if first {
+        opening.clone()
+    } else {
+        rest.clone()
+    }
+}
+
+/// A response body: whole, or streamed without being held in memory.
+pub(super) enum SimBody {
+    /// The whole body (`None` once sent).
+    Full(Option<Bytes>),
+    /// `HugeBody`: `remaining` more bytes of filler, `Content-Length` known.
+    Huge { remaining: u64 },
+    /// `EndlessChunked`: a chunk after each sleep, forever.
+    Endless {
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        first: bool,
+    },
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            SimBody::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            SimBody::Huge { remaining } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let first = *remaining == HUGE_BODY_BYTES;
+                let len = (*remaining).min(HUGE_CHUNK_BYTES as u64);
+                *remaining -= len;
+                // `len` is at most `HUGE_CHUNK_BYTES`, so it fits a usize.
+                let data = huge_chunk(first).slice(..len as usize);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            SimBody::Endless { sleep, first } => {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + ENDLESS_CHUNK_INTERVAL);
+                let data = endless_chunk(*first);
+                *first = false;
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            SimBody::Full(body) => body.is_none(),
+            SimBody::Huge { remaining } => *remaining == 0,
+            SimBody::Endless { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            SimBody::Full(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            SimBody::Huge { remaining } => SizeHint::with_exact(*remaining),
+            SimBody::Endless { .. } => SizeHint::default(),
+        }
+    }
 }

@@ -199,10 +199,11 @@ fn health_check_body_and_not_found() {
     assert_eq!(reply.body, format!("healthy: {to}"));
     assert_eq!(get(to, "/nope").status, 404);
     assert_eq!(request(to, "POST", "/localnodes", T).unwrap().status, 404);
-    // The query string is ignored.
-    let reply = get(to, "/localnodes?dc=dc1&rack=r1");
+    // The default location is dc1 / rack1; other query parameters are ignored.
+    let reply = get(to, "/localnodes?dc=dc1&rack=rack1&other=1");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "[\"127.0.0.1\"]");
+    assert_eq!(get(to, "/localnodes?rack=r1").body, "[]");
 }
 
 #[test]

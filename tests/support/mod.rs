@@ -639,3 +639,6 @@ pub fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
     addrs.sort();
     addrs
 }
+
+/// The RFC conformance cases shared by the conformance and Knot differential tests.
+pub mod dns_cases;

@@ -506,3 +506,93 @@ fn the_udp_limit_follows_the_client_payload_size_within_bounds() {
     assert!(reply.len() <= 1232);
     assert!(Message::from_octets(&reply[..]).unwrap().header().tc());
 }
+
+#[test]
+fn formerr_for_bad_record_sections_echoes_a_readable_question() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let base = query("alternator.example.com", Rtype::A);
+    let two_opts = with_opt(with_opt(base.clone(), 1232, 0, 0, &[]), 1232, 0, 0, &[]);
+    let mut missing_answer = base.clone();
+    missing_answer[7] = 1; // ANCOUNT=1, no record
+    for bad in [two_opts, missing_answer] {
+        let (outcome, reply) = ask(&snap, &bad, Transport::Udp);
+        assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR.into()));
+        let msg = Message::from_octets(&reply[..]).unwrap();
+        assert_eq!(msg.header_counts().qdcount(), 1);
+        assert_eq!(&reply[12..base.len()], &base[12..], "question echoed");
+        assert!(!msg.header().aa());
+    }
+}
+
+#[test]
+fn an_opt_outside_the_additional_section_is_formerr() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    // The OPT record, moved to the answer section (then to authority).
+    let in_additional = with_opt(query("alternator.example.com", Rtype::A), 1232, 0, 0, &[]);
+    for count_at in [6, 8] {
+        let mut bad = in_additional.clone();
+        bad[10..12].copy_from_slice(&[0, 0]);
+        bad[count_at + 1] = 1;
+        let (outcome, reply) = ask(&snap, &bad, Transport::Udp);
+        assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR.into()), "{count_at}");
+        assert_eq!(reply_opt(&reply), None);
+    }
+    // A plain record in the answer section of a query is ignored.
+    let mut with_answer = query("alternator.example.com", Rtype::A);
+    with_answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1]);
+    with_answer[7] = 1;
+    let (outcome, reply) = ask(&snap, &with_answer, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
+    assert_eq!(answers(&reply).len(), 1);
+}
+
+#[test]
+fn zone_transfers_are_notimp_and_outside_the_zone_refused() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    for qtype in [Rtype::AXFR, Rtype::IXFR] {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (outcome, reply) = ask(&snap, &query("alternator.example.com", qtype), transport);
+            assert_eq!(outcome, Outcome::Reply(Rcode::NOTIMP.into()), "{qtype}");
+            let msg = Message::from_octets(&reply[..]).unwrap();
+            assert!(!msg.header().aa());
+            let counts = msg.header_counts();
+            assert_eq!(
+                (counts.qdcount(), counts.ancount(), counts.nscount()),
+                (1, 0, 0)
+            );
+        }
+        let (outcome, _) = ask(&snap, &query("example.com", qtype), Transport::Tcp);
+        assert_eq!(outcome, Outcome::Reply(Rcode::REFUSED.into()));
+    }
+}
+
+#[test]
+fn a_question_name_pointing_into_the_header_is_formerr() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1"]);
+    let q = query("alternator.example.com", Rtype::A);
+    // A pointer to offset 2, the first flags byte, cleared: `domain` would
+    // read the root name there.
+    let mut bad = q[..HEADER_LEN].to_vec();
+    bad[2] = 0;
+    bad.extend_from_slice(&[0xc0, 2, 0, 1, 0, 1]);
+    let (outcome, reply) = ask(&snap, &bad, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::FORMERR.into()));
+    assert_eq!(
+        Message::from_octets(&reply[..])
+            .unwrap()
+            .header_counts()
+            .qdcount(),
+        0
+    );
+    // With opcode NOTIFY: NOTIMP, without the unreadable question.
+    bad[2] = Opcode::NOTIFY.to_int() << 3;
+    let (outcome, reply) = ask(&snap, &bad, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOTIMP.into()));
+    assert_eq!(
+        Message::from_octets(&reply[..])
+            .unwrap()
+            .header_counts()
+            .qdcount(),
+        0
+    );
+}

@@ -1,0 +1,419 @@
+//! Which nodes each served name gets: `/localnodes` lists combined with health
+//! probes and the fallback rules.
+//!
+//! This is pure bookkeeping, kept apart from the tasks that feed it so the
+//! rules can be tested on their own: a node is served when its list names it
+//! AND its latest probes pass; a rack with nothing to serve falls back to its
+//! datacenter, a datacenter to the default list; and when every listed node
+//! fails its probes the listed nodes are served anyway (fail open), because
+//! serving possibly-dead nodes beats serving none.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Which nodes a `/localnodes` request asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selector {
+    /// `?dc=`; None means the queried node's own datacenter.
+    pub dc: Option<String>,
+    /// `?rack=`; None means every rack.
+    pub rack: Option<String>,
+}
+
+impl Selector {
+    /// The path and query of the `/localnodes` request.
+    pub fn path(&self) -> String {
+        let mut path = String::from("/localnodes");
+        let mut sep = '?';
+        for (key, value) in [("dc", &self.dc), ("rack", &self.rack)] {
+            if let Some(value) = value {
+                path.push(sep);
+                path.push_str(key);
+                path.push('=');
+                path.push_str(&percent_encode(value));
+                sep = '&';
+            }
+        }
+        path
+    }
+
+    /// This selector, then what it falls back to: rack -> its datacenter ->
+    /// the default list.
+    pub fn chain(&self, fallback: bool) -> Vec<Selector> {
+        let mut chain = vec![self.clone()];
+        if fallback {
+            if self.rack.is_some() && self.dc.is_some() {
+                chain.push(Selector {
+                    dc: self.dc.clone(),
+                    rack: None,
+                });
+            }
+            if *self != Selector::default() {
+                chain.push(Selector::default());
+            }
+        }
+        chain
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.dc, &self.rack) {
+            (None, None) => f.write_str("local datacenter"),
+            (Some(dc), None) => write!(f, "dc={dc}"),
+            (None, Some(rack)) => write!(f, "rack={rack} (local datacenter)"),
+            (Some(dc), Some(rack)) => write!(f, "dc={dc} rack={rack}"),
+        }
+    }
+}
+
+/// Datacenter and rack names are short identifiers, but nothing stops an
+/// operator from using spaces or `&`: encode everything but unreserved bytes.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One served name's rule: its selector, and whether it may fall back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRule {
+    pub selector: Selector,
+    pub fallback: bool,
+}
+
+/// What a node's probes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Listed, not probed yet: not served.
+    Unknown,
+    Healthy,
+    /// Failed this many probes in a row (below the threshold it stays served).
+    Failing(u32),
+    Down,
+}
+
+/// How one name's list was chosen, for logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Healthy nodes of this selector (the name's own, or a fallback).
+    Healthy(Selector),
+    /// No healthy node anywhere in the chain: the listed nodes of this selector.
+    FailOpen(Selector),
+    /// No healthy node, and the listed ones are not probed yet: keep serving
+    /// what was served before.
+    Pending,
+    /// Nothing listed anywhere in the chain.
+    Empty,
+}
+
+/// The lists, the probe results, and the rules that combine them.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    listed: BTreeMap<Selector, Vec<IpAddr>>,
+    health: BTreeMap<IpAddr, Health>,
+    /// Failed probes in a row that take a node out.
+    failures_to_down: u32,
+    /// False when health checking is off: every listed node is served.
+    checking: bool,
+}
+
+impl Membership {
+    pub fn new(checking: bool, failures_to_down: u32) -> Membership {
+        Membership {
+            listed: BTreeMap::new(),
+            health: BTreeMap::new(),
+            failures_to_down: failures_to_down.max(1),
+            checking,
+        }
+    }
+
+    /// Records the latest good list for a selector; returns the nodes it added
+    /// to the set of probed nodes (new nodes start unknown: not served until
+    /// a probe passes).
+    pub fn set_listed(&mut self, selector: Selector, nodes: Vec<IpAddr>) -> Vec<IpAddr> {
+        self.listed.insert(selector, nodes);
+        let all = self.all_listed();
+        self.health.retain(|ip, _| all.contains(ip));
+        all.into_iter()
+            .filter(|ip| {
+                let new = !self.health.contains_key(ip);
+                if new {
+                    self.health.insert(*ip, Health::Unknown);
+                }
+                new
+            })
+            .collect()
+    }
+
+    /// Records a probe result; returns true when it changed whether the node
+    /// is served.
+    pub fn record_probe(&mut self, node: IpAddr, passed: bool) -> bool {
+        let Some(health) = self.health.get_mut(&node) else {
+            return false;
+        };
+        let before = *health;
+        *health = match (passed, before) {
+            (true, _) => Health::Healthy,
+            (false, Health::Healthy) | (false, Health::Failing(_)) => {
+                let failed = match before {
+                    Health::Failing(n) => n + 1,
+                    _ => 1,
+                };
+                if failed >= self.failures_to_down {
+                    Health::Down
+                } else {
+                    Health::Failing(failed)
+                }
+            }
+            (false, Health::Unknown) | (false, Health::Down) => Health::Down,
+        };
+        is_up(before) != is_up(*health)
+    }
+
+    pub fn health(&self, node: IpAddr) -> Option<Health> {
+        self.health.get(&node).copied()
+    }
+
+    /// Every node some list names: the nodes to probe and to poll.
+    pub fn all_listed(&self) -> BTreeSet<IpAddr> {
+        self.listed.values().flatten().copied().collect()
+    }
+
+    /// Whether some listed node has not been probed yet (always false when
+    /// health checking is off).
+    pub fn any_unprobed(&self) -> bool {
+        self.checking && self.health.values().any(|h| *h == Health::Unknown)
+    }
+
+    pub fn has_list(&self, selector: &Selector) -> bool {
+        self.listed.contains_key(selector)
+    }
+
+    /// The nodes to serve for a name, and how they were chosen.
+    ///
+    /// `served_now` are the nodes the name serves at present: one of them not
+    /// probed yet stays served until its first probe says otherwise, while a
+    /// newly listed node waits for its first good probe.
+    pub fn serve(&self, rule: &NameRule, served_now: &BTreeSet<IpAddr>) -> (Vec<IpAddr>, Choice) {
+        let chain = rule.selector.chain(rule.fallback);
+        let usable = |ip: &IpAddr| match self.health.get(ip) {
+            _ if !self.checking => true,
+            Some(Health::Unknown) => served_now.contains(ip),
+            Some(h) => is_up(*h),
+            None => false,
+        };
+        for selector in &chain {
+            let healthy: Vec<IpAddr> = self
+                .listed(selector)
+                .iter()
+                .copied()
+                .filter(usable)
+                .collect();
+            if !healthy.is_empty() {
+                return (healthy, Choice::Healthy(selector.clone()));
+            }
+        }
+        let all_unprobed = chain
+            .iter()
+            .flat_map(|s| self.listed(s))
+            .all(|ip| self.health.get(ip).copied() == Some(Health::Unknown));
+        for selector in &chain {
+            let listed = self.listed(selector);
+            if !listed.is_empty() {
+                if all_unprobed {
+                    return (Vec::new(), Choice::Pending);
+                }
+                return (listed.to_vec(), Choice::FailOpen(selector.clone()));
+            }
+        }
+        (Vec::new(), Choice::Empty)
+    }
+
+    fn listed(&self, selector: &Selector) -> &[IpAddr] {
+        self.listed.get(selector).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Whether a node in this state is served.
+fn is_up(health: Health) -> bool {
+    matches!(health, Health::Healthy | Health::Failing(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> BTreeSet<IpAddr> {
+        BTreeSet::new()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn sel(dc: Option<&str>, rack: Option<&str>) -> Selector {
+        Selector {
+            dc: dc.map(String::from),
+            rack: rack.map(String::from),
+        }
+    }
+
+    fn rule(dc: Option<&str>, rack: Option<&str>, fallback: bool) -> NameRule {
+        NameRule {
+            selector: sel(dc, rack),
+            fallback,
+        }
+    }
+
+    #[test]
+    fn paths_carry_dc_and_rack_encoded() {
+        assert_eq!(Selector::default().path(), "/localnodes");
+        assert_eq!(sel(Some("dc2"), None).path(), "/localnodes?dc=dc2");
+        assert_eq!(
+            sel(Some("dc 1"), Some("r&1")).path(),
+            "/localnodes?dc=dc%201&rack=r%261"
+        );
+        assert_eq!(sel(None, Some("r1")).path(), "/localnodes?rack=r1");
+    }
+
+    #[test]
+    fn new_nodes_are_served_only_after_a_good_probe() {
+        let mut m = Membership::new(true, 2);
+        let added = m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(added.len(), 2);
+        m.record_probe(ip("10.0.0.1"), true);
+        let (nodes, choice) = m.serve(&rule(None, None, true), &none());
+        assert_eq!(nodes, vec![ip("10.0.0.1")]);
+        assert_eq!(choice, Choice::Healthy(Selector::default()));
+        // A failing first probe: down at once, and still not served.
+        assert!(!m.record_probe(ip("10.0.0.2"), false));
+        assert_eq!(m.health(ip("10.0.0.2")), Some(Health::Down));
+        assert_eq!(
+            m.serve(&rule(None, None, true), &none()).0,
+            vec![ip("10.0.0.1")]
+        );
+    }
+
+    #[test]
+    fn a_node_leaves_after_n_failures_and_returns_after_one_success() {
+        let mut m = Membership::new(true, 2);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.record_probe(ip("10.0.0.1"), true);
+        m.record_probe(ip("10.0.0.2"), true);
+        assert!(
+            !m.record_probe(ip("10.0.0.2"), false),
+            "one failure is tolerated"
+        );
+        assert_eq!(m.serve(&rule(None, None, true), &none()).0.len(), 2);
+        assert!(
+            m.record_probe(ip("10.0.0.2"), false),
+            "the second takes it out"
+        );
+        assert_eq!(
+            m.serve(&rule(None, None, true), &none()).0,
+            vec![ip("10.0.0.1")]
+        );
+        assert!(m.record_probe(ip("10.0.0.2"), true));
+        assert_eq!(m.serve(&rule(None, None, true), &none()).0.len(), 2);
+    }
+
+    #[test]
+    fn every_listed_node_failing_fails_open() {
+        let mut m = Membership::new(true, 1);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(
+            m.serve(&rule(None, None, true), &none()),
+            (vec![], Choice::Pending)
+        );
+        for node in ["10.0.0.1", "10.0.0.2"] {
+            m.record_probe(ip(node), true);
+            m.record_probe(ip(node), false);
+        }
+        let (nodes, choice) = m.serve(&rule(None, None, true), &none());
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(choice, Choice::FailOpen(Selector::default()));
+    }
+
+    #[test]
+    fn racks_fall_back_to_their_datacenter_then_the_default_list() {
+        let mut m = Membership::new(false, 2);
+        let r1 = rule(Some("dc1"), Some("r1"), true);
+        m.set_listed(sel(Some("dc1"), Some("r1")), vec![]);
+        m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.0.1")]);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        assert_eq!(
+            m.serve(&r1, &none()),
+            (
+                vec![ip("10.1.0.1")],
+                Choice::Healthy(sel(Some("dc1"), None))
+            )
+        );
+        m.set_listed(sel(Some("dc1"), None), vec![]);
+        assert_eq!(
+            m.serve(&r1, &none()),
+            (vec![ip("10.0.0.1")], Choice::Healthy(Selector::default()))
+        );
+        // Without fallback, an empty rack serves nothing.
+        assert_eq!(
+            m.serve(&rule(Some("dc1"), Some("r1"), false), &none()).1,
+            Choice::Empty
+        );
+        // A rack with nodes is served itself.
+        m.set_listed(sel(Some("dc1"), Some("r1")), vec![ip("10.1.1.1")]);
+        assert_eq!(m.serve(&r1, &none()).0, vec![ip("10.1.1.1")]);
+    }
+
+    #[test]
+    fn unhealthy_rack_nodes_fall_back_to_healthy_datacenter_nodes() {
+        let mut m = Membership::new(true, 1);
+        m.set_listed(sel(Some("dc1"), Some("r1")), vec![ip("10.1.1.1")]);
+        m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.1.1"), ip("10.1.2.1")]);
+        m.record_probe(ip("10.1.1.1"), true);
+        m.record_probe(ip("10.1.2.1"), true);
+        m.record_probe(ip("10.1.1.1"), false);
+        let (nodes, choice) = m.serve(&rule(Some("dc1"), Some("r1"), true), &none());
+        assert_eq!(nodes, vec![ip("10.1.2.1")]);
+        assert_eq!(choice, Choice::Healthy(sel(Some("dc1"), None)));
+    }
+
+    #[test]
+    fn nodes_served_now_stay_until_their_first_probe() {
+        let mut m = Membership::new(true, 2);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let seeds = BTreeSet::from([ip("10.0.0.1")]);
+        let (nodes, choice) = m.serve(&rule(None, None, true), &seeds);
+        assert_eq!(
+            nodes,
+            vec![ip("10.0.0.1")],
+            "the seed stays, the new node waits"
+        );
+        assert_eq!(choice, Choice::Healthy(Selector::default()));
+        m.record_probe(ip("10.0.0.1"), false);
+        m.record_probe(ip("10.0.0.2"), true);
+        assert_eq!(
+            m.serve(&rule(None, None, true), &seeds).0,
+            vec![ip("10.0.0.2")]
+        );
+    }
+
+    #[test]
+    fn unlisted_nodes_are_forgotten() {
+        let mut m = Membership::new(true, 2);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.record_probe(ip("10.0.0.2"), true);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        assert_eq!(m.health(ip("10.0.0.2")), None);
+        // Listed again: unknown until probed again.
+        let added = m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(added, vec![ip("10.0.0.2")]);
+        assert_eq!(m.health(ip("10.0.0.2")), Some(Health::Unknown));
+    }
+}

@@ -1,0 +1,461 @@
+//! The node tracker: the one task through which membership changes enter.
+//!
+//! It owns the [`Membership`] bookkeeping and is fed by two kinds of helper
+//! tasks: a polling round (one `/localnodes` request per selector, every
+//! refresh interval) and one health prober per listed node (`GET /` every
+//! probe interval, each on its own jittered schedule so probes never come in
+//! bursts). Every event that changes what some name serves makes it build a
+//! new immutable [`Snapshot`] and swap it in; it logs each change once.
+//!
+//! Helper tasks report through a channel and never touch shared state, so a
+//! hanging node can delay only its own report, never the tracker.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_core::{Rng as _, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::client::AlternatorClient;
+use super::membership::{Choice, Membership, NameRule, Selector};
+use super::refresher::{random_seed, Poller, RefreshError, RefreshSettings};
+use super::snapshot::{NodeSource, SharedSnapshot, Snapshot};
+
+/// Longest pause between polling rounds while the cluster is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Largest health-check body read; Alternator's is a few dozen bytes.
+const MAX_HEALTH_BODY: usize = 4096;
+
+/// Node health probing as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failed probes in a row that take a node out.
+    pub failures: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            enabled: true,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(300),
+            failures: 2,
+        }
+    }
+}
+
+/// What the tracker is told at start-up.
+pub struct TrackerSettings {
+    pub refresh: RefreshSettings,
+    pub health: HealthSettings,
+    /// One rule per served name, in the zone's order.
+    pub names: Vec<NameRule>,
+}
+
+enum Event {
+    Listed {
+        selector: Selector,
+        from: SocketAddr,
+        nodes: Vec<IpAddr>,
+    },
+    ListFailed {
+        selector: Selector,
+        error: RefreshError,
+    },
+    RoundDone,
+    Probe {
+        node: IpAddr,
+        passed: bool,
+        detail: String,
+    },
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    settings: TrackerSettings,
+    client: AlternatorClient,
+    published: SharedSnapshot,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (tx, mut events) = mpsc::channel(1024);
+    let port = settings.refresh.alternator_port;
+    let mut tracker = Tracker {
+        port,
+        membership: Membership::new(settings.health.enabled, settings.health.failures),
+        selectors: needed_selectors(&settings.names),
+        names: settings.names,
+        health: settings.health,
+        client: client.clone(),
+        published,
+        probers: HashMap::new(),
+        tx: tx.clone(),
+        last_choice: Vec::new(),
+        failed_rounds: 0,
+        round_failed: false,
+        rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
+    };
+    let mut poller = Some(Poller::new(settings.refresh, client));
+    let mut round: Option<JoinHandle<Poller>> = None;
+    let next_round = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(next_round);
+    loop {
+        tokio::select! {
+            () = &mut next_round, if round.is_none() && poller.is_some() => {
+                if let Some(p) = poller.take() {
+                    let selectors = tracker.selectors.clone();
+                    round = Some(tokio::spawn(poll_round(p, selectors, tracker.known(), tx.clone())));
+                }
+            }
+            Some(event) = events.recv() => {
+                let Event::RoundDone = event else {
+                    tracker.handle(event);
+                    continue;
+                };
+                let Some(handle) = round.take() else { continue };
+                match handle.await {
+                    Ok(p) => {
+                        let pause = tracker.after_round(p.settings().interval);
+                        next_round.as_mut().reset(tokio::time::Instant::now() + pause);
+                        poller = Some(p);
+                    }
+                    Err(e) => error!(error = %e, "the /localnodes poller stopped; membership is frozen"),
+                }
+            }
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    if let Some(handle) = round {
+        handle.abort();
+    }
+    for (_, prober) in tracker.probers.drain() {
+        prober.abort();
+    }
+}
+
+/// Waits for shutdown; a `watch::Ref` held across the select would make the
+/// task's future not `Send`.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// One polling round: every selector, reported one by one, then `RoundDone`.
+async fn poll_round(
+    mut poller: Poller,
+    selectors: Vec<Selector>,
+    known: Vec<IpAddr>,
+    tx: mpsc::Sender<Event>,
+) -> Poller {
+    for selector in selectors {
+        let event = match poller.poll(&selector, &known).await {
+            Ok((from, nodes)) => Event::Listed {
+                selector,
+                from,
+                nodes,
+            },
+            Err(error) => Event::ListFailed { selector, error },
+        };
+        if tx.send(event).await.is_err() {
+            return poller;
+        }
+    }
+    let _ = tx.send(Event::RoundDone).await;
+    poller
+}
+
+/// Every selector some name needs, its fallbacks included; the default
+/// (local datacenter) list is always polled, since it also names the nodes
+/// to poll.
+fn needed_selectors(names: &[NameRule]) -> Vec<Selector> {
+    let mut needed = BTreeSet::from([Selector::default()]);
+    for rule in names {
+        needed.extend(rule.selector.chain(rule.fallback));
+    }
+    needed.into_iter().collect()
+}
+
+struct Tracker {
+    /// Alternator port of listed nodes, probed too.
+    port: u16,
+    membership: Membership,
+    names: Vec<NameRule>,
+    selectors: Vec<Selector>,
+    health: HealthSettings,
+    client: AlternatorClient,
+    published: SharedSnapshot,
+    probers: HashMap<IpAddr, JoinHandle<()>>,
+    tx: mpsc::Sender<Event>,
+    /// How each name's list was last chosen, to log changes once.
+    last_choice: Vec<Choice>,
+    failed_rounds: u32,
+    round_failed: bool,
+    rng: rand_xoshiro::Xoshiro256PlusPlus,
+}
+
+impl Tracker {
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Listed {
+                selector,
+                from,
+                nodes,
+            } => {
+                let added = self.membership.set_listed(selector.clone(), nodes);
+                self.sync_probers(&added);
+                self.publish(Some((&selector, from)));
+            }
+            Event::ListFailed { selector, error } => {
+                self.round_failed = true;
+                if self.failed_rounds == 0 {
+                    warn!(%selector, error = %error, "no node answered /localnodes; keeping the last good list");
+                }
+            }
+            Event::Probe {
+                node,
+                passed,
+                detail,
+            } => {
+                if self.membership.record_probe(node, passed) {
+                    if passed {
+                        info!(%node, "node passes its health check; serving it");
+                    } else {
+                        warn!(%node, reason = %detail, "node fails its health check; no longer serving it");
+                    }
+                    self.publish(None);
+                } else if self.membership.health(node).is_some() && self.published_pending() {
+                    self.publish(None);
+                }
+            }
+            Event::RoundDone => {}
+        }
+    }
+
+    /// Whether some name still serves a stale list because its nodes were not
+    /// probed yet (so a first probe result may change it).
+    fn published_pending(&self) -> bool {
+        self.last_choice.is_empty() || self.last_choice.contains(&Choice::Pending)
+    }
+
+    /// Logs the end of a failing streak (or its continuation) and returns the
+    /// pause before the next round.
+    fn after_round(&mut self, interval: Duration) -> Duration {
+        let failed = std::mem::take(&mut self.round_failed);
+        if failed {
+            self.failed_rounds += 1;
+            if self.failed_rounds.is_multiple_of(30) {
+                warn!(
+                    failed_rounds = self.failed_rounds,
+                    "/localnodes still failing; keeping the last good lists"
+                );
+            }
+            let cap = MAX_BACKOFF.max(interval);
+            interval
+                .saturating_mul(1u32 << self.failed_rounds.saturating_sub(1).min(16))
+                .min(cap)
+        } else {
+            if self.failed_rounds > 0 {
+                info!(
+                    failed_rounds = self.failed_rounds,
+                    "/localnodes reachable again"
+                );
+            }
+            self.failed_rounds = 0;
+            interval
+        }
+    }
+
+    /// Nodes to poll: every listed node, or the seeds before the first list.
+    fn known(&self) -> Vec<IpAddr> {
+        self.membership.all_listed().into_iter().collect()
+    }
+
+    /// Starts a prober for each newly listed node and stops those of nodes no
+    /// list names any more.
+    fn sync_probers(&mut self, added: &[IpAddr]) {
+        if !self.health.enabled {
+            return;
+        }
+        let listed = self.membership.all_listed();
+        self.probers.retain(|ip, prober| {
+            let keep = listed.contains(ip);
+            if !keep {
+                prober.abort();
+            }
+            keep
+        });
+        for &node in added {
+            // New nodes are probed almost at once (spread over a fifth of the
+            // interval), so they are admitted quickly without a burst.
+            let spread = self.health.interval.as_micros().max(5) as u64 / 5;
+            let first = Duration::from_micros(self.rng.next_u64() % spread);
+            let prober = tokio::spawn(probe_node(
+                node,
+                self.client.clone(),
+                self.port,
+                self.health,
+                first,
+                self.rng.next_u64(),
+                self.tx.clone(),
+            ));
+            if let Some(old) = self.probers.insert(node, prober) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Builds every name's list and swaps in a new snapshot if any changed.
+    fn publish(&mut self, source: Option<(&Selector, SocketAddr)>) {
+        let current = self.published.load();
+        if !self.membership.has_list(&Selector::default()) {
+            return;
+        }
+        // Leaving the seeds for the cluster's list: wait until every listed
+        // node has had its first probe (a few hundred milliseconds at most),
+        // so the first list served is whole rather than growing node by node.
+        if current.source == NodeSource::Seeds && self.membership.any_unprobed() {
+            return;
+        }
+        let mut sets = Vec::with_capacity(self.names.len());
+        let mut choices = Vec::with_capacity(self.names.len());
+        for (i, rule) in self.names.iter().enumerate() {
+            let served_now: BTreeSet<IpAddr> = current.set_nodes(i).collect();
+            let (nodes, choice) = self.membership.serve(rule, &served_now);
+            let nodes = match choice {
+                // Keep what was served: the seeds, or the last healthy list.
+                Choice::Pending => current.set_nodes(i).collect(),
+                Choice::Empty if i == 0 => current.set_nodes(i).collect(),
+                _ => nodes,
+            };
+            sets.push(nodes);
+            choices.push(choice);
+        }
+        let everything_pending = choices.iter().all(|c| *c == Choice::Pending);
+        let source_now = if everything_pending && current.source == NodeSource::Seeds {
+            NodeSource::Seeds
+        } else {
+            NodeSource::Cluster
+        };
+        self.log_choices(&choices);
+        self.last_choice = choices;
+        let unchanged = current.source == source_now
+            && sets.iter().enumerate().all(|(i, nodes)| {
+                let old: BTreeSet<IpAddr> = current.set_nodes(i).collect();
+                old == nodes.iter().copied().collect()
+            });
+        if unchanged {
+            return;
+        }
+        let snapshot = Snapshot::with_sets(
+            current.generation + 1,
+            Arc::clone(&current.zone),
+            source_now,
+            &sets,
+        );
+        log_changes(&current, &snapshot, source);
+        self.published.store(Arc::new(snapshot));
+    }
+
+    fn log_choices(&self, choices: &[Choice]) {
+        let zone = &self.published.load().zone;
+        for (i, choice) in choices.iter().enumerate() {
+            if self.last_choice.get(i) == Some(choice) {
+                continue;
+            }
+            let name = zone.name_text(i);
+            let own = &self.names[i].selector;
+            match choice {
+                Choice::Healthy(s) if s != own => {
+                    warn!(%name, wanted = %own, serving = %s, "no healthy node for this name; falling back")
+                }
+                Choice::Healthy(_) if self.last_choice.get(i).is_some() => {
+                    info!(%name, serving = %own, "serving this name's own nodes again")
+                }
+                Choice::FailOpen(s) => error!(
+                    %name,
+                    serving = %s,
+                    "every listed node fails its health check; serving them anyway (fail open)"
+                ),
+                Choice::Empty if i > 0 => {
+                    warn!(%name, wanted = %own, "no node listed for this name; answering with no address")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Logs what a new snapshot changes, once per change.
+fn log_changes(old: &Snapshot, new: &Snapshot, source: Option<(&Selector, SocketAddr)>) {
+    let from = source
+        .map(|(_, from)| from.to_string())
+        .unwrap_or_else(|| "health check".into());
+    if old.source == NodeSource::Seeds && new.source == NodeSource::Cluster {
+        let all: Vec<String> = new.set_nodes(0).map(|ip| ip.to_string()).collect();
+        info!(%from, nodes = %all.join(","), generation = new.generation, "first /localnodes answer; serving the cluster's live nodes");
+    }
+    for i in 0..new.zone.name_count() {
+        let before: BTreeSet<IpAddr> = old.set_nodes(i).collect();
+        let after: BTreeSet<IpAddr> = new.set_nodes(i).collect();
+        if before == after {
+            continue;
+        }
+        let added: Vec<String> = after.difference(&before).map(ToString::to_string).collect();
+        let removed: Vec<String> = before.difference(&after).map(ToString::to_string).collect();
+        info!(
+            name = %new.zone.name_text(i),
+            %from,
+            nodes = after.len(),
+            added = %added.join(","),
+            removed = %removed.join(","),
+            generation = new.generation,
+            "membership changed"
+        );
+    }
+}
+
+/// Probes one node's `GET /` forever on a jittered schedule, reporting every
+/// result; aborted when the node is no longer listed.
+async fn probe_node(
+    node: IpAddr,
+    client: AlternatorClient,
+    port: u16,
+    health: HealthSettings,
+    first: Duration,
+    seed: u64,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let addr = SocketAddr::new(node, port);
+    let mut next = tokio::time::Instant::now() + first;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let started = tokio::time::Instant::now();
+        let (passed, detail) = match client.get(addr, "/", health.timeout, MAX_HEALTH_BODY).await {
+            Ok(r) if r.status.is_success() => (true, String::new()),
+            Ok(r) => (false, format!("HTTP status {}", r.status)),
+            Err(e) => (false, e.to_string()),
+        };
+        if tx
+            .send(Event::Probe {
+                node,
+                passed,
+                detail,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // +-10% jitter keeps probers of many nodes from lining up.
+        let interval = health.interval.as_micros() as u64;
+        let jitter = rng.next_u64() % (interval / 5).max(1);
+        next = started + Duration::from_micros(interval - interval / 10 + jitter);
+    }
+}

@@ -8,14 +8,18 @@
 //! 1. [`io`]: a worker thread pinned to one CPU owns an `SO_REUSEPORT` socket per
 //!    listen address and receives datagrams through io_uring ([`io::uring`]) or
 //!    `recvmmsg` ([`io::mmsg`]).
-//! 2. [`dns::answer`]: the pure answer path turns the query bytes, the current
-//!    [`nodes::Snapshot`] and the worker's random generator into reply bytes.
+//! 2. [`worker`] hands each datagram to [`dns::answer`], the pure answer path,
+//!    which turns the query bytes, the current [`nodes::Snapshot`] and the
+//!    worker's random generator into reply bytes.
 //! 3. The backend sends the reply from the same socket, batched with others.
 //!
 //! # Where membership changes enter
-//! [`nodes::refresher`] polls `GET /localnodes` on the control-plane thread
-//! ([`control`]) and publishes a new immutable [`nodes::Snapshot`] through
-//! `arc-swap`; workers pick it up on their next packet without locking.
+//! [`nodes::tracker`], on the control-plane thread ([`control`]), is the one
+//! place: it takes `/localnodes` lists ([`nodes::refresher`]) and health probe
+//! results, applies the rules of [`nodes::membership`] (listed AND healthy,
+//! rack -> datacenter -> default fallback, fail open), and publishes a new
+//! immutable [`nodes::Snapshot`] through `arc-swap`; workers pick it up on
+//! their next packet without locking.
 //!
 //! # The rest
 //! - [`config`]: flags and TOML, checked once into a [`config::Config`].
@@ -41,3 +45,4 @@ pub mod rrl;
 pub mod server;
 pub mod sim;
 pub mod tcp;
+pub mod worker;

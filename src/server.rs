@@ -8,20 +8,21 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arc_swap::{ArcSwap, Cache};
+use arc_swap::ArcSwap;
 use rand_core::SeedableRng;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, IoMode, Scheme};
 use crate::control::{self, ControlPlane, Shutdown};
-use crate::dns::{respond, Outcome, Rng, Transport, Zone, ZoneError};
-use crate::forward::{ForwardJob, ForwardQueue, Forwarder};
-use crate::io::{self, Backend, IoError, PacketHandler, WorkerSockets};
+use crate::dns::{Rng, Zone, ZoneError};
+use crate::forward::{ForwardQueue, Forwarder};
+use crate::io::{self, Backend, IoError, WorkerSockets};
 use crate::nodes::client::{self, AlternatorClient, ClientError};
 use crate::nodes::refresher::RefreshSettings;
 use crate::nodes::tracker::TrackerSettings;
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
+use crate::worker::UdpResponder;
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, Error)]
@@ -248,45 +249,6 @@ fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
         .collect()
 }
 
-/// Answers UDP queries on one worker: the snapshot through a lock-free cache,
-/// the worker's own random generator.
-struct UdpResponder {
-    snapshot: Cache<SharedSnapshot, Arc<Snapshot>>,
-    rng: Rng,
-    forward: Option<ForwardQueue>,
-}
-
-impl PacketHandler for UdpResponder {
-    fn handle(
-        &mut self,
-        query: &[u8],
-        source: SocketAddr,
-        listener: usize,
-        reply: &mut Vec<u8>,
-    ) -> bool {
-        // Port 0 cannot be a real client; answering it would only reflect.
-        if source.port() == 0 {
-            return false;
-        }
-        let snapshot = self.snapshot.load();
-        match respond(query, Transport::Udp, snapshot, &mut self.rng, reply) {
-            Outcome::Reply(_) => true,
-            Outcome::Drop(_) => false,
-            Outcome::Forward => {
-                if let Some(queue) = &self.forward {
-                    // A full queue drops the query; the client retries.
-                    queue.offer(ForwardJob {
-                        query: query.to_vec(),
-                        client: source,
-                        listener,
-                    });
-                }
-                false
-            }
-        }
-    }
-}
-
 type Worker = JoinHandle<Result<(), IoError>>;
 
 fn spawn_workers(
@@ -300,11 +262,8 @@ fn spawn_workers(
     let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
     let mut workers = Vec::with_capacity(per_worker.len());
     for (index, (sockets, &cpu)) in per_worker.into_iter().zip(&config.cpus).enumerate() {
-        let mut responder = UdpResponder {
-            snapshot: Cache::new(Arc::clone(published)),
-            rng: Rng::from_rng(&mut seeds),
-            forward: forward.clone(),
-        };
+        let mut responder =
+            UdpResponder::new(published, Rng::from_rng(&mut seeds), forward.clone());
         let sockets = WorkerSockets {
             sockets,
             shutdown: shutdown.flag(),

@@ -1,0 +1,231 @@
+//! Zero heap allocations per query, across the whole worker loop (receive,
+//! answer, send) of each I/O backend, counted by a global allocator that
+//! counts only on the worker's thread.
+//!
+//! Start-up may allocate (buffers, rings); the test warms the worker up, then
+//! checks that thousands more queries, and snapshot swaps made meanwhile by
+//! another thread, add no allocation on the worker thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use domain::base::iana::{Class, Rtype};
+use domain::base::{MessageBuilder, Name};
+use rand_core::SeedableRng;
+
+use alternator_dns::dns::{AnswerMode, Rng, Zone, ZoneSettings};
+use alternator_dns::io::{self, Backend, WorkerSockets};
+use alternator_dns::nodes::{NodeSource, SharedSnapshot, Snapshot};
+use alternator_dns::worker::UdpResponder;
+
+struct CountingAllocator;
+
+thread_local! {
+    /// The counter of the thread's worker, if it is one (tests run in
+    /// parallel, so each backend's worker has its own).
+    static COUNTER: Cell<Option<&'static AtomicU64>> = const { Cell::new(None) };
+}
+static MMSG_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static URING_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn count_one() {
+    if let Some(counter) = COUNTER.with(Cell::get) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// bookkeeping touches only a const-initialised thread-local and an atomic,
+// neither of which allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn zone() -> Arc<Zone> {
+    Arc::new(
+        Zone::new(&ZoneSettings {
+            domain: "alternator.test".into(),
+            ttl: 4,
+            answers: AnswerMode::Random(1),
+            ns: vec![],
+            soa_mname: None,
+            soa_rname: None,
+            soa_serial: 1,
+            soa_ttl: 60,
+            edns_udp_size: 1232,
+            forwarding: false,
+        })
+        .expect("valid zone"),
+    )
+}
+
+fn snapshot(generation: u64, zone: &Arc<Zone>) -> Snapshot {
+    let nodes: Vec<IpAddr> = (1..=(3 + generation % 5))
+        .map(|i| IpAddr::from([10, 0, 0, i as u8]))
+        .collect();
+    Snapshot::new(generation, Arc::clone(zone), NodeSource::Cluster, &nodes)
+}
+
+fn queries() -> Vec<Vec<u8>> {
+    let names = [
+        "alternator.test",
+        "ALTERNATOR.test",
+        "x.alternator.test",
+        "example.org",
+    ];
+    let types = [Rtype::A, Rtype::AAAA, Rtype::SOA, Rtype::NS, Rtype::TXT];
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        for (j, qtype) in types.iter().enumerate() {
+            let mut b = MessageBuilder::new_vec();
+            b.header_mut().set_id((i * 16 + j) as u16);
+            let mut q = b.question();
+            q.push((
+                Name::<Vec<u8>>::vec_from_str(name).expect("name"),
+                *qtype,
+                Class::IN,
+            ))
+            .expect("fits");
+            out.push(q.finish());
+        }
+    }
+    // Junk that is answered (FORMERR) or dropped.
+    out.push(vec![0u8; 12]);
+    out.push(vec![0xff; 40]);
+    out.push(vec![1, 2, 3]);
+    out
+}
+
+/// Sends every query `rounds` times, waiting each round for `expected`
+/// answers (or, with `expected` None, for 200 ms of silence); returns the
+/// number of answers.
+fn exchange(
+    server: SocketAddr,
+    queries: &[Vec<u8>],
+    rounds: usize,
+    expected: Option<usize>,
+) -> usize {
+    let client = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    let wait = if expected.is_some() { 2000 } else { 200 };
+    client
+        .set_read_timeout(Some(Duration::from_millis(wait)))
+        .expect("timeout");
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    for _ in 0..rounds {
+        for q in queries {
+            client.send_to(q, server).expect("send");
+        }
+        let mut this_round = 0;
+        while expected != Some(this_round) && client.recv(&mut buf).is_ok() {
+            this_round += 1;
+        }
+        answered += this_round;
+    }
+    answered
+}
+
+fn worker_allocates_nothing_per_query(backend: Backend) {
+    let counter: &'static AtomicU64 = match backend {
+        Backend::Mmsg => &MMSG_ALLOCATIONS,
+        Backend::Uring => &URING_ALLOCATIONS,
+    };
+    let zone = zone();
+    let published: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot(1, &zone)));
+    let (mut per_worker, bound) =
+        io::socket::bind_worker_sockets(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let sockets = WorkerSockets {
+        sockets: per_worker.remove(0),
+        shutdown: Arc::clone(&shutdown),
+    };
+    let mut responder = UdpResponder::new(&published, Rng::seed_from_u64(1), None);
+    let worker = std::thread::spawn(move || {
+        COUNTER.with(|c| c.set(Some(counter)));
+        io::run_worker(backend, sockets, &mut responder)
+    });
+    let queries = queries();
+    // Warm-up: lets every lazily set-up path run once, a snapshot swap
+    // included (arc-swap registers a thread's first reader slot lazily).
+    let per_round = exchange(bound[0], &queries, 1, None);
+    assert!(per_round > 0, "{backend:?}: no answer at all");
+    published.store(Arc::new(snapshot(2, &zone)));
+    exchange(bound[0], &queries, 20, Some(per_round));
+    let before = counter.load(Ordering::Relaxed);
+    // Swap snapshots from this thread while the worker answers.
+    let swapping = Arc::new(AtomicBool::new(true));
+    let swapper = std::thread::spawn({
+        let (published, zone, swapping) = (
+            Arc::clone(&published),
+            Arc::clone(&zone),
+            Arc::clone(&swapping),
+        );
+        move || {
+            let mut generation = 3;
+            while swapping.load(Ordering::Relaxed) {
+                published.store(Arc::new(snapshot(generation, &zone)));
+                generation += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let started = Instant::now();
+    let answered = exchange(bound[0], &queries, 500, Some(per_round));
+    swapping.store(false, Ordering::Relaxed);
+    swapper.join().expect("swapper");
+    let after = counter.load(Ordering::Relaxed);
+    shutdown.store(true, Ordering::Relaxed);
+    worker.join().expect("worker thread").expect("worker ran");
+    println!(
+        "{backend:?}: {answered} answers in {:?}, {} allocations on the worker thread",
+        started.elapsed(),
+        after - before
+    );
+    assert!(answered > 5_000, "{backend:?}: only {answered} answers");
+    assert_eq!(
+        after, before,
+        "{backend:?}: the worker allocated while answering"
+    );
+}
+
+#[test]
+fn mmsg_worker_allocates_nothing_per_query() {
+    worker_allocates_nothing_per_query(Backend::Mmsg);
+}
+
+#[test]
+fn uring_worker_allocates_nothing_per_query() {
+    if let Err(e) = io::uring::probe() {
+        if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .is_ok_and(|v| v.trim() != "0")
+        {
+            println!("skipped: io_uring is disabled on this machine ({e})");
+            return;
+        }
+        panic!("io_uring should be available here: {e}");
+    }
+    worker_allocates_nothing_per_query(Backend::Uring);
+}

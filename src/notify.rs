@@ -181,8 +181,7 @@ pub async fn watchdog_loop(
     loop {
         tokio::select! {
             biased;
-            // `Err`: the sender is gone, which also means stop.
-            _ = async { let _ = shutdown.wait_for(|&stop| stop).await; } => return,
+            () = stopped(&mut shutdown) => return,
             _ = ticks.tick() => {
                 if !healthy() {
                     warn!("health check failed; not pinging the systemd watchdog");
@@ -192,6 +191,12 @@ pub async fn watchdog_loop(
             }
         }
     }
+}
+
+/// Resolves once `shutdown` is `true`, or its sender is gone (which also
+/// means stop). Returns `()` so that no `watch::Ref` lives across an await.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
 }
 
 /// `NOTIFY_SOCKET` as a socket address: an absolute path, or `@name` in the

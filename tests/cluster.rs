@@ -1,0 +1,1195 @@
+//! The real `alternator-dns` binary against simulated clusters with
+//! datacenters, racks, health checks, HTTPS and IPv6: what a DNS client and an
+//! operator see, through DNS answers and the log.
+//!
+//! Every test owns the node addresses 127.0.N.x for its own N (100 to 140 in
+//! this file), so the tests run in parallel with each other and with the
+//! other test files.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use domain::base::iana::{Rcode, Rtype};
+
+use alternator_dns::sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
+use support::*;
+
+/// Refresh interval and per-request timeout where the test is not about them.
+const REFRESH_MS: u64 = 200;
+
+/// Health-check flags where the test is not about the defaults: probes every
+/// 100 ms. The timeout is kept above the interval's 100 ms so that a busy
+/// machine does not take healthy nodes out.
+const FAST_HEALTH: [&str; 4] = ["--health-interval", "100ms", "--health-timeout", "200ms"];
+
+/// How long a change may take to show in the answers (several refresh
+/// intervals and probes, with room for a busy machine).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The removal bound under test, for the default health-check settings.
+const REMOVAL_BOUND: Duration = Duration::from_millis(1500);
+
+/// How often the measuring loops query.
+const QUERY_EVERY: Duration = Duration::from_millis(5);
+
+const DC2_NAME: &str = "dc2.alternator.test";
+const RACK1_NAME: &str = "rack1.dc1.alternator.test";
+/// Not served, but above [`RACK1_NAME`]: exists with no records.
+const DC1_NAME: &str = "dc1.alternator.test";
+
+fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The usual flags with short intervals, fast health checks and
+/// `--answers all`, so that one answer shows a name's whole list.
+fn fast_args(sim: &SimCluster, seeds: &[IpAddr]) -> Vec<String> {
+    let args = with(
+        cluster_args(sim, seeds, REFRESH_MS, REFRESH_MS),
+        &["--answers", "all"],
+    );
+    with(args, &FAST_HEALTH)
+}
+
+/// The flags for the tests of the default health-check settings: short
+/// refresh, `--answers all`, health flags left out.
+fn default_health_args(sim: &SimCluster, seeds: &[IpAddr]) -> Vec<String> {
+    with(
+        cluster_args(sim, seeds, REFRESH_MS, REFRESH_MS),
+        &["--answers", "all"],
+    )
+}
+
+/// Six nodes for test `test_no`: 1-2 in dc1/rack1, 3-4 in dc1/rack2, 5 in
+/// dc2/rack1 (a rack1 of another datacenter), 6 in dc2/rack2.
+fn six_nodes(test_no: u8, options: SimOptions) -> (SimCluster, Vec<IpAddr>) {
+    let addrs = nodes(test_no, 6);
+    let layout = [
+        ("dc1", "rack1"),
+        ("dc1", "rack1"),
+        ("dc1", "rack2"),
+        ("dc1", "rack2"),
+        ("dc2", "rack1"),
+        ("dc2", "rack2"),
+    ];
+    let located: Vec<SimNode> = addrs
+        .iter()
+        .zip(layout)
+        .map(|(&addr, (dc, rack))| SimNode::new(addr, dc, rack))
+        .collect();
+    let sim = SimCluster::start_with(&located, 0, options).expect("start the simulated cluster");
+    (sim, addrs)
+}
+
+/// The sorted addresses of one answer for `name`/`qtype`; `None` when no
+/// reply came or its rcode is not NOERROR.
+fn served(client: &mut UdpClient, name: &str, qtype: Rtype) -> Option<Vec<IpAddr>> {
+    let reply = client.query(name, qtype)?;
+    (reply.rcode() == Rcode::NOERROR).then(|| sorted(reply.addrs()))
+}
+
+/// The sorted A answer for `name`; panics with the log when there is none.
+fn a_set(r: &Responder, client: &mut UdpClient, name: &str) -> Vec<IpAddr> {
+    served(client, name, Rtype::A)
+        .unwrap_or_else(|| panic!("no NOERROR reply for {name}; log:\n{}", r.log_text()))
+}
+
+/// Waits until the A answer for `name` is exactly `expected`.
+fn expect_served(r: &Responder, client: &mut UdpClient, name: &str, expected: &[IpAddr]) {
+    let expected = sorted(expected.to_vec());
+    let mut last = None;
+    let ok = wait_until(SETTLE, || {
+        last = served(client, name, Rtype::A);
+        last.as_ref() == Some(&expected)
+    });
+    assert!(
+        ok,
+        "{name} should serve {expected:?}, serves {last:?}; log:\n{}",
+        r.log_text()
+    );
+}
+
+/// Asks every name in turn for `duration` (every 10 ms) and checks each
+/// answer is exactly its expected set.
+fn assert_stays(
+    r: &Responder,
+    client: &mut UdpClient,
+    expected: &[(&str, Vec<IpAddr>)],
+    duration: Duration,
+) -> usize {
+    let expected: Vec<(&str, Vec<IpAddr>)> = expected
+        .iter()
+        .map(|(name, set)| (*name, sorted(set.clone())))
+        .collect();
+    let start = Instant::now();
+    let mut queries = 0;
+    while start.elapsed() < duration {
+        for (name, set) in &expected {
+            let got = a_set(r, client, name);
+            queries += 1;
+            assert_eq!(
+                &got,
+                set,
+                "{name} after {:?} ({queries} queries); log:\n{}",
+                start.elapsed(),
+                r.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    queries
+}
+
+/// Checks a NODATA reply: NOERROR, authoritative, no answer, the SOA in the
+/// authority section.
+fn assert_nodata(client: &mut UdpClient, name: &str, qtype: Rtype) {
+    let reply = client
+        .query(name, qtype)
+        .unwrap_or_else(|| panic!("no reply for {name} {qtype}"));
+    assert_eq!(reply.rcode(), Rcode::NOERROR, "{name} {qtype}");
+    assert!(reply.aa(), "{name} {qtype}");
+    assert!(
+        reply.addrs().is_empty(),
+        "{name} {qtype}: {:?}",
+        reply.addrs()
+    );
+    assert_eq!(reply.authority_types(), vec![Rtype::SOA], "{name} {qtype}");
+}
+
+fn assert_nxdomain(client: &mut UdpClient, name: &str) {
+    let reply = client
+        .query(name, Rtype::A)
+        .unwrap_or_else(|| panic!("no reply for {name}"));
+    assert_eq!(reply.rcode(), Rcode::NXDOMAIN, "{name}");
+    assert!(reply.aa(), "{name}");
+    assert_eq!(reply.authority_types(), vec![Rtype::SOA], "{name}");
+}
+
+/// Log lines containing every one of `needles`.
+fn log_lines(r: &Responder, needles: &[&str]) -> Vec<String> {
+    r.logs()
+        .into_iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .collect()
+}
+
+fn median_and_max(times: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let median = if sorted.len().is_multiple_of(2) {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2
+    } else {
+        sorted[sorted.len() / 2]
+    };
+    (median, *sorted.last().expect("at least one time"))
+}
+
+fn millis(times: &[Duration]) -> Vec<u128> {
+    times.iter().map(Duration::as_millis).collect()
+}
+
+// 1. Names per datacenter and rack.
+#[test]
+fn dc_and_rack_names_serve_their_own_nodes() {
+    let (sim, n) = six_nodes(100, SimOptions::default());
+    let args = with(
+        fast_args(&sim, &n[..1]),
+        &[
+            "--name",
+            &format!("{DC2_NAME}=dc2"),
+            "--name",
+            &format!("{RACK1_NAME}=dc1/rack1"),
+        ],
+    );
+    let r = Responder::start(&args);
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    let dc1 = n[..4].to_vec();
+    let dc2 = n[4..].to_vec();
+    let rack1 = n[..2].to_vec();
+    expect_served(&r, &mut client, DOMAIN, &dc1);
+    expect_served(&r, &mut client, DC2_NAME, &dc2);
+    expect_served(&r, &mut client, RACK1_NAME, &rack1);
+
+    // Over many refresh rounds (each polling a random known node, of either
+    // datacenter), every name keeps exactly its own nodes: the apex the
+    // seed's datacenter.
+    let queries = assert_stays(
+        &r,
+        &mut client,
+        &[
+            (DOMAIN, dc1.clone()),
+            (DC2_NAME, dc2.clone()),
+            (RACK1_NAME, rack1.clone()),
+        ],
+        Duration::from_millis(2500),
+    );
+    assert!(queries > 100, "only {queries} queries");
+
+    // Above a served name but not served: NODATA, for A and AAAA alike.
+    assert_nodata(&mut client, DC1_NAME, Rtype::A);
+    assert_nodata(&mut client, DC1_NAME, Rtype::AAAA);
+    // Other names below the apex, and below a served name: NXDOMAIN.
+    for missing in [
+        "www.alternator.test",
+        "dc3.alternator.test",
+        "rack2.dc1.alternator.test",
+        "x.dc2.alternator.test",
+        "x.rack1.dc1.alternator.test",
+    ] {
+        assert_nxdomain(&mut client, missing);
+    }
+    // The same over TCP, which is never truncated.
+    let tcp = query_tcp(r.tcp_addr(), DC2_NAME, Rtype::A).expect("a TCP reply");
+    assert_eq!(sorted(tcp.addrs()), dc2);
+    // Nothing ever needed a fallback.
+    assert!(
+        log_lines(&r, &["falling back"]).is_empty(),
+        "unexpected fallback; log:\n{}",
+        r.log_text()
+    );
+}
+
+// 2. Fallback: rack -> datacenter -> default list, and no fallback at all.
+#[test]
+fn empty_racks_and_datacenters_fall_back_unless_told_not_to() {
+    let (sim, n) = six_nodes(101, SimOptions::default());
+    let config = TempFile::new(
+        "cluster-fallback",
+        &format!(
+            "domain = \"{DOMAIN}\"\n\n\
+             [[name]]\nname = \"{RACK1_NAME}\"\ndc = \"dc1\"\nrack = \"rack1\"\n\n\
+             [[name]]\nname = \"{DC2_NAME}\"\ndc = \"dc2\"\n\n\
+             [[name]]\nname = \"strict.{DC2_NAME}\"\ndc = \"dc2\"\nfallback = false\n"
+        ),
+    );
+    let strict = format!("strict.{DC2_NAME}");
+    let args = with(fast_args(&sim, &n[..1]), &["--config", config.path_str()]);
+    let r = Responder::start(&args);
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    let dc1 = n[..4].to_vec();
+    let dc2 = n[4..].to_vec();
+    expect_served(&r, &mut client, DOMAIN, &dc1);
+    expect_served(&r, &mut client, RACK1_NAME, &n[..2]);
+    expect_served(&r, &mut client, DC2_NAME, &dc2);
+    expect_served(&r, &mut client, &strict, &dc2);
+
+    let fallbacks = |name: &str| log_lines(&r, &["falling back", &format!("name={name}.")]);
+    assert!(fallbacks(RACK1_NAME).is_empty(), "{}", r.log_text());
+
+    // rack1 empties (its nodes move to rack3): the rack name serves dc1's
+    // nodes, and says so once.
+    sim.set_location(n[0], "dc1", "rack3");
+    sim.set_location(n[1], "dc1", "rack3");
+    expect_served(&r, &mut client, RACK1_NAME, &dc1);
+    assert_stays(
+        &r,
+        &mut client,
+        &[(RACK1_NAME, dc1.clone())],
+        Duration::from_millis(800),
+    );
+    let lines = fallbacks(RACK1_NAME);
+    assert_eq!(lines.len(), 1, "{lines:#?}\nlog:\n{}", r.log_text());
+    assert!(
+        lines[0].contains("wanted=dc=dc1 rack=rack1") && lines[0].contains("serving=dc=dc1"),
+        "{}",
+        lines[0]
+    );
+
+    // Back in rack1: the rack name serves its own nodes again.
+    sim.set_location(n[0], "dc1", "rack1");
+    sim.set_location(n[1], "dc1", "rack1");
+    expect_served(&r, &mut client, RACK1_NAME, &n[..2]);
+    assert!(
+        r.wait_for_log(
+            &format!("serving this name's own nodes again name={RACK1_NAME}."),
+            SETTLE
+        ),
+        "{}",
+        r.log_text()
+    );
+
+    // dc2 empties: its name serves the default list (the seed's datacenter),
+    // once logged; the name without fallback answers no address.
+    sim.set_listed(n[4], false);
+    sim.set_listed(n[5], false);
+    expect_served(&r, &mut client, DC2_NAME, &dc1);
+    let nothing = wait_until(SETTLE, || {
+        client
+            .query(&strict, Rtype::A)
+            .is_some_and(|reply| reply.rcode() == Rcode::NOERROR && reply.addrs().is_empty())
+    });
+    assert!(
+        nothing,
+        "{strict} still has addresses; log:\n{}",
+        r.log_text()
+    );
+    assert_stays(
+        &r,
+        &mut client,
+        &[
+            (DC2_NAME, dc1.clone()),
+            (&strict, Vec::new()),
+            (DOMAIN, dc1.clone()),
+        ],
+        Duration::from_millis(800),
+    );
+    assert_nodata(&mut client, &strict, Rtype::A);
+    assert_eq!(fallbacks(DC2_NAME).len(), 1, "{}", r.log_text());
+    assert!(fallbacks(&strict).is_empty(), "{}", r.log_text());
+    assert_eq!(
+        log_lines(
+            &r,
+            &["no node listed for this name", &format!("name={strict}.")]
+        )
+        .len(),
+        1,
+        "{}",
+        r.log_text()
+    );
+}
+
+// 3. Scylla before 2025.1 ignores `?dc=` and `?rack=`.
+#[test]
+fn legacy_scylla_gives_every_name_the_polled_nodes_datacenter() {
+    let options = SimOptions {
+        legacy_ignores_dc_rack: true,
+        ..SimOptions::default()
+    };
+    let (sim, n) = six_nodes(102, options);
+    let args = with(
+        fast_args(&sim, &n[..1]),
+        &[
+            "--name",
+            &format!("{DC2_NAME}=dc2"),
+            "--name",
+            &format!("{RACK1_NAME}=dc1/rack1"),
+        ],
+    );
+    let r = Responder::start(&args);
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    // What the server does: an old Scylla answers `/localnodes?dc=dc2` and
+    // `?dc=dc1&rack=rack1` with the polled node's own datacenter, and the
+    // server cannot tell. The seed is in dc1, so every node it learns (and
+    // polls) is in dc1: every name serves all of dc1, rack2 included, and
+    // the dc2 name never gets a dc2 node. No fallback happens (the lists are
+    // not empty), so nothing is logged about it.
+    let dc1 = n[..4].to_vec();
+    expect_served(&r, &mut client, DOMAIN, &dc1);
+    expect_served(&r, &mut client, DC2_NAME, &dc1);
+    expect_served(&r, &mut client, RACK1_NAME, &dc1);
+    assert_stays(
+        &r,
+        &mut client,
+        &[
+            (DOMAIN, dc1.clone()),
+            (DC2_NAME, dc1.clone()),
+            (RACK1_NAME, dc1.clone()),
+        ],
+        Duration::from_millis(1000),
+    );
+    assert!(
+        log_lines(&r, &["falling back"]).is_empty(),
+        "{}",
+        r.log_text()
+    );
+}
+
+/// Faults `FAULTED` of 6 nodes at once, `ROUNDS` times, with the default
+/// health-check settings, and returns for each node and round the time from
+/// its fault to the last answer naming it. Queries every [`QUERY_EVERY`] for
+/// [`REMOVAL_BOUND`] plus a margin after the fault, so an answer naming a
+/// faulted node after the bound is seen. Between rounds the nodes come back
+/// and are served again.
+fn removal_times(test_no: u8, fault: Fault) -> Vec<Duration> {
+    const FAULTED: usize = 4;
+    const ROUNDS: usize = 5;
+    let (sim, n) = cluster(test_no, 6);
+    let r = Responder::start(&default_health_args(&sim, &n[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    let faulted = &n[..FAULTED];
+    let mut times = Vec::new();
+    for round in 0..ROUNDS {
+        // Start each round at another phase of the probe schedules.
+        std::thread::sleep(Duration::from_millis(97 * round as u64 % 500));
+        let mut at = HashMap::new();
+        for &node in faulted {
+            at.insert(node, Instant::now());
+            sim.set_fault(node, fault);
+        }
+        let faulted_at = Instant::now();
+        let mut last_seen: HashMap<IpAddr, Instant> = HashMap::new();
+        while faulted_at.elapsed() < REMOVAL_BOUND + Duration::from_millis(300) {
+            let answer = a_set(&r, &mut client, DOMAIN);
+            let now = Instant::now();
+            assert!(
+                n[FAULTED..].iter().all(|healthy| answer.contains(healthy)),
+                "a healthy node is missing from {answer:?}; log:\n{}",
+                r.log_text()
+            );
+            for node in answer.into_iter().filter(|a| faulted.contains(a)) {
+                last_seen.insert(node, now);
+            }
+            std::thread::sleep(QUERY_EVERY);
+        }
+        for &node in faulted {
+            let time = last_seen
+                .get(&node)
+                .map_or(Duration::ZERO, |seen| seen.duration_since(at[&node]));
+            times.push(time);
+        }
+        for &node in faulted {
+            sim.set_fault(node, Fault::None);
+        }
+        expect_served(&r, &mut client, DOMAIN, &n);
+    }
+    let removals = log_lines(&r, &["node fails its health check; no longer serving it"]).len();
+    assert_eq!(
+        removals,
+        FAULTED * ROUNDS,
+        "one removal logged per node and round; log:\n{}",
+        r.log_text()
+    );
+    times
+}
+
+fn check_removal(test_no: u8, fault: Fault) {
+    let times = removal_times(test_no, fault);
+    let (median, max) = median_and_max(&times);
+    println!(
+        "removal under {fault:?} with the default health checks, {} trials: median {median:?}, \
+         max {max:?}; all (ms): {:?}",
+        times.len(),
+        millis(&times)
+    );
+    assert!(
+        max < REMOVAL_BOUND,
+        "under {fault:?} a node was served {max:?} after its fault (bound {REMOVAL_BOUND:?}): {:?} ms",
+        millis(&times)
+    );
+}
+
+// 4. A node that stops accepting connections is out of every answer within 1.5 s.
+#[test]
+fn down_node_leaves_the_answers_within_the_bound() {
+    check_removal(103, Fault::Down);
+}
+
+// 4b. A node that accepts but never answers: the same bound.
+#[test]
+fn hanging_node_leaves_the_answers_within_the_bound() {
+    check_removal(104, Fault::Hang);
+}
+
+// 5. Admission: a listed node failing its health check is never served;
+// once it passes, it is.
+#[test]
+fn listed_but_unhealthy_nodes_are_admitted_only_once_healthy() {
+    const ROUNDS: usize = 5;
+    let (sim, n) = cluster(105, 4);
+    let (serving, joining) = (n[..2].to_vec(), n[2..].to_vec());
+    for &node in &joining {
+        sim.set_listed(node, false);
+    }
+    let r = Responder::start(&default_health_args(&sim, &serving[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &serving);
+    let faults = [Fault::Status500, Fault::Hang];
+    let mut times: Vec<(Fault, Duration)> = Vec::new();
+    for round in 0..ROUNDS {
+        let probed_before: Vec<u64> = joining.iter().map(|&j| sim.health_requests(j)).collect();
+        for (&node, fault) in joining.iter().zip(faults) {
+            sim.set_fault(node, fault);
+            sim.set_listed(node, true);
+        }
+        // Listed and probed twice (so the responder has seen it listed for
+        // at least a probe interval) but never served.
+        let probed_twice = || {
+            joining
+                .iter()
+                .zip(&probed_before)
+                .all(|(&j, &before)| sim.health_requests(j) >= before + 2)
+        };
+        // Then a pause that varies from round to round, so that the fault is
+        // cleared at another phase of the probe schedule each time.
+        let pause = Duration::from_millis(113 * round as u64 % 500);
+        let deadline = Instant::now() + SETTLE;
+        let mut probed_at = None;
+        while probed_at.is_none_or(|at: Instant| at.elapsed() < pause) {
+            assert!(
+                Instant::now() < deadline,
+                "the joining nodes were not probed; log:\n{}",
+                r.log_text()
+            );
+            if probed_at.is_none() && probed_twice() {
+                probed_at = Some(Instant::now());
+            }
+            let answer = a_set(&r, &mut client, DOMAIN);
+            assert_eq!(
+                answer,
+                serving,
+                "an unhealthy node is served; log:\n{}",
+                r.log_text()
+            );
+            std::thread::sleep(QUERY_EVERY);
+        }
+        let mut cleared = HashMap::new();
+        for &node in &joining {
+            cleared.insert(node, Instant::now());
+            sim.set_fault(node, Fault::None);
+        }
+        let mut first_seen: HashMap<IpAddr, Instant> = HashMap::new();
+        let deadline = Instant::now() + SETTLE;
+        while first_seen.len() < joining.len() {
+            assert!(
+                Instant::now() < deadline,
+                "healthy nodes {joining:?} not admitted (seen: {first_seen:?}); log:\n{}",
+                r.log_text()
+            );
+            let answer = a_set(&r, &mut client, DOMAIN);
+            let now = Instant::now();
+            for node in answer.into_iter().filter(|a| joining.contains(a)) {
+                first_seen.entry(node).or_insert(now);
+            }
+            std::thread::sleep(QUERY_EVERY);
+        }
+        for (&node, fault) in joining.iter().zip(faults) {
+            times.push((fault, first_seen[&node].duration_since(cleared[&node])));
+        }
+        for &node in &joining {
+            sim.set_listed(node, false);
+        }
+        expect_served(&r, &mut client, DOMAIN, &serving);
+    }
+    let all: Vec<Duration> = times.iter().map(|(_, t)| *t).collect();
+    let (median, max) = median_and_max(&all);
+    for fault in faults {
+        let some: Vec<Duration> = times
+            .iter()
+            .filter(|(f, _)| *f == fault)
+            .map(|(_, t)| *t)
+            .collect();
+        println!(
+            "admission after {fault:?} cleared (ms): {:?}",
+            millis(&some)
+        );
+    }
+    println!(
+        "admission with the default health checks, {} trials: median {median:?}, max {max:?}",
+        all.len()
+    );
+    // The next probe admits it: at most one probe interval (500 ms, +10%
+    // jitter), with room for a busy machine.
+    assert!(max < Duration::from_millis(1000), "{:?} ms", millis(&all));
+}
+
+// 5b. At start-up the first cluster list waits for every listed node's first
+// probe, so a node that is listed but hangs is never served, not even briefly.
+#[test]
+fn first_list_leaves_out_a_listed_node_that_fails_its_first_probe() {
+    let (sim, n) = cluster(115, 3);
+    sim.set_fault(n[2], Fault::Hang);
+    let r = Responder::start(&fast_args(&sim, &n[..1]));
+    let mut client = r.client();
+    // From the start until well after the list is learnt: the seed, then the
+    // two healthy nodes, and never the hanging one.
+    let start = Instant::now();
+    let mut learnt_at = None;
+    while learnt_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_millis(1000)) {
+        assert!(
+            start.elapsed() < SETTLE * 2,
+            "never learnt the list; log:\n{}",
+            r.log_text()
+        );
+        let answer = a_set(&r, &mut client, DOMAIN);
+        assert!(
+            answer == [n[0]] || answer == n[..2],
+            "answer {answer:?}; log:\n{}",
+            r.log_text()
+        );
+        if learnt_at.is_none() && answer == n[..2] {
+            learnt_at = Some(Instant::now());
+        }
+        std::thread::sleep(QUERY_EVERY);
+    }
+    let first = log_lines(&r, &["first /localnodes answer"]);
+    assert_eq!(first.len(), 1, "{}", r.log_text());
+    assert!(!first[0].contains(&n[2].to_string()), "{}", first[0]);
+    assert!(
+        sim.health_requests(n[2]) > 0,
+        "the hanging node was not probed"
+    );
+    // Answering again, it is admitted.
+    sim.set_fault(n[2], Fault::None);
+    expect_served(&r, &mut client, DOMAIN, &n);
+}
+
+// 6. Every listed node failing its health check: serve them anyway.
+#[test]
+fn every_node_failing_its_health_check_fails_open() {
+    let (sim, n) = cluster(106, 3);
+    let r = Responder::start(&fast_args(&sim, &n[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    // `GET /` and `/localnodes` both answer 500: the last list is kept, its
+    // nodes fail their probes, and the answers never go empty.
+    sim.set_fault_all(Fault::Status500);
+    let deadline = Instant::now() + SETTLE;
+    while r.log_count("fail open") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no fail open; log:\n{}",
+            r.log_text()
+        );
+        let answer = a_set(&r, &mut client, DOMAIN);
+        assert!(
+            !answer.is_empty(),
+            "an empty answer while failing; log:\n{}",
+            r.log_text()
+        );
+        std::thread::sleep(QUERY_EVERY);
+    }
+    let line = log_lines(&r, &["fail open"]).remove(0);
+    assert!(line.contains("ERROR"), "{line}");
+    assert_stays(
+        &r,
+        &mut client,
+        &[(DOMAIN, n.clone())],
+        Duration::from_millis(800),
+    );
+    assert_eq!(r.log_count("fail open"), 1, "{}", r.log_text());
+    // Healthy again: served as such, and said so.
+    sim.set_fault_all(Fault::None);
+    assert!(
+        r.wait_for_log("serving this name's own nodes again", SETTLE),
+        "{}",
+        r.log_text()
+    );
+    expect_served(&r, &mut client, DOMAIN, &n);
+}
+
+// 7. Without health checks, a listed node is served even when it is down.
+#[test]
+fn without_health_checks_a_down_node_stays_served_while_listed() {
+    let (sim, n) = cluster(107, 3);
+    let r = Responder::start(&with(
+        fast_args(&sim, &n[..1]),
+        &["--health-check", "false"],
+    ));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    sim.set_fault(n[1], Fault::Down);
+    assert_stays(
+        &r,
+        &mut client,
+        &[(DOMAIN, n.clone())],
+        Duration::from_millis(1500),
+    );
+    for &node in &n {
+        assert_eq!(sim.health_requests(node), 0, "{node} was probed");
+    }
+    assert!(
+        log_lines(&r, &["its health check"]).is_empty(),
+        "{}",
+        r.log_text()
+    );
+    // Unlisted, it goes.
+    sim.set_listed(n[1], false);
+    expect_served(&r, &mut client, DOMAIN, &[n[0], n[2]]);
+}
+
+/// Test certificates made with rcgen, and a directory for their PEM files.
+mod pki {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+
+    use alternator_dns::sim::SimTls;
+
+    /// A PEM certificate and its private key.
+    pub struct CertKey {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    impl CertKey {
+        /// Server TLS for a simulated cluster, optionally requiring client
+        /// certificates signed by `client_ca`.
+        pub fn sim_tls(&self, client_ca: Option<&Ca>) -> SimTls {
+            SimTls {
+                cert_chain_pem: self.cert_pem.clone(),
+                key_pem: self.key_pem.clone(),
+                client_ca_pem: client_ca.map(|ca| ca.cert_pem.clone()),
+            }
+        }
+    }
+
+    pub struct Ca {
+        pub cert_pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Ca {
+        pub fn new(name: &str) -> Ca {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("self-signed CA");
+            Ca {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A server certificate for these subject alternative names (IP
+        /// addresses become IP SANs, anything else DNS SANs).
+        pub fn server(&self, sans: &[String]) -> CertKey {
+            let (params, key) = leaf(sans, ExtendedKeyUsagePurpose::ServerAuth);
+            let cert = params.signed_by(&key, &self.issuer).expect("sign");
+            CertKey {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+
+        pub fn client(&self, name: &str) -> CertKey {
+            let (params, key) = leaf(&[name.to_string()], ExtendedKeyUsagePurpose::ClientAuth);
+            let cert = params.signed_by(&key, &self.issuer).expect("sign");
+            CertKey {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+    }
+
+    /// A self-signed server certificate, which no CA vouches for.
+    pub fn self_signed(sans: &[String]) -> CertKey {
+        let (params, key) = leaf(sans, ExtendedKeyUsagePurpose::ServerAuth);
+        let cert = params.self_signed(&key).expect("self-signed");
+        CertKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    fn leaf(sans: &[String], usage: ExtendedKeyUsagePurpose) -> (CertificateParams, KeyPair) {
+        let mut params = CertificateParams::new(sans.to_vec()).expect("leaf params");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            sans.first().cloned().unwrap_or_default(),
+        );
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        (params, KeyPair::generate().expect("leaf key"))
+    }
+
+    /// A directory for PEM files, removed on drop.
+    pub struct TempDir {
+        path: PathBuf,
+    }
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "alternator-dns-cluster-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create a temp dir");
+            TempDir { path }
+        }
+
+        /// Writes `contents` to `name` in the directory; returns its path.
+        pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+            let file = self.path.join(name);
+            std::fs::write(&file, contents).expect("write a PEM file");
+            file
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// An HTTPS cluster of `count` nodes of test `test_no`, all in dc1/rack1.
+fn https_cluster(test_no: u8, count: u8, tls: SimTls) -> (SimCluster, Vec<IpAddr>) {
+    let addrs = nodes(test_no, count);
+    let located: Vec<SimNode> = addrs
+        .iter()
+        .map(|&a| SimNode::new(a, "dc1", "rack1"))
+        .collect();
+    let options = SimOptions {
+        tls: Some(tls),
+        ..SimOptions::default()
+    };
+    let sim = SimCluster::start_with(&located, 0, options).expect("start the HTTPS cluster");
+    assert!(sim.is_https());
+    (sim, addrs)
+}
+
+/// `fast_args` over HTTPS with `tls` flags.
+fn https_args(sim: &SimCluster, seeds: &[IpAddr], tls: &[&str]) -> Vec<String> {
+    with(
+        with(fast_args(sim, seeds), &["--alternator-scheme", "https"]),
+        tls,
+    )
+}
+
+/// Checks for `wait` that the responder never learns a list: no such log
+/// line, and the answers stay the seeds.
+fn assert_never_learns(r: &Responder, seeds: &[IpAddr], wait: Duration) {
+    let mut client = r.client();
+    assert_stays(r, &mut client, &[(DOMAIN, seeds.to_vec())], wait);
+    assert!(
+        !r.learnt_cluster_list(),
+        "learnt a list it should not have; log:\n{}",
+        r.log_text()
+    );
+}
+
+fn ip_sans(addrs: &[IpAddr]) -> Vec<String> {
+    addrs.iter().map(ToString::to_string).collect()
+}
+
+// 8. HTTPS with a CA file: the list is learnt, and a node added later appears.
+#[test]
+fn https_with_a_ca_file_learns_the_cluster() {
+    let dir = pki::TempDir::new();
+    let ca = pki::Ca::new("cluster CA");
+    // One certificate for every node, the one added later included.
+    let server = ca.server(&ip_sans(&nodes(108, 3)));
+    let (sim, n) = https_cluster(108, 2, server.sim_tls(None));
+    let ca_file = dir.write("ca.pem", &ca.cert_pem);
+    let r = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &["--ca-file", path_str(&ca_file)],
+    ));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    let third = node(108, 3);
+    sim.add_node(third).expect("add a node");
+    expect_served(&r, &mut client, DOMAIN, &[n[0], n[1], third]);
+    assert!(
+        sim.health_requests(third) > 0,
+        "the new node was not probed"
+    );
+}
+
+// 8b. A CA that did not sign the nodes' certificate: nothing is learnt, and
+// the log says why.
+#[test]
+fn https_with_the_wrong_ca_keeps_the_seeds_and_logs_the_certificate_error() {
+    let dir = pki::TempDir::new();
+    let ca = pki::Ca::new("cluster CA");
+    let other = pki::Ca::new("some other CA");
+    let (sim, n) = https_cluster(109, 3, ca.server(&ip_sans(&nodes(109, 3))).sim_tls(None));
+    let wrong = dir.write("other-ca.pem", &other.cert_pem);
+    let r = Responder::start(&https_args(&sim, &n[..1], &["--ca-file", path_str(&wrong)]));
+    assert!(
+        r.wait_for_log("no node answered /localnodes", SETTLE),
+        "{}",
+        r.log_text()
+    );
+    let line = log_lines(&r, &["no node answered /localnodes"]).remove(0);
+    assert!(
+        line.contains("certificate") && line.contains("UnknownIssuer"),
+        "the certificate error is not named: {line}"
+    );
+    assert_never_learns(&r, &n[..1], Duration::from_millis(1000));
+}
+
+// 8c. A cluster requiring client certificates (require_client_auth).
+#[test]
+fn https_client_certificates_are_needed_where_the_cluster_requires_them() {
+    let dir = pki::TempDir::new();
+    let ca = pki::Ca::new("cluster CA");
+    let clients = pki::Ca::new("client CA");
+    let server = ca.server(&ip_sans(&nodes(110, 3)));
+    let (sim, n) = https_cluster(110, 3, server.sim_tls(Some(&clients)));
+    let ca_file = dir.write("ca.pem", &ca.cert_pem);
+    let cert = clients.client("alternator-dns.test");
+    let cert_file = dir.write("client.pem", &cert.cert_pem);
+    let key_file = dir.write("client.key", &cert.key_pem);
+
+    // Both responders run at once; only the one with a certificate learns.
+    let without = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &["--ca-file", path_str(&ca_file)],
+    ));
+    let with_cert = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &[
+            "--ca-file",
+            path_str(&ca_file),
+            "--client-cert",
+            path_str(&cert_file),
+            "--client-key",
+            path_str(&key_file),
+        ],
+    ));
+    with_cert.wait_for_cluster_list();
+    expect_served(&with_cert, &mut with_cert.client(), DOMAIN, &n);
+    assert_never_learns(&without, &n[..1], Duration::from_millis(1000));
+    assert!(
+        without.log_count("no node answered /localnodes") > 0,
+        "{}",
+        without.log_text()
+    );
+}
+
+// 8d. Verification off: a self-signed cluster is learnt, with a warning.
+#[test]
+fn https_insecure_skip_verify_accepts_a_self_signed_cluster_and_warns() {
+    let server = pki::self_signed(&ip_sans(&nodes(111, 3)));
+    let (sim, n) = https_cluster(111, 3, server.sim_tls(None));
+    let r = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &["--tls-insecure-skip-verify", "true"],
+    ));
+    r.wait_for_cluster_list();
+    expect_served(&r, &mut r.client(), DOMAIN, &n);
+    let warning = log_lines(&r, &["verification", "DISABLED"]);
+    assert_eq!(warning.len(), 1, "{}", r.log_text());
+    assert!(warning[0].contains("WARN"), "{}", warning[0]);
+}
+
+// 8e. One certificate for the whole cluster, naming only a DNS name.
+#[test]
+fn https_tls_server_name_verifies_nodes_against_a_dns_name() {
+    let dir = pki::TempDir::new();
+    let ca = pki::Ca::new("cluster CA");
+    let server = ca.server(&["alternator.cluster.test".to_string()]);
+    let (sim, n) = https_cluster(112, 3, server.sim_tls(None));
+    let ca_file = dir.write("ca.pem", &ca.cert_pem);
+    let by_name = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &[
+            "--ca-file",
+            path_str(&ca_file),
+            "--tls-server-name",
+            "alternator.cluster.test",
+        ],
+    ));
+    // Without it, the nodes' IP addresses are not in the certificate.
+    let by_ip = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &["--ca-file", path_str(&ca_file)],
+    ));
+    by_name.wait_for_cluster_list();
+    expect_served(&by_name, &mut by_name.client(), DOMAIN, &n);
+    assert!(
+        by_ip.wait_for_log("no node answered /localnodes", SETTLE),
+        "{}",
+        by_ip.log_text()
+    );
+    assert_never_learns(&by_ip, &n[..1], Duration::from_millis(600));
+    assert!(dir.path().exists());
+}
+
+/// One query from `local` (a socket bound there) to `server`, with retries.
+fn query_from(local: SocketAddr, server: SocketAddr, name: &str, qtype: Rtype) -> Option<Reply> {
+    let socket = UdpSocket::bind(local).expect("bind a UDP client");
+    socket.connect(server).expect("connect the UDP client");
+    socket
+        .set_read_timeout(Some(UDP_TIMEOUT))
+        .expect("set a read timeout");
+    let mut buf = vec![0u8; 65535];
+    for id in 0..UDP_TRIES as u16 {
+        let id = 0x6600 + id;
+        if socket.send(&build_query(id, name, qtype)).is_err() {
+            continue;
+        }
+        while let Ok(len) = socket.recv(&mut buf) {
+            if let Some(reply) = Reply::parse(buf[..len].to_vec()) {
+                if reply.id() == id {
+                    return Some(reply);
+                }
+            }
+        }
+    }
+    None
+}
+
+// 9. IPv6: nodes on ::1 in AAAA answers, listening on ::1, an IPv6 seed.
+#[test]
+fn ipv6_node_listen_address_and_seed() {
+    let v4 = nodes(113, 2);
+    let v6: IpAddr = "::1".parse().expect("an IPv6 address");
+    let sim = SimCluster::start(&[v4[0], v4[1], v6], 0).expect("start the cluster");
+    let seed = format!("[::1]:{}", sim.port());
+    let refresh = format!("{REFRESH_MS}ms");
+    let mut args = vec![
+        "--domain",
+        DOMAIN,
+        "--seed",
+        &seed,
+        "--listen",
+        "[::1]:0",
+        "--refresh-interval",
+        &refresh,
+        "--refresh-timeout",
+        &refresh,
+        "--answers",
+        "all",
+    ];
+    let port = sim.port().to_string();
+    args.extend(["--alternator-port", &port]);
+    args.extend(FAST_HEALTH);
+    let r = Responder::start(&args);
+    assert!(r.udp_addr().is_ipv6(), "{}", r.udp_addr());
+    assert!(r.tcp_addr().is_ipv6(), "{}", r.tcp_addr());
+    r.wait_for_cluster_list();
+    let local: SocketAddr = "[::1]:0".parse().expect("a socket address");
+    let ask = |qtype| {
+        query_from(local, r.udp_addr(), DOMAIN, qtype)
+            .filter(|reply| reply.rcode() == Rcode::NOERROR)
+            .map(|reply| sorted(reply.addrs()))
+    };
+    let both = || ask(Rtype::A) == Some(v4.clone()) && ask(Rtype::AAAA) == Some(vec![v6]);
+    assert!(
+        wait_until(SETTLE, both),
+        "A {:?}, AAAA {:?}; log:\n{}",
+        ask(Rtype::A),
+        ask(Rtype::AAAA),
+        r.log_text()
+    );
+    // Over TCP on ::1 too.
+    let tcp = query_tcp(r.tcp_addr(), DOMAIN, Rtype::AAAA).expect("a TCP reply");
+    assert_eq!(tcp.addrs(), vec![v6]);
+    // The IPv6 node is probed like the others.
+    assert!(sim.health_requests(v6) > 0);
+}
+
+// 10. A TOML file with [[name]] tables loads, and --check prints them back.
+#[test]
+fn toml_name_tables_load_and_check_prints_them_back() {
+    // (README.md has no example for names; this is the one proposed for it.)
+    let example = "\
+domain = \"alternator.example.com\"
+seed = [\"10.0.0.1\", \"10.0.0.2\"]
+
+# Clients in dc2 use dc2.alternator.example.com; if dc2 has no live node
+# they get the local datacenter's nodes.
+[[name]]
+name = \"dc2.alternator.example.com\"
+dc = \"dc2\"
+
+# Rack-aware clients; with fallback = false an empty rack answers no address
+# instead of falling back to dc1.
+[[name]]
+name = \"rack1.dc1.alternator.example.com\"
+dc = \"dc1\"
+rack = \"rack1\"
+fallback = false
+";
+    let file = TempFile::new("cluster-names", example);
+    let run = run_cli(&["--config", file.path_str(), "--check"]);
+    assert!(run.status.success(), "{run:?}");
+    let effective: toml::Table = toml::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("--check output is not TOML ({e}):\n{}", run.stdout));
+    let names = effective["name"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no [[name]] tables in:\n{}", run.stdout));
+    let expected: Vec<toml::Table> = vec![
+        toml::from_str("name = \"dc2.alternator.example.com\"\ndc = \"dc2\"\nfallback = true\n")
+            .expect("TOML"),
+        toml::from_str(
+            "name = \"rack1.dc1.alternator.example.com\"\ndc = \"dc1\"\nrack = \"rack1\"\n\
+             fallback = false\n",
+        )
+        .expect("TOML"),
+    ];
+    let got: Vec<toml::Table> = names
+        .iter()
+        .map(|v| v.as_table().expect("a table").clone())
+        .collect();
+    assert_eq!(got, expected, "{}", run.stdout);
+
+    // What --check prints loads again and means the same.
+    let again = TempFile::new("cluster-names-again", &run.stdout);
+    let rerun = run_cli(&["--config", again.path_str(), "--check"]);
+    assert!(rerun.status.success(), "{rerun:?}");
+    assert_eq!(rerun.stdout, run.stdout);
+
+    // The same names as flags print the same tables.
+    let flags = run_cli(&[
+        "--domain",
+        "alternator.example.com",
+        "--seed",
+        "10.0.0.1",
+        "--name",
+        "dc2.alternator.example.com=dc2",
+        "--name",
+        "rack1.dc1.alternator.example.com=dc1/rack1",
+        "--check",
+    ]);
+    assert!(flags.status.success(), "{flags:?}");
+    let from_flags: toml::Table = toml::from_str(&flags.stdout).expect("TOML");
+    let flag_names = from_flags["name"].as_array().expect("[[name]] tables");
+    assert_eq!(flag_names.len(), 2, "{}", flags.stdout);
+    assert_eq!(flag_names[0].as_table(), Some(&expected[0]));
+    assert_eq!(
+        flag_names[1].get("rack").and_then(|v| v.as_str()),
+        Some("rack1")
+    );
+    assert_eq!(
+        flag_names[1].get("fallback").and_then(|v| v.as_bool()),
+        Some(true)
+    );
+
+    // A name outside the domain is refused, naming it.
+    let outside = run_cli(&[
+        "--domain",
+        "alternator.example.com",
+        "--seed",
+        "10.0.0.1",
+        "--name",
+        "dc2.example.org=dc2",
+        "--check",
+    ]);
+    assert!(!outside.status.success(), "{outside:?}");
+    assert!(outside.stderr.contains("dc2.example.org"), "{outside:?}");
+}

@@ -1,23 +1,42 @@
 //! The answer path alone: query bytes + snapshot + rng -> reply bytes.
 //!
-//! Run with `cargo bench --bench answer`. Compare cases within one run; the
-//! machine this project is developed on is shared and noisy.
+//! Run with `cargo bench --bench answer` (on a shared machine, pinned:
+//! `taskset -c 1 cargo bench --bench answer`). Compare cases within one run;
+//! the machine this project is developed on is shared and noisy.
+//!
+//! Group `respond` is the real entry point (fast path, falling back to the
+//! general one); group `general` runs the same cases through the `domain`-based
+//! general path alone, side by side. `benches/README.md` keeps the numbers.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use arc_swap::{ArcSwap, Cache};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkGroup, Criterion, Throughput};
 use domain::base::iana::{Class, Rtype};
 use domain::base::{MessageBuilder, Name};
 use rand_core::SeedableRng;
 
-use alternator_dns::dns::{respond, AnswerMode, Rng, Transport, Zone, ZoneSettings};
+use alternator_dns::dns::answer::respond_general;
+use alternator_dns::dns::{respond, AnswerMode, Outcome, Rng, Transport, Zone, ZoneSettings};
 use alternator_dns::nodes::{NodeSource, Snapshot};
 
-fn snapshot(answers: AnswerMode, nodes: usize) -> Snapshot {
+const APEX: &str = "alternator.example.com";
+/// The further served names of every benchmark zone; the last is the one a
+/// query for a further name asks (so it is found after the others).
+const FURTHER: [&str; 3] = [
+    "dc1.alternator.example.com",
+    "dc2.alternator.example.com",
+    "rack1.dc1.alternator.example.com",
+];
+
+/// The zone of every case: the apex and the `FURTHER` names.
+fn zone(answers: AnswerMode) -> Arc<Zone> {
     let zone = Zone::new(&ZoneSettings {
-        domain: "alternator.example.com".into(),
+        domain: APEX.into(),
         ttl: 4,
         answers,
         ns: vec![],
@@ -29,12 +48,20 @@ fn snapshot(answers: AnswerMode, nodes: usize) -> Snapshot {
         forwarding: false,
     })
     .expect("valid zone");
-    let ips: Vec<IpAddr> = (0..nodes)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)))
-        .collect();
-    Snapshot::new(1, Arc::new(zone), NodeSource::Cluster, &ips)
+    let further: Vec<String> = FURTHER.iter().map(|n| n.to_string()).collect();
+    Arc::new(zone.with_names(&further).expect("valid names"))
 }
 
+/// Every served name gets `v4` IPv4 and `v6` IPv6 nodes.
+fn snapshot(answers: AnswerMode, v4: usize, v6: usize) -> Snapshot {
+    let v4 =
+        (0..v4).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)));
+    let v6 = (0..v6).map(|i| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16 + 1)));
+    let ips: Vec<IpAddr> = v4.chain(v6).collect();
+    Snapshot::new(1, zone(answers), NodeSource::Cluster, &ips)
+}
+
+/// A query as `dig` sends it without EDNS: RD set, one question.
 fn query(name: &str, qtype: Rtype) -> Vec<u8> {
     let mut b = MessageBuilder::new_vec();
     b.header_mut().set_id(0x1234);
@@ -49,103 +76,165 @@ fn query(name: &str, qtype: Rtype) -> Vec<u8> {
     q.finish()
 }
 
-fn bench_answers(c: &mut Criterion) {
-    let mut group = c.benchmark_group("respond");
-    group.throughput(Throughput::Elements(1));
-    let cases = [
-        (
-            "a_one_of_3",
-            AnswerMode::Random(1),
-            3,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
+/// `query` with a plain OPT record: payload 1232, DO clear, no options.
+fn with_edns(mut query: Vec<u8>) -> Vec<u8> {
+    query.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    query[11] = 1;
+    query
+}
+
+/// One benchmark case.
+struct Case {
+    name: &'static str,
+    mode: AnswerMode,
+    v4: usize,
+    v6: usize,
+    query: Vec<u8>,
+    transport: Transport,
+}
+
+fn case(
+    name: &'static str,
+    mode: AnswerMode,
+    (v4, v6): (usize, usize),
+    query: Vec<u8>,
+    transport: Transport,
+) -> Case {
+    Case {
+        name,
+        mode,
+        v4,
+        v6,
+        query,
+        transport,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use AnswerMode::{All, Random};
+    use Transport::{Tcp, Udp};
+    let a = || query(APEX, Rtype::A);
+    let mut response = a();
+    response[2] |= 0x80;
+    vec![
+        case("a_one_of_3", Random(1), (3, 0), a(), Udp),
+        case("a_one_of_3_edns", Random(1), (3, 0), with_edns(a()), Udp),
+        case(
+            "a_one_of_3_mixed_case",
+            Random(1),
+            (3, 0),
+            query("AlTeRnAtOr.ExAmPlE.CoM", Rtype::A),
+            Udp,
         ),
-        (
-            "a_one_of_1000",
-            AnswerMode::Random(1),
-            1000,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
+        case(
+            "a_one_of_3_further_name",
+            Random(1),
+            (3, 0),
+            query(FURTHER[2], Rtype::A),
+            Udp,
         ),
-        (
-            "a_three_of_100",
-            AnswerMode::Random(3),
-            100,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
+        case(
+            "aaaa_one_of_3",
+            Random(1),
+            (0, 3),
+            query(APEX, Rtype::AAAA),
+            Udp,
         ),
-        (
-            "a_all_of_20",
-            AnswerMode::All,
-            20,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
-        ),
-        (
-            "a_all_of_200_truncated",
-            AnswerMode::All,
-            200,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
-        ),
-        (
-            "a_all_of_200_tcp",
-            AnswerMode::All,
-            200,
-            "alternator.example.com",
-            Rtype::A,
-            Transport::Tcp,
-        ),
-        (
+        case("a_one_of_1000", Random(1), (1000, 0), a(), Udp),
+        case("a_three_of_100", Random(3), (100, 0), a(), Udp),
+        case("a_all_of_20", All, (20, 0), a(), Udp),
+        case("a_all_of_200_truncated", All, (200, 0), a(), Udp),
+        case("a_all_of_200_tcp", All, (200, 0), a(), Tcp),
+        case(
             "aaaa_nodata",
-            AnswerMode::Random(1),
-            3,
-            "alternator.example.com",
-            Rtype::AAAA,
-            Transport::Udp,
+            Random(1),
+            (3, 0),
+            query(APEX, Rtype::AAAA),
+            Udp,
         ),
-        (
+        case(
             "nxdomain",
-            AnswerMode::Random(1),
-            3,
-            "x.alternator.example.com",
-            Rtype::A,
-            Transport::Udp,
+            Random(1),
+            (3, 0),
+            query("x.alternator.example.com", Rtype::A),
+            Udp,
         ),
-        (
+        case(
             "refused",
-            AnswerMode::Random(1),
-            3,
-            "example.org",
-            Rtype::A,
-            Transport::Udp,
+            Random(1),
+            (3, 0),
+            query("example.org", Rtype::A),
+            Udp,
         ),
-    ];
-    for (name, mode, nodes, qname, qtype, limit) in cases {
-        let snap = snapshot(mode, nodes);
-        let q = query(qname, qtype);
+        case("drop_qr1", Random(1), (3, 0), response, Udp),
+    ]
+}
+
+type Respond = fn(&[u8], Transport, &Snapshot, &mut Rng, &mut Vec<u8>) -> Outcome;
+
+/// Runs every case through `respond` in `group`.
+fn run_cases<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, respond: Respond) {
+    for case in cases() {
+        let snap = snapshot(case.mode, case.v4, case.v6);
         let mut rng = Rng::seed_from_u64(7);
         let mut reply = Vec::with_capacity(65535);
-        group.bench_function(name, |b| {
-            b.iter(|| respond(black_box(&q), limit, &snap, &mut rng, &mut reply))
+        group.bench_function(case.name, |b| {
+            b.iter(|| {
+                respond(
+                    black_box(&case.query),
+                    case.transport,
+                    &snap,
+                    &mut rng,
+                    &mut reply,
+                )
+            })
         });
     }
-    let snap = snapshot(AnswerMode::Random(1), 3);
-    let mut response = query("alternator.example.com", Rtype::A);
-    response[2] |= 0x80;
+}
+
+fn configure<'c, M: Measurement>(c: &'c mut Criterion<M>, name: &str) -> BenchmarkGroup<'c, M> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group
+}
+
+fn bench_answers<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = configure(c, "respond");
+    run_cases(&mut group, respond);
+    group.finish();
+    let mut group = configure(c, "general");
+    run_cases(&mut group, respond_general);
+    group.finish();
+}
+
+/// What a worker adds per packet to reach the snapshot: `arc_swap::Cache`
+/// (what `worker.rs` uses) against a plain `ArcSwap::load`.
+fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = configure(c, "snapshot");
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot(AnswerMode::Random(1), 3, 0)));
+    let q = query(APEX, Rtype::A);
     let mut rng = Rng::seed_from_u64(7);
     let mut reply = Vec::with_capacity(65535);
-    group.bench_function("drop_qr1", |b| {
+    let mut cache = Cache::new(Arc::clone(&shared));
+    group.bench_function("cache_load_and_respond", |b| {
         b.iter(|| {
             respond(
-                black_box(&response),
+                black_box(&q),
                 Transport::Udp,
-                &snap,
+                cache.load(),
+                &mut rng,
+                &mut reply,
+            )
+        })
+    });
+    group.bench_function("arcswap_load_and_respond", |b| {
+        b.iter(|| {
+            respond(
+                black_box(&q),
+                Transport::Udp,
+                &shared.load(),
                 &mut rng,
                 &mut reply,
             )
@@ -154,5 +243,113 @@ fn bench_answers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_answers);
-criterion_main!(benches);
+
+fn bench_names<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = configure(c, "names");
+    let zone = zone(AnswerMode::Random(1));
+    for (label, name) in [
+        ("apex", APEX),
+        ("mixed", "AlTeRnAtOr.ExAmPlE.CoM"),
+        ("further", FURTHER[2]),
+    ] {
+        let q = query(name, Rtype::A);
+        group.bench_function(format!("eq_{label}"), |b| {
+            b.iter(|| zone.served_prefix_eq(black_box(&q[12..])))
+        });
+        group.bench_function(format!("masked_{label}"), |b| {
+            b.iter(|| zone.served_prefix_masked(black_box(&q[12..])))
+        });
+    }
+    group.finish();
+}
+
+/// Every benchmark, with measurement `M`.
+fn all<M: Measurement>(mut c: Criterion<M>) {
+    bench_answers(&mut c);
+    bench_snapshot_access(&mut c);
+    bench_names(&mut c);
+    c.final_summary();
+}
+
+/// Wall time by default; with `ANSWER_BENCH_CLOCK=thread`, the benchmark
+/// thread's CPU time, which leaves out the time other processes hold the CPU
+/// (the development machine is shared).
+fn main() {
+    if std::env::var("ANSWER_BENCH_CLOCK").as_deref() == Ok("thread") {
+        all(Criterion::default().with_measurement(ThreadTime).configure_from_args());
+    } else {
+        all(Criterion::default().configure_from_args());
+    }
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
+struct ThreadTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+/// Formats nanoseconds as criterion's wall time does (ns, µs, ms, s).
+struct Nanoseconds;
+
+impl ValueFormatter for Nanoseconds {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (divisor, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns"),
+            t if t < 1e6 => (1e3, "µs"),
+            t if t < 1e9 => (1e6, "ms"),
+            _ => (1e9, "s"),
+        };
+        values.iter_mut().for_each(|v| *v /= divisor);
+        unit
+    }
+
+    fn scale_throughputs(&self, _: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        let per_iteration = match throughput {
+            Throughput::Bits(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => *n as f64,
+            _ => 1.0,
+        };
+        values.iter_mut().for_each(|v| *v = per_iteration * 1e9 / *v);
+        "/s"
+    }
+
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}

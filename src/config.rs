@@ -10,21 +10,27 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::access::{AccessList, Denied};
 use crate::dns::zone::DEFAULT_EDNS_UDP_SIZE;
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
-use crate::nodes::client::TlsSettings;
+use crate::metrics::Metrics;
+use crate::nodes::client::{Scheme as ClientScheme, TlsSettings};
 use crate::nodes::membership::{NameRule, Selector};
-use crate::nodes::tracker::HealthSettings;
+use crate::nodes::refresher::RefreshSettings;
+use crate::nodes::tracker::{HealthSettings, TrackerSettings};
+use crate::rrl::RrlSettings;
 use crate::tcp::TcpSettings;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:53";
+const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
 const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
 const DEFAULT_ALTERNATOR_HTTPS_PORT: u16 = 8043;
 const DEFAULT_TTL: u32 = 4;
@@ -261,6 +267,43 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub forward_max_outstanding: Option<usize>,
 
+    /// Where to serve Prometheus metrics (/metrics) and health checks (/healthz,
+    /// /readyz) over HTTP; an empty value turns it off [default: 127.0.0.1:9153]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
+
+    /// After binding the sockets (as root, for port 53), switch to this user and its
+    /// group before serving
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Answer only sources in this network, e.g. 10.0.0.0/8 or fd00::/8 (repeatable;
+    /// UDP and TCP) [default: every source]
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+
+    /// What sources outside --allow get: `refuse` (REFUSED) or `drop` (no answer)
+    /// [default: refuse]
+    #[arg(long, value_name = "POLICY")]
+    pub denied: Option<Denied>,
+
+    /// Response rate limiting: answers per second to one source network (/24 for
+    /// IPv4, /56 for IPv6), in the manner of BIND's and Knot's RRL; 0 turns it off.
+    /// Meant for servers exposed beyond trusted clients [default: 0]
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_limit: Option<u32>,
+
+    /// With --rate-limit: every Nth response over the limit is sent truncated (TC=1)
+    /// so that real clients retry over TCP; the others are dropped. 0 drops all,
+    /// 1 truncates all [default: 2]
+    #[arg(long, value_name = "N")]
+    pub rate_limit_slip: Option<u32>,
+
+    /// Log format: `text` or `json` (one JSON object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -347,6 +390,15 @@ pub enum IoMode {
     Auto,
     Uring,
     Mmsg,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A duration written as `1s`, `500ms`, `2m`.
@@ -539,6 +591,15 @@ pub struct Config {
     pub tcp: TcpSettings,
     /// Forwarding of names outside the zone; None answers them REFUSED.
     pub forward: Option<ForwardSettings>,
+    /// None: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub user: Option<String>,
+    /// Empty: every source is answered.
+    pub access: AccessList,
+    pub denied: Denied,
+    /// Response rate limiting for the whole server; None when off.
+    pub rate_limit: Option<RrlSettings>,
+    pub log_format: LogFormat,
     pub log_level: String,
 }
 
@@ -615,6 +676,34 @@ impl Config {
                 "tcp-max-connections and tcp-idle-timeout must be above 0".into(),
             ));
         }
+        let metrics_listen = match o.metrics_listen.as_deref().map(str::trim) {
+            None => Some(
+                DEFAULT_METRICS_LISTEN
+                    .parse()
+                    .expect("the default metrics address is valid"),
+            ),
+            Some("") => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "metrics-listen {text:?} is not ADDR:PORT (or empty to turn metrics off)"
+                ))
+            })?),
+        };
+        let access =
+            AccessList::parse(&o.allow).map_err(|e| ConfigError::Invalid(format!("allow: {e}")))?;
+        let rate_limit = match o.rate_limit.unwrap_or(0) {
+            0 => None,
+            rate => {
+                let mut settings = RrlSettings::new(rate);
+                if let Some(slip) = o.rate_limit_slip {
+                    settings.slip = slip;
+                }
+                settings
+                    .validate()
+                    .map_err(|e| ConfigError::Invalid(format!("rate-limit: {e}")))?;
+                Some(settings)
+            }
+        };
         let cpus = worker_cpus(o.threads, o.cpus.map(|c| c.0), &available_cpus())?;
         Ok(Config {
             listen,
@@ -631,8 +720,41 @@ impl Config {
             io: o.io.unwrap_or_default(),
             tcp,
             forward,
+            metrics_listen,
+            user: o.user.filter(|u| !u.is_empty()),
+            access,
+            denied: o.denied.unwrap_or_default(),
+            rate_limit,
+            log_format: o.log_format.unwrap_or_default(),
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
+    }
+
+    /// The scheme as the Alternator client knows it.
+    pub fn client_scheme(&self) -> ClientScheme {
+        match self.alternator_scheme {
+            Scheme::Http => ClientScheme::Http,
+            Scheme::Https => ClientScheme::Https,
+        }
+    }
+
+    /// What the node tracker runs with, given the resolved seeds.
+    pub fn tracker_settings(
+        &self,
+        seeds: Vec<SocketAddr>,
+        metrics: Arc<Metrics>,
+    ) -> TrackerSettings {
+        TrackerSettings {
+            refresh: RefreshSettings {
+                seeds,
+                alternator_port: self.alternator_port,
+                interval: self.refresh_interval,
+                timeout: self.refresh_timeout,
+            },
+            health: self.health,
+            names: self.name_rules().1,
+            metrics,
+        }
     }
 
     /// The further served names (below the apex), and one rule per served
@@ -710,6 +832,22 @@ impl Config {
                 .unwrap_or_default(),
             forward_timeout: self.forward.as_ref().map(|f| HumanDuration(f.timeout)),
             forward_max_outstanding: self.forward.as_ref().map(|f| f.max_outstanding),
+            metrics_listen: Some(
+                self.metrics_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
+            user: self.user.clone(),
+            allow: self
+                .access
+                .cidrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            denied: Some(self.denied),
+            rate_limit: Some(self.rate_limit.as_ref().map_or(0, |r| r.rate)),
+            rate_limit_slip: self.rate_limit.as_ref().map(|r| r.slip),
+            log_format: Some(self.log_format),
             log_level: Some(self.log_level.clone()),
         };
         toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -795,6 +933,13 @@ fn merge(file: Options, flags: Options) -> Options {
         forward_max_outstanding: flags
             .forward_max_outstanding
             .or(file.forward_max_outstanding),
+        metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+        user: flags.user.or(file.user),
+        allow: list(flags.allow, file.allow),
+        denied: flags.denied.or(file.denied),
+        rate_limit: flags.rate_limit.or(file.rate_limit),
+        rate_limit_slip: flags.rate_limit_slip.or(file.rate_limit_slip),
+        log_format: flags.log_format.or(file.log_format),
         log_level: flags.log_level.or(file.log_level),
     }
 }

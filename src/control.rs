@@ -1,23 +1,31 @@
 //! The control plane: one thread running a single-threaded tokio runtime.
 //!
-//! It owns everything that is not the UDP fast path: the `/localnodes`
-//! refresher, the TCP listeners and signal handling. Keeping it on one thread
-//! of its own means it can never take CPU time from a pinned worker core
-//! unless the operator places it there.
+//! It owns everything that is not the UDP fast path: the node tracker
+//! (`/localnodes` and health probes), TCP, forwarding, the metrics endpoint,
+//! systemd notifications, and signals (SIGINT/SIGTERM stop, SIGHUP reloads).
+//! Keeping it on one thread of its own means it can never take CPU time from
+//! a pinned worker core unless the operator places it there.
 
 use std::net::{TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
 
+use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
+use crate::metrics::{Metrics, SnapshotFacts};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::tracker::{self, TrackerSettings};
-use crate::nodes::SharedSnapshot;
+use crate::nodes::{NodeSource, SharedSnapshot};
+use crate::notify::Notifier;
+use crate::reload::{self, ReloadSource};
 use crate::tcp::TcpSettings;
+use crate::worker::Policy;
 
 /// One signal that stops everything: workers poll the flag, async tasks wait
 /// on the watch channel.
@@ -61,50 +69,122 @@ impl Default for Shutdown {
     }
 }
 
+/// Whether the server answers: every worker running, and a node list known.
+#[derive(Debug)]
+pub struct Readiness {
+    workers: usize,
+    running: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(workers: usize) -> Readiness {
+        Readiness {
+            workers,
+            running: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// A worker entered its loop.
+    pub fn worker_started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A worker left its loop (shutdown or error).
+    pub fn worker_stopped(&self, failed: bool) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        if failed {
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Every worker is in its loop and none has failed.
+    pub fn workers_up(&self) -> bool {
+        !self.failed.load(Ordering::Acquire) && self.running.load(Ordering::Acquire) == self.workers
+    }
+}
+
 /// What the control plane runs.
 pub struct ControlPlane {
-    pub tracker: TrackerSettings,
+    /// The running configuration, to tell what a reload changes.
+    pub config: Config,
+    /// Where SIGHUP re-reads the configuration from; None: SIGHUP is logged
+    /// and ignored.
+    pub reload_from: Option<ReloadSource>,
     pub client: AlternatorClient,
     pub published: SharedSnapshot,
     pub tcp: Vec<StdTcpListener>,
     pub tcp_settings: TcpSettings,
+    pub policy: Policy,
     /// With `--forward`: the forwarder, for TCP queries...
     pub forwarder: Option<Forwarder>,
     /// ...and the UDP workers' queue with the sockets to answer from.
     pub forward_jobs: Option<(mpsc::Receiver<ForwardJob>, Vec<StdUdpSocket>)>,
+    pub metrics: Arc<Metrics>,
+    pub metrics_listener: Option<StdTcpListener>,
+    pub readiness: Arc<Readiness>,
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 /// Starts the control-plane thread. It returns once `shutdown` is triggered
 /// (by the caller or by SIGINT/SIGTERM) and its tasks have stopped.
-pub fn spawn(plane: ControlPlane, shutdown: Shutdown) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(
+    plane: ControlPlane,
+    tracker: TrackerSettings,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || runtime.block_on(run(plane, shutdown)))
+        .spawn(move || runtime.block_on(run(plane, tracker, shutdown)))
 }
 
-async fn run(plane: ControlPlane, shutdown: Shutdown) {
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch_signals(shutdown.clone()));
-    tasks.spawn(tracker::run(
-        plane.tracker,
-        plane.client,
-        plane.published.clone(),
-        shutdown.subscribe(),
-    ));
-    for listener in plane.tcp {
-        match listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        {
+async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdown) {
+    let mut tasks = JoinSet::new();
+    let ready = ready_check(&plane);
+    spawn_listeners(&mut plane, &mut tasks, &ready, &shutdown);
+    if let Some(notifier) = plane.notifier.clone() {
+        tasks.spawn(notify_systemd(
+            notifier,
+            Arc::clone(&plane.published),
+            Arc::clone(&ready),
+            shutdown.subscribe(),
+        ));
+    }
+    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published);
+    watch_signals(&mut plane, &mut tracker, &shutdown).await;
+    tracker.stop.send_replace(true);
+    let _ = tracker.task.await;
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The `/readyz` and watchdog condition.
+fn ready_check(plane: &ControlPlane) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    let readiness = Arc::clone(&plane.readiness);
+    let published = Arc::clone(&plane.published);
+    Arc::new(move || readiness.workers_up() && published.load().node_count() > 0)
+}
+
+/// Starts TCP, forwarding and the metrics endpoint.
+fn spawn_listeners(
+    plane: &mut ControlPlane,
+    tasks: &mut JoinSet<()>,
+    ready: &Arc<dyn Fn() -> bool + Send + Sync>,
+    shutdown: &Shutdown,
+) {
+    for listener in std::mem::take(&mut plane.tcp) {
+        match async_listener(listener) {
             Ok(listener) => {
                 tasks.spawn(crate::tcp::serve(
                     listener,
                     plane.tcp_settings,
                     plane.published.clone(),
                     plane.forwarder.clone(),
+                    plane.policy.clone(),
+                    Arc::clone(plane.metrics.tcp()),
                     shutdown.subscribe(),
                 ));
             }
@@ -114,7 +194,9 @@ async fn run(plane: ControlPlane, shutdown: Shutdown) {
             }
         }
     }
-    if let (Some(forwarder), Some((jobs, replies))) = (plane.forwarder, plane.forward_jobs) {
+    if let (Some(forwarder), Some((jobs, replies))) =
+        (plane.forwarder.clone(), plane.forward_jobs.take())
+    {
         let mut stopped = shutdown.subscribe();
         tasks.spawn(async move {
             tokio::select! {
@@ -123,29 +205,182 @@ async fn run(plane: ControlPlane, shutdown: Shutdown) {
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    if let Some(listener) = plane.metrics_listener.take() {
+        match async_listener(listener) {
+            Ok(listener) => {
+                tasks.spawn(crate::metrics::serve(
+                    listener,
+                    Arc::clone(&plane.metrics),
+                    Arc::clone(ready),
+                    shutdown.subscribe(),
+                ));
+            }
+            Err(e) => error!(error = %e, "cannot serve metrics"),
+        }
+    }
+    let published = Arc::clone(&plane.published);
+    plane.metrics.set_snapshot_source(move || {
+        let snapshot = published.load();
+        SnapshotFacts {
+            live_nodes: (0..snapshot.zone.name_count())
+                .map(|i| (snapshot.zone.name_text(i), snapshot.set(i).len()))
+                .collect(),
+            generation: snapshot.generation,
+            age: (snapshot.source == NodeSource::Cluster).then(|| snapshot.built.elapsed()),
+        }
+    });
 }
 
-/// Turns SIGINT and SIGTERM into a shutdown; returns when shutdown happens
-/// for any reason.
-async fn watch_signals(shutdown: Shutdown) {
+fn async_listener(listener: StdTcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// The running node tracker and the way to stop it.
+pub(crate) struct RunningTracker {
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) fn spawn_tracker(
+    settings: TrackerSettings,
+    client: AlternatorClient,
+    published: &SharedSnapshot,
+) -> RunningTracker {
+    let stop = watch::Sender::new(false);
+    let task = tokio::spawn(tracker::run(
+        settings,
+        client,
+        Arc::clone(published),
+        stop.subscribe(),
+    ));
+    RunningTracker { stop, task }
+}
+
+/// SIGINT and SIGTERM shut down; SIGHUP reloads. Returns on shutdown, for
+/// any reason.
+async fn watch_signals(
+    plane: &mut ControlPlane,
+    tracker: &mut RunningTracker,
+    shutdown: &Shutdown,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (
+    let signals = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(int), Ok(term)) => (int, term),
-        (Err(e), _) | (_, Err(e)) => {
-            error!(error = %e, "cannot watch SIGINT/SIGTERM; stop the server by other means");
+        signal(SignalKind::hangup()),
+    );
+    let (mut int, mut term, mut hup) = match signals {
+        (Ok(int), Ok(term), Ok(hup)) => (int, term, hup),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            error!(error = %e, "cannot watch signals; stop the server by other means");
             shutdown.subscribe().wait_for(|stop| *stop).await.ok();
             return;
         }
     };
     let mut stopped = shutdown.subscribe();
-    tokio::select! {
-        _ = int.recv() => info!("SIGINT received; shutting down"),
-        _ = term.recv() => info!("SIGTERM received; shutting down"),
-        _ = stopped.wait_for(|stop| *stop) => return,
+    loop {
+        tokio::select! {
+            _ = int.recv() => {
+                info!("SIGINT received; shutting down");
+                break;
+            }
+            _ = term.recv() => {
+                info!("SIGTERM received; shutting down");
+                break;
+            }
+            _ = hup.recv() => reload_now(plane, tracker).await,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
     }
     shutdown.trigger();
+}
+
+async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
+    let Some(source) = &plane.reload_from else {
+        warn!("SIGHUP received, but the server was started without --config: nothing to reload");
+        return;
+    };
+    if let Some(notifier) = &plane.notifier {
+        let _ = notifier.reloading();
+    }
+    info!(file = %source.path.display(), "SIGHUP received; reloading the configuration");
+    match reload::apply(source, &plane.config, &plane.published, &plane.metrics) {
+        Ok(applied) => {
+            tracker.stop.send_replace(true);
+            let _ = (&mut tracker.task).await;
+            *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published);
+            plane.config = applied.config;
+            info!(
+                generation = plane.published.load().generation,
+                "configuration reloaded"
+            );
+        }
+        Err(e) => {
+            error!(error = %e, "the new configuration is rejected; still serving the old one")
+        }
+    }
+    if let Some(notifier) = &plane.notifier {
+        let _ = notifier.ready(&status_line(&plane.published));
+    }
+}
+
+/// Tells systemd when the server is ready, what it serves, that it is alive
+/// (when a watchdog is set), and that it is stopping.
+async fn notify_systemd(
+    notifier: Arc<Notifier>,
+    published: SharedSnapshot,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let wait_ready = async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = wait_ready => {}
+        _ = shutdown.wait_for(|stop| *stop) => {
+            let _ = notifier.stopping();
+            return;
+        }
+    }
+    if let Err(e) = notifier.ready(&status_line(&published)) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+    let watchdog =
+        crate::notify::watchdog_loop(Arc::clone(&notifier), move || ready(), shutdown.clone());
+    let status = async {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let line = status_line(&published);
+            if line != last {
+                let _ = notifier.status(&line);
+                last = line;
+            }
+        }
+    };
+    // STOPPING=1 is sent here, by the task that sends STATUS=, so that it is
+    // always the last message.
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => {}
+        () = watchdog => {}
+        () = status => {}
+    }
+    let _ = notifier.stopping();
+}
+
+fn status_line(published: &SharedSnapshot) -> String {
+    let snapshot = published.load();
+    let source = match snapshot.source {
+        NodeSource::Seeds => "seeds",
+        NodeSource::Cluster => "cluster",
+    };
+    format!(
+        "serving {} nodes ({source}), generation {}",
+        snapshot.node_count(),
+        snapshot.generation
+    )
 }

@@ -58,7 +58,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
             stop.trigger();
         });
     }
-    let result = crate::server::run(&config, shutdown);
+    let result = crate::server::run(&config, None, shutdown);
     cluster.shutdown();
     result.context("responder")
 }

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::base::Message;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -27,7 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
-use crate::dns::answer::HEADER_LEN;
+use crate::dns::wire::{self, HEADER_LEN};
 
 /// Forwarding as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,12 +123,12 @@ impl Forwarder {
     /// client's ID and question case; SERVFAIL when no upstream answers or too
     /// many queries are being forwarded already.
     pub async fn resolve(&self, query: &[u8]) -> Vec<u8> {
-        let Some(question_end) = question_end(query) else {
-            return servfail(query, HEADER_LEN);
+        let Some(question_end) = wire::question_end(query) else {
+            return servfail(query);
         };
         let Ok(_permit) = self.permits.try_acquire() else {
             debug!("too many forwarded queries outstanding; answering SERVFAIL");
-            return servfail(query, question_end);
+            return servfail(query);
         };
         let upstreams = &self.settings.upstreams;
         let first = self.next.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +146,7 @@ impl Forwarder {
             }
         }
         warn_all_failed(upstreams.len());
-        servfail(query, question_end)
+        servfail(query)
     }
 
     /// One upstream: UDP first, TCP when the UDP answer is truncated.
@@ -233,26 +232,18 @@ fn matches(query: &[u8], answer: &[u8], question_end: usize) -> bool {
         && answer[HEADER_LEN..question_end].eq_ignore_ascii_case(&query[HEADER_LEN..question_end])
 }
 
-/// End offset of the sole question, if the query has exactly one that parses.
-fn question_end(query: &[u8]) -> Option<usize> {
-    let msg = Message::from_slice(query).ok()?;
-    if msg.header_counts().qdcount() != 1 {
-        return None;
-    }
-    let mut section = msg.question();
-    section.next()?.ok()?;
-    Some(section.pos())
-}
-
 /// SERVFAIL for `query`: its header and question, QR and RA set, no other
-/// section.
-fn servfail(query: &[u8], question_end: usize) -> Vec<u8> {
-    let end = question_end.min(query.len());
-    let mut reply = query[..end].to_vec();
-    reply[2] = 0x80 | (query[2] & 0x79); // QR, opcode and RD kept
-    reply[3] = 0x80 | 2; // RA, SERVFAIL
-    let qdcount = u8::from(end > HEADER_LEN);
-    reply[4..HEADER_LEN].copy_from_slice(&[0, qdcount, 0, 0, 0, 0, 0, 0]);
+/// section; a bare header when the question cannot be read.
+fn servfail(query: &[u8]) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(query.len());
+    if !wire::short_reply(query, 2, false, true, &mut reply) {
+        reply.extend_from_slice(&query[..HEADER_LEN.min(query.len())]);
+        if reply.len() == HEADER_LEN {
+            reply[2] = 0x80 | (query[2] & 0x79);
+            reply[3] = 0x82;
+            reply[4..].fill(0);
+        }
+    }
     reply
 }
 

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod notify;
 pub mod privileges;
+pub mod reload;
 pub mod rrl;
 pub mod server;
 pub mod sim;

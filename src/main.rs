@@ -5,18 +5,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Command, Config, IoMode};
+use alternator_dns::config::{Cli, Command, Config, IoMode, LogFormat};
 use alternator_dns::control::Shutdown;
+use alternator_dns::reload::ReloadSource;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Demo(args)) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             report(alternator_dns::demo::run_demo(&args))
         }
         Some(Command::Sim(args)) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             report(alternator_dns::demo::run_sim(&args))
         }
         None => serve(&cli),
@@ -34,8 +35,15 @@ fn serve(cli: &Cli) -> ExitCode {
     if cli.check {
         return check(&config);
     }
-    init_tracing(&config.log_level);
-    report(alternator_dns::server::run(&config, Shutdown::new()).map_err(anyhow::Error::from))
+    init_tracing(&config.log_level, config.log_format);
+    let reload_from = cli.config.clone().map(|path| ReloadSource {
+        path,
+        flags: cli.options.clone(),
+    });
+    report(
+        alternator_dns::server::run(&config, reload_from, Shutdown::new())
+            .map_err(anyhow::Error::from),
+    )
 }
 
 /// `--check`: print the effective configuration; fail if no seed resolves.
@@ -61,16 +69,18 @@ fn check(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
         eprintln!("alternator-dns: bad log level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -2,7 +2,9 @@
 //!
 //! Order matters: the first snapshot (the seeds) is published before any
 //! socket is bound, so the first query already has an answer; the I/O backend
-//! is probed once, here, and every worker uses the result.
+//! is probed once, here, and every worker uses the result; every socket is
+//! bound before privileges are dropped (port 53), and nothing serves before
+//! they are.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -13,16 +15,19 @@ use rand_core::SeedableRng;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, IoMode, Scheme};
-use crate::control::{self, ControlPlane, Shutdown};
+use crate::config::{Config, IoMode};
+use crate::control::{self, ControlPlane, Readiness, Shutdown};
 use crate::dns::{Rng, Zone, ZoneError};
-use crate::forward::{ForwardQueue, Forwarder};
+use crate::forward::{ForwardJob, ForwardQueue, Forwarder};
 use crate::io::{self, Backend, IoError, WorkerSockets};
-use crate::nodes::client::{self, AlternatorClient, ClientError};
-use crate::nodes::refresher::RefreshSettings;
-use crate::nodes::tracker::TrackerSettings;
+use crate::metrics::Metrics;
+use crate::nodes::client::{AlternatorClient, ClientError};
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
-use crate::worker::UdpResponder;
+use crate::notify::Notifier;
+use crate::privileges::{self, PrivilegeError};
+use crate::reload::ReloadSource;
+use crate::rrl::{RateLimiter, RrlError};
+use crate::worker::{Policy, UdpResponder};
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, Error)]
@@ -46,70 +51,92 @@ pub enum RunError {
     Thread(std::io::Error),
     #[error("{0} worker(s) failed; see the log")]
     WorkersFailed(usize),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    RateLimit(#[from] RrlError),
 }
 
-/// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger it).
-pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
+/// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger
+/// it). `reload_from` is where SIGHUP re-reads the configuration.
+pub fn run(
+    config: &Config,
+    reload_from: Option<ReloadSource>,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
     let seeds = seeds_with_ports(config)?;
-    let (extra_names, rules) = config.name_rules();
+    let (extra_names, _) = config.name_rules();
     let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
     let published = first_snapshot(zone, &seeds);
-    let scheme = match config.alternator_scheme {
-        Scheme::Http => client::Scheme::Http,
-        Scheme::Https => client::Scheme::Https,
-    };
-    let client = AlternatorClient::new(scheme, &config.tls)?;
+    let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
     let backend = choose_backend(config.io)?;
     let Bound {
         per_worker,
         addrs: bound,
         tcp,
     } = bind_all(&config.listen, config.cpus.len())?;
-    let forwarding = match &config.forward {
-        Some(settings) => {
-            let forwarder = Forwarder::new(settings.clone());
-            let (queue, jobs) = forwarder.queue();
-            let replies = reply_sockets(&per_worker)?;
-            Some((forwarder, queue, jobs, replies))
-        }
-        None => None,
-    };
-    let (forwarder, queue, forward_jobs) = match forwarding {
-        Some((forwarder, queue, jobs, replies)) => {
-            (Some(forwarder), Some(queue), Some((jobs, replies)))
-        }
-        None => (None, None, None),
+    let metrics_listener = bind_metrics(config.metrics_listen)?;
+    if let Some(user) = &config.user {
+        privileges::drop_to_user(user)?;
+        info!(%user, "dropped root privileges");
+    }
+    let metrics = Arc::new(Metrics::new(config.cpus.len()));
+    metrics.set_io_backend(backend.name());
+    let Forwarding {
+        forwarder,
+        queue,
+        jobs: forward_jobs,
+    } = forwarding(config, &per_worker)?;
+    let readiness = Arc::new(Readiness::new(config.cpus.len()));
+    let policy = Policy {
+        access: Arc::new(config.access.clone()),
+        denied: config.denied,
     };
     let control = control::spawn(
         ControlPlane {
-            tracker: TrackerSettings {
-                refresh: RefreshSettings {
-                    seeds,
-                    alternator_port: config.alternator_port,
-                    interval: config.refresh_interval,
-                    timeout: config.refresh_timeout,
-                },
-                health: config.health,
-                names: rules,
-            },
+            config: config.clone(),
+            reload_from,
             client,
             published: Arc::clone(&published),
             tcp,
             tcp_settings: config.tcp,
+            policy: policy.clone(),
             forwarder,
             forward_jobs,
+            metrics: Arc::clone(&metrics),
+            metrics_listener,
+            readiness: Arc::clone(&readiness),
+            notifier: Notifier::from_env().map(Arc::new),
         },
+        config.tracker_settings(seeds, Arc::clone(&metrics)),
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;
-    let workers = spawn_workers(config, backend, per_worker, &published, queue, &shutdown);
+    let workers = spawn_workers(
+        config,
+        backend,
+        per_worker,
+        WorkerShared {
+            published: &published,
+            forward: queue,
+            policy,
+            metrics: &metrics,
+            readiness: &readiness,
+        },
+        &shutdown,
+    );
     for addr in &bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
     info!(
         domain = %config.zone.domain,
         workers = config.cpus.len(),
-        backend = ?backend,
+        backend = %backend.name(),
         answers = %config.zone.answers,
         ttl = config.zone.ttl,
         "alternator-dns ready"
@@ -124,6 +151,43 @@ pub fn run(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
         return Err(RunError::WorkersFailed(failed));
     }
     Ok(())
+}
+
+/// With `--forward`: the forwarder, the workers' queue, and the queue's
+/// receiving end with the sockets forwarded answers leave from.
+#[derive(Default)]
+struct Forwarding {
+    forwarder: Option<Forwarder>,
+    queue: Option<ForwardQueue>,
+    jobs: Option<ForwardJobs>,
+}
+
+fn forwarding(config: &Config, per_worker: &[Vec<UdpSocket>]) -> Result<Forwarding, RunError> {
+    let Some(settings) = &config.forward else {
+        return Ok(Forwarding::default());
+    };
+    let forwarder = Forwarder::new(settings.clone());
+    let (queue, jobs) = forwarder.queue();
+    let replies = reply_sockets(per_worker)?;
+    Ok(Forwarding {
+        forwarder: Some(forwarder),
+        queue: Some(queue),
+        jobs: Some((jobs, replies)),
+    })
+}
+
+type ForwardJobs = (tokio::sync::mpsc::Receiver<ForwardJob>, Vec<UdpSocket>);
+
+/// Binds the metrics endpoint now, while binding privileged ports still works.
+fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, RunError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener =
+        TcpListener::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    info!(metrics = %bound, "serving metrics and health checks over HTTP");
+    Ok(Some(listener))
 }
 
 /// Publishes the seeds as the first node list of every name, so queries are
@@ -251,24 +315,43 @@ fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
 
 type Worker = JoinHandle<Result<(), IoError>>;
 
+/// What every worker shares with the others and the control plane.
+struct WorkerShared<'a> {
+    published: &'a SharedSnapshot,
+    forward: Option<ForwardQueue>,
+    policy: Policy,
+    metrics: &'a Arc<Metrics>,
+    readiness: &'a Arc<Readiness>,
+}
+
 fn spawn_workers(
     config: &Config,
     backend: Backend,
     per_worker: Vec<Vec<UdpSocket>>,
-    published: &SharedSnapshot,
-    forward: Option<ForwardQueue>,
+    shared: WorkerShared<'_>,
     shutdown: &Shutdown,
 ) -> Result<Vec<Worker>, RunError> {
-    let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::seed_from_time());
+    let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::random_seed());
+    let rate_limit = config
+        .rate_limit
+        .as_ref()
+        .map(|r| r.per_worker(config.cpus.len()));
     let mut workers = Vec::with_capacity(per_worker.len());
     for (index, (sockets, &cpu)) in per_worker.into_iter().zip(&config.cpus).enumerate() {
-        let mut responder =
-            UdpResponder::new(published, Rng::from_rng(&mut seeds), forward.clone());
+        let limiter = rate_limit.as_ref().map(RateLimiter::new).transpose()?;
+        let mut responder = UdpResponder::new(
+            shared.published,
+            Rng::from_rng(&mut seeds),
+            shared.forward.clone(),
+        )
+        .with_policy(shared.policy.clone(), limiter)
+        .with_metrics(Arc::clone(shared.metrics.udp_worker(index)));
         let sockets = WorkerSockets {
             sockets,
             shutdown: shutdown.flag(),
         };
         let stopper = shutdown.clone();
+        let readiness = Arc::clone(shared.readiness);
         let spawned = std::thread::Builder::new()
             .name(format!("udp-worker-{index}"))
             .spawn(move || {
@@ -276,8 +359,16 @@ fn spawn_workers(
                 if !pinned {
                     warn!(worker = index, cpu, "could not pin worker to its CPU");
                 }
-                info!(worker = index, cpu, pinned, backend = ?backend, "worker started");
+                info!(
+                    worker = index,
+                    cpu,
+                    pinned,
+                    backend = %backend.name(),
+                    "worker started"
+                );
+                readiness.worker_started();
                 let result = io::run_worker(backend, sockets, &mut responder);
+                readiness.worker_stopped(result.is_err());
                 if result.is_err() {
                     // Stop the others now: a server missing a worker would
                     // silently lose the queries the kernel hashes to it.

@@ -17,9 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
+use crate::access::Denied;
+use crate::dns::wire;
 use crate::dns::{respond, Outcome, Rng, Transport};
 use crate::forward::Forwarder;
+use crate::metrics::WorkerMetrics;
 use crate::nodes::SharedSnapshot;
+use crate::worker::{count_answer, Policy};
 
 const MAX_MESSAGE: usize = u16::MAX as usize;
 
@@ -108,6 +112,8 @@ pub async fn serve(
     settings: TcpSettings,
     published: SharedSnapshot,
     forwarder: Option<Forwarder>,
+    policy: Policy,
+    metrics: Arc<WorkerMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = SharedConnections::default();
@@ -125,6 +131,11 @@ pub async fn serve(
                 continue;
             }
         };
+        let allowed = policy.access.allows(peer.ip());
+        if !allowed && policy.denied == Denied::Drop {
+            metrics.dropped(crate::metrics::DropReason::AccessDenied);
+            continue;
+        }
         let Some((id, close)) = lock(&connections).admit(settings.max_connections) else {
             debug!(%peer, "TCP connection refused: every connection is busy");
             continue;
@@ -134,6 +145,8 @@ pub async fn serve(
             connections: Arc::clone(&connections),
             published: Arc::clone(&published),
             forwarder: forwarder.clone(),
+            allowed,
+            metrics: Arc::clone(&metrics),
             rng: Rng::from_rng(&mut seeds),
             idle_timeout: settings.idle_timeout,
         };
@@ -156,6 +169,9 @@ struct ConnectionTask {
     connections: SharedConnections,
     published: SharedSnapshot,
     forwarder: Option<Forwarder>,
+    /// False: the source is outside the allow list and gets REFUSED.
+    allowed: bool,
+    metrics: Arc<WorkerMetrics>,
     rng: Rng,
     idle_timeout: Duration,
 }
@@ -205,6 +221,14 @@ impl ConnectionTask {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok("timeout within a message"),
             }
+            if !self.allowed {
+                if wire::short_reply(&query[..len], 5, false, false, &mut reply) {
+                    self.metrics.response(crate::metrics::Rcode::Refused);
+                    write_framed(&mut writer, &mut framed, &reply).await?;
+                }
+                lock(&self.connections).set_busy(self.id, false);
+                continue;
+            }
             let snapshot = self.published.load();
             let outcome = respond(
                 &query[..len],
@@ -215,22 +239,36 @@ impl ConnectionTask {
             );
             let forwarded;
             let answer = match (outcome, &self.forwarder) {
-                (Outcome::Reply(_), _) => &reply[..],
+                (Outcome::Reply(rcode), _) => {
+                    count_answer(&self.metrics, &query[..len], rcode.to_int(), &reply);
+                    &reply[..]
+                }
                 (Outcome::Forward, Some(forwarder)) => {
+                    self.metrics.forwarded();
                     forwarded = forwarder.resolve(&query[..len]).await;
                     &forwarded[..]
                 }
                 (Outcome::Drop(_) | Outcome::Forward, _) => &[],
             };
             if !answer.is_empty() {
-                framed.clear();
-                framed.extend_from_slice(&(answer.len() as u16).to_be_bytes());
-                framed.extend_from_slice(answer);
-                writer.write_all(&framed).await?;
+                write_framed(&mut writer, &mut framed, answer).await?;
             }
             lock(&self.connections).set_busy(self.id, false);
         }
     }
+}
+
+/// Writes one message with its length prefix in a single write (RFC 7766
+/// section 8: no separate segment for the prefix).
+async fn write_framed(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    framed: &mut Vec<u8>,
+    message: &[u8],
+) -> std::io::Result<()> {
+    framed.clear();
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
+    writer.write_all(framed).await
 }
 
 #[cfg(test)]

@@ -193,47 +193,46 @@ fn millis(times: &[Duration]) -> Vec<u128> {
     times.iter().map(Duration::as_millis).collect()
 }
 
+/// A responder for `sim` with the dc2 and rack1 names as flags, fast
+/// intervals and `extra` flags.
+fn start_named(sim: &SimCluster, seeds: &[IpAddr], extra: &[&str]) -> Responder {
+    let dc2 = format!("{DC2_NAME}=dc2");
+    let rack1 = format!("{RACK1_NAME}=dc1/rack1");
+    let args = with(
+        with(fast_args(sim, seeds), &["--name", &dc2, "--name", &rack1]),
+        extra,
+    );
+    Responder::start(&args)
+}
+
 // 1. Names per datacenter and rack.
 #[test]
 fn dc_and_rack_names_serve_their_own_nodes() {
     let (sim, n) = six_nodes(100, SimOptions::default());
-    let args = with(
-        fast_args(&sim, &n[..1]),
-        &[
-            "--name",
-            &format!("{DC2_NAME}=dc2"),
-            "--name",
-            &format!("{RACK1_NAME}=dc1/rack1"),
-        ],
-    );
-    let r = Responder::start(&args);
+    let r = start_named(&sim, &n[..1], &[]);
     r.wait_for_cluster_list();
     let mut client = r.client();
-    let dc1 = n[..4].to_vec();
     let dc2 = n[4..].to_vec();
     let rack1 = n[..2].to_vec();
-    expect_served(&r, &mut client, DOMAIN, &dc1);
     expect_served(&r, &mut client, DC2_NAME, &dc2);
     expect_served(&r, &mut client, RACK1_NAME, &rack1);
 
-    // Over many refresh rounds (each polling a random known node, of either
-    // datacenter), every name keeps exactly its own nodes: the apex the
-    // seed's datacenter.
+    // Over many refresh rounds, every name keeps exactly its own nodes: not
+    // dc2's rack1 for the rack name, not dc1's for the dc2 name. (The apex
+    // is checked by the next test.)
     let queries = assert_stays(
         &r,
         &mut client,
-        &[
-            (DOMAIN, dc1.clone()),
-            (DC2_NAME, dc2.clone()),
-            (RACK1_NAME, rack1.clone()),
-        ],
-        Duration::from_millis(2500),
+        &[(DC2_NAME, dc2.clone()), (RACK1_NAME, rack1.clone())],
+        Duration::from_millis(1500),
     );
-    assert!(queries > 100, "only {queries} queries");
+    assert!(queries > 50, "only {queries} queries");
 
     // Above a served name but not served: NODATA, for A and AAAA alike.
     assert_nodata(&mut client, DC1_NAME, Rtype::A);
     assert_nodata(&mut client, DC1_NAME, Rtype::AAAA);
+    // No IPv6 node: AAAA of a served name is NODATA too.
+    assert_nodata(&mut client, DC2_NAME, Rtype::AAAA);
     // Other names below the apex, and below a served name: NXDOMAIN.
     for missing in [
         "www.alternator.test",
@@ -244,13 +243,90 @@ fn dc_and_rack_names_serve_their_own_nodes() {
     ] {
         assert_nxdomain(&mut client, missing);
     }
-    // The same over TCP, which is never truncated.
-    let tcp = query_tcp(r.tcp_addr(), DC2_NAME, Rtype::A).expect("a TCP reply");
-    assert_eq!(sorted(tcp.addrs()), dc2);
+    // Names match without regard to case.
+    assert_eq!(a_set(&r, &mut client, "DC2.Alternator.TEST"), dc2);
+    // The same over TCP.
+    let tcp = query_tcp(r.tcp_addr(), RACK1_NAME, Rtype::A).expect("a TCP reply");
+    assert_eq!(sorted(tcp.addrs()), rack1);
     // Nothing ever needed a fallback.
     assert!(
         log_lines(&r, &["falling back"]).is_empty(),
         "unexpected fallback; log:\n{}",
+        r.log_text()
+    );
+}
+
+// 1b. The apex: the seeds' own datacenter, even though the responder also
+// knows (and probes) dc2's nodes for the dc2 name.
+#[test]
+fn apex_keeps_the_seeds_datacenter_while_other_datacenters_are_served() {
+    let (sim, n) = six_nodes(116, SimOptions::default());
+    let r = start_named(&sim, &n[..1], &[]);
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    let dc1 = n[..4].to_vec();
+    expect_served(&r, &mut client, DOMAIN, &dc1);
+    expect_served(&r, &mut client, DC2_NAME, &n[4..]);
+    // Over a dozen refresh rounds, each polling plain `/localnodes` anew.
+    assert_stays(
+        &r,
+        &mut client,
+        &[(DOMAIN, dc1.clone())],
+        Duration::from_millis(2500),
+    );
+    let others = log_lines(&r, &["membership changed", "name=alternator.test."]);
+    assert_eq!(others.len(), 1, "the apex changed again: {others:#?}");
+}
+
+// 1c. At start-up, a name whose list has not been fetched yet does not fall
+// back to another datacenter's nodes: with a slow seed, the first round of
+// polls (all asked of the seed) takes a while, and the default list and its
+// probes are in before dc2's list is.
+#[test]
+fn names_not_polled_yet_do_not_fall_back_at_start_up() {
+    let (sim, n) = six_nodes(117, SimOptions::default());
+    sim.set_fault(n[0], Fault::Delay(Duration::from_millis(120)));
+    let r = start_named(&sim, &n[..1], &[]);
+    let mut client = r.client();
+    let dc2 = n[4..].to_vec();
+    let rack1 = n[..2].to_vec();
+    // Until each name's whole list is served: the seed (before any list),
+    // or that name's own nodes (entering one by one as their first probes
+    // pass); never the nodes of a fallback.
+    let start = Instant::now();
+    let mut seen: HashMap<&str, Vec<Vec<IpAddr>>> = HashMap::new();
+    let mut done = false;
+    while !done {
+        assert!(
+            start.elapsed() < SETTLE,
+            "lists not served; log:\n{}",
+            r.log_text()
+        );
+        done = true;
+        for (name, own) in [(DC2_NAME, &dc2), (RACK1_NAME, &rack1)] {
+            let answer = a_set(&r, &mut client, name);
+            let history = seen.entry(name).or_default();
+            if history.last() != Some(&answer) {
+                history.push(answer.clone());
+            }
+            done &= answer == *own;
+        }
+        std::thread::sleep(QUERY_EVERY);
+    }
+    for (name, own) in [(DC2_NAME, &dc2), (RACK1_NAME, &rack1)] {
+        let history = &seen[name];
+        let foreign = history
+            .iter()
+            .find(|answer| **answer != [n[0]] && !answer.iter().all(|a| own.contains(a)));
+        assert!(
+            foreign.is_none(),
+            "{name} served {foreign:?} at start-up (all it served: {history:?}); log:\n{}",
+            r.log_text()
+        );
+    }
+    assert!(
+        log_lines(&r, &["falling back"]).is_empty(),
+        "a fallback at start-up; log:\n{}",
         r.log_text()
     );
 }
@@ -315,6 +391,16 @@ fn empty_racks_and_datacenters_fall_back_unless_told_not_to() {
         r.log_text()
     );
 
+    // rack1's nodes listed but down: the rack name serves dc1's healthy
+    // nodes, logged as a fallback again, and its own once they answer.
+    sim.set_fault(n[0], Fault::Down);
+    sim.set_fault(n[1], Fault::Down);
+    expect_served(&r, &mut client, RACK1_NAME, &n[2..4]);
+    assert_eq!(fallbacks(RACK1_NAME).len(), 2, "{}", r.log_text());
+    sim.set_fault(n[0], Fault::None);
+    sim.set_fault(n[1], Fault::None);
+    expect_served(&r, &mut client, RACK1_NAME, &n[..2]);
+
     // dc2 empties: its name serves the default list (the seed's datacenter),
     // once logged; the name without fallback answers no address.
     sim.set_listed(n[4], false);
@@ -363,16 +449,7 @@ fn legacy_scylla_gives_every_name_the_polled_nodes_datacenter() {
         ..SimOptions::default()
     };
     let (sim, n) = six_nodes(102, options);
-    let args = with(
-        fast_args(&sim, &n[..1]),
-        &[
-            "--name",
-            &format!("{DC2_NAME}=dc2"),
-            "--name",
-            &format!("{RACK1_NAME}=dc1/rack1"),
-        ],
-    );
-    let r = Responder::start(&args);
+    let r = start_named(&sim, &n[..1], &[]);
     r.wait_for_cluster_list();
     let mut client = r.client();
     // What the server does: an old Scylla answers `/localnodes?dc=dc2` and
@@ -712,7 +789,7 @@ fn without_health_checks_a_down_node_stays_served_while_listed() {
 
 /// Test certificates made with rcgen, and a directory for their PEM files.
 mod pki {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use rcgen::{
@@ -829,10 +906,6 @@ mod pki {
             let file = self.path.join(name);
             std::fs::write(&file, contents).expect("write a PEM file");
             file
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.path
         }
     }
 
@@ -1026,7 +1099,6 @@ fn https_tls_server_name_verifies_nodes_against_a_dns_name() {
         by_ip.log_text()
     );
     assert_never_learns(&by_ip, &n[..1], Duration::from_millis(600));
-    assert!(dir.path().exists());
 }
 
 /// One query from `local` (a socket bound there) to `server`, with retries.
@@ -1106,47 +1178,63 @@ fn ipv6_node_listen_address_and_seed() {
 // 10. A TOML file with [[name]] tables loads, and --check prints them back.
 #[test]
 fn toml_name_tables_load_and_check_prints_them_back() {
-    // (README.md has no example for names; this is the one proposed for it.)
-    let example = "\
-domain = \"alternator.example.com\"
-seed = [\"10.0.0.1\", \"10.0.0.2\"]
+    // README.md's example, verbatim.
+    let readme_example = r#"domain = "alternator.example.com"
+seed = ["10.0.0.1", "10.0.0.2:8000", "[fd00::3]:8000", "scylla-1.internal"]
+listen = ["0.0.0.0:53", "[::]:53"]
+alternator-port = 8000
+ttl = 4
+answers = "1"
+refresh-interval = "1s"
+refresh-timeout = "1s"
+cpus = "2-3"
+io = "auto"
+ns = ["ns1.example.com", "ns2.example.com"]
 
-# Clients in dc2 use dc2.alternator.example.com; if dc2 has no live node
-# they get the local datacenter's nodes.
+# Further names: one datacenter, and one rack of another.
 [[name]]
-name = \"dc2.alternator.example.com\"
-dc = \"dc2\"
+name = "dc2.alternator.example.com"
+dc = "dc2"
 
-# Rack-aware clients; with fallback = false an empty rack answers no address
-# instead of falling back to dc1.
 [[name]]
-name = \"rack1.dc1.alternator.example.com\"
-dc = \"dc1\"
-rack = \"rack1\"
-fallback = false
-";
-    let file = TempFile::new("cluster-names", example);
-    let run = run_cli(&["--config", file.path_str(), "--check"]);
+name = "rack1.dc1.alternator.example.com"
+dc = "dc1"
+rack = "rack1"
+fallback = true
+"#;
+    let file = TempFile::new("cluster-names", readme_example);
+    // Flags override two keys: the seed list (its hostname would need a
+    // resolver beyond loopback) and the CPUs (a test machine may have no
+    // CPU 2 or 3).
+    let run = run_cli(&[
+        "--config",
+        file.path_str(),
+        "--seed",
+        "10.0.0.1",
+        "--cpus",
+        "0",
+        "--check",
+    ]);
     assert!(run.status.success(), "{run:?}");
-    let effective: toml::Table = toml::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("--check output is not TOML ({e}):\n{}", run.stdout));
-    let names = effective["name"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no [[name]] tables in:\n{}", run.stdout));
-    let expected: Vec<toml::Table> = vec![
-        toml::from_str("name = \"dc2.alternator.example.com\"\ndc = \"dc2\"\nfallback = true\n")
-            .expect("TOML"),
-        toml::from_str(
+    let names_of = |stdout: &str| -> Vec<toml::Table> {
+        let effective: toml::Table = toml::from_str(stdout)
+            .unwrap_or_else(|e| panic!("--check output is not TOML ({e}):\n{stdout}"));
+        effective["name"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no [[name]] tables in:\n{stdout}"))
+            .iter()
+            .map(|v| v.as_table().expect("a table").clone())
+            .collect()
+    };
+    let table = |text: &str| -> toml::Table { toml::from_str(text).expect("TOML") };
+    let expected = vec![
+        table("name = \"dc2.alternator.example.com\"\ndc = \"dc2\"\nfallback = true\n"),
+        table(
             "name = \"rack1.dc1.alternator.example.com\"\ndc = \"dc1\"\nrack = \"rack1\"\n\
-             fallback = false\n",
-        )
-        .expect("TOML"),
+             fallback = true\n",
+        ),
     ];
-    let got: Vec<toml::Table> = names
-        .iter()
-        .map(|v| v.as_table().expect("a table").clone())
-        .collect();
-    assert_eq!(got, expected, "{}", run.stdout);
+    assert_eq!(names_of(&run.stdout), expected, "{}", run.stdout);
 
     // What --check prints loads again and means the same.
     let again = TempFile::new("cluster-names-again", &run.stdout);
@@ -1167,17 +1255,24 @@ fallback = false
         "--check",
     ]);
     assert!(flags.status.success(), "{flags:?}");
-    let from_flags: toml::Table = toml::from_str(&flags.stdout).expect("TOML");
-    let flag_names = from_flags["name"].as_array().expect("[[name]] tables");
-    assert_eq!(flag_names.len(), 2, "{}", flags.stdout);
-    assert_eq!(flag_names[0].as_table(), Some(&expected[0]));
-    assert_eq!(
-        flag_names[1].get("rack").and_then(|v| v.as_str()),
-        Some("rack1")
+    assert_eq!(names_of(&flags.stdout), expected, "{}", flags.stdout);
+
+    // `fallback = false` is kept.
+    let strict = TempFile::new(
+        "cluster-names-strict",
+        "domain = \"alternator.example.com\"\nseed = [\"10.0.0.1\"]\n\n\
+         [[name]]\nname = \"rack1.dc1.alternator.example.com\"\ndc = \"dc1\"\n\
+         rack = \"rack1\"\nfallback = false\n",
     );
+    let run = run_cli(&["--config", strict.path_str(), "--check"]);
+    assert!(run.status.success(), "{run:?}");
+    let names = names_of(&run.stdout);
+    assert_eq!(names.len(), 1, "{}", run.stdout);
     assert_eq!(
-        flag_names[1].get("fallback").and_then(|v| v.as_bool()),
-        Some(true)
+        names[0]["fallback"].as_bool(),
+        Some(false),
+        "{}",
+        run.stdout
     );
 
     // A name outside the domain is refused, naming it.

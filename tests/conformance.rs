@@ -207,6 +207,23 @@ impl RawUdp {
         );
     }
 
+    /// A receive buffer large enough for loopback traffic from tests running
+    /// in parallel (SO_RCVBUFFORCE: this test runs with CAP_NET_RAW anyway).
+    fn enlarge_buffer(&self) {
+        let bytes: libc::c_int = 64 << 20;
+        // SAFETY: setsockopt with a valid int and its size; failure only
+        // leaves the default buffer.
+        unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// The (source port, destination port) of every UDP datagram from
     /// 127.0.0.1 received within `window`.
     fn ports_seen(&self, window: Duration) -> Vec<(u16, u16)> {
@@ -256,11 +273,14 @@ impl Drop for RawUdp {
 /// Needs raw sockets (root or CAP_NET_RAW); skipped without them.
 #[test]
 fn no_reply_to_source_port_zero() {
+    // The server first: the capture sees every UDP datagram on loopback (other
+    // tests' too), so it is opened only just before the exchange it watches.
+    let (_sim, r) = small_server(PORT_ZERO_TEST_NO);
     let (Some(sender), Some(capture)) = (RawUdp::open(), RawUdp::open()) else {
         println!("skipped: raw sockets need CAP_NET_RAW");
         return;
     };
-    let (_sim, r) = small_server(PORT_ZERO_TEST_NO);
+    capture.enlarge_buffer();
     let server: SocketAddr = r.udp_addr();
     assert_eq!(server.ip(), IpAddr::from([127, 0, 0, 1]));
     let query = Msg::query(SMALL_DOMAIN, rtype::A).bytes();

@@ -3,8 +3,11 @@
 //! No I/O, no clock, no allocation: the reply is written into a buffer the
 //! caller allocated once, so the same function serves the UDP workers, the TCP
 //! listener, the benchmark and the tests. Cheap rejections come first (length,
-//! QR bit) so junk costs almost nothing; everything else is parsed with the
-//! `domain` crate and answered per RFC 1034/2308.
+//! QR bit) so junk costs almost nothing. Then the [`fast`] path answers the
+//! common query (A or AAAA at a served name, at most a plain OPT) from records
+//! the snapshot prepared in wire form; everything else is parsed with the
+//! `domain` crate and answered per RFC 1034/2308 by the general path, whose
+//! replies the fast path reproduces byte for byte.
 
 use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{
@@ -18,6 +21,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::zone::{AnswerMode, Place, Zone};
 use crate::nodes::Snapshot;
+
+mod fast;
+pub(crate) use fast::WireRecords;
 
 /// The random generator each worker owns.
 pub type Rng = Xoshiro256PlusPlus;
@@ -90,12 +96,65 @@ pub fn respond(
     reply: &mut Vec<u8>,
 ) -> Outcome {
     reply.clear();
+    if let Some(reason) = cheap_reject(query) {
+        return Outcome::Drop(reason);
+    }
+    if let Some(outcome) = fast::respond(query, transport, snapshot, rng, reply) {
+        return outcome;
+    }
+    general(query, transport, snapshot, rng, reply)
+}
+
+/// [`respond`] without the fast path: every query goes through `domain`.
+///
+/// The reference the fast path is checked against (same reply bytes, same
+/// use of `rng`), and the baseline of the benchmark; not for production use.
+#[doc(hidden)]
+pub fn respond_general(
+    query: &[u8],
+    transport: Transport,
+    snapshot: &Snapshot,
+    rng: &mut Rng,
+    reply: &mut Vec<u8>,
+) -> Outcome {
+    reply.clear();
+    if let Some(reason) = cheap_reject(query) {
+        return Outcome::Drop(reason);
+    }
+    general(query, transport, snapshot, rng, reply)
+}
+
+/// Packets never answered: shorter than a header, or responses (QR=1).
+fn cheap_reject(query: &[u8]) -> Option<DropReason> {
     if query.len() < HEADER_LEN {
-        return Outcome::Drop(DropReason::TooShort);
+        Some(DropReason::TooShort)
+    } else if query[2] & 0x80 != 0 {
+        Some(DropReason::Response)
+    } else {
+        None
     }
-    if query[2] & 0x80 != 0 {
-        return Outcome::Drop(DropReason::Response);
+}
+
+/// The largest reply allowed: 65535 bytes over TCP; over UDP 512, or with
+/// EDNS the client's payload size clamped to 512 ..= ours.
+fn reply_limit(transport: Transport, edns_payload: Option<u16>, zone: &Zone) -> usize {
+    match (transport, edns_payload) {
+        (Transport::Tcp, _) => TCP_LIMIT,
+        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
+        (Transport::Udp, Some(size)) => {
+            usize::from(size).clamp(CLASSIC_UDP_LIMIT, usize::from(zone.edns_udp_size))
+        }
     }
+}
+
+/// The general path: parses `query` (at least a header, QR=0) with `domain`.
+fn general(
+    query: &[u8],
+    transport: Transport,
+    snapshot: &Snapshot,
+    rng: &mut Rng,
+    reply: &mut Vec<u8>,
+) -> Outcome {
     let Ok(msg) = Message::from_slice(query) else {
         return Outcome::Drop(DropReason::TooShort);
     };
@@ -110,13 +169,7 @@ pub fn respond(
             reply,
         ));
     };
-    let limit = match (transport, edns) {
-        (Transport::Tcp, _) => TCP_LIMIT,
-        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
-        (Transport::Udp, Some(e)) => {
-            usize::from(e.payload_size).clamp(CLASSIC_UDP_LIMIT, usize::from(zone.edns_udp_size))
-        }
-    };
+    let limit = reply_limit(transport, edns.map(|e| e.payload_size), zone);
     match build(msg, edns, limit, snapshot, rng, reply) {
         Ok(outcome) => outcome,
         // Only a header, question and OPT above `limit` get here, and
@@ -392,18 +445,58 @@ fn choose<T: Copy>(
     rng: &mut Rng,
     mut emit: impl FnMut(T) -> Result<(), PushError>,
 ) -> Result<(), PushError> {
-    let len = nodes.len();
+    let mut scratch = [0; AnswerMode::MAX_RANDOM as usize];
+    pick(rng, nodes.len(), mode, &mut scratch).try_for_each(nodes.len(), |i| emit(nodes[i]))
+}
+
+/// The nodes one answer carries, as positions in a list of `len` nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick<'s> {
+    /// These positions, in this order.
+    Listed(&'s [usize]),
+    /// Every position, from this offset on, wrapping around.
+    Rotated(usize),
+}
+
+impl Pick<'_> {
+    /// How many records the answer carries.
+    fn count(self, len: usize) -> usize {
+        match self {
+            Pick::Listed(positions) => positions.len(),
+            Pick::Rotated(_) => len,
+        }
+    }
+
+    /// Calls `emit` with each position in answer order, up to the first error.
+    fn try_for_each<E>(
+        self,
+        len: usize,
+        mut emit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            Pick::Listed(positions) => positions.iter().try_for_each(|&i| emit(i)),
+            Pick::Rotated(offset) => (0..len).try_for_each(|i| emit((offset + i) % len)),
+        }
+    }
+}
+
+/// Chooses the nodes of one answer among `len` (> 0) according to `mode`.
+/// Both paths call this, so they draw the same numbers from `rng`.
+fn pick<'s>(
+    rng: &mut Rng,
+    len: usize,
+    mode: AnswerMode,
+    scratch: &'s mut [usize; AnswerMode::MAX_RANDOM as usize],
+) -> Pick<'s> {
     match mode {
-        AnswerMode::Random(1) => emit(nodes[random_below(rng, len)]),
+        AnswerMode::Random(1) => {
+            scratch[0] = random_below(rng, len);
+            Pick::Listed(&scratch[..1])
+        }
         AnswerMode::Random(n) if usize::from(n) < len => {
-            let mut picked = [0usize; AnswerMode::MAX_RANDOM as usize];
-            let picked = pick_distinct(rng, len, &mut picked[..usize::from(n)]);
-            picked.iter().try_for_each(|&i| emit(nodes[i]))
+            Pick::Listed(pick_distinct(rng, len, &mut scratch[..usize::from(n)]))
         }
-        AnswerMode::Random(_) | AnswerMode::All => {
-            let offset = random_below(rng, len);
-            (0..len).try_for_each(|i| emit(nodes[(offset + i) % len]))
-        }
+        AnswerMode::Random(_) | AnswerMode::All => Pick::Rotated(random_below(rng, len)),
     }
 }
 

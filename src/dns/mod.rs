@@ -1,6 +1,7 @@
 //! DNS: the zone we serve and the pure answer path.
 
 pub mod answer;
+pub mod wire;
 pub mod zone;
 
 pub use answer::{respond, DropReason, Outcome, Rng, Transport};

@@ -128,6 +128,10 @@ pub struct Zone {
     pub(crate) apex: OwnedName,
     /// Every name with addresses: the apex first, then the further names.
     pub(crate) names: Vec<OwnedName>,
+    /// `names` in wire form with every ASCII letter lowercased (escapes such
+    /// as `\065` included), for the answer path's byte comparison.
+    lower_wire: Vec<Box<[u8]>>,
+    case_bits: Vec<Box<[u8]>>,
     pub(crate) ttl: Ttl,
     pub(crate) answers: AnswerMode,
     pub(crate) ns: Vec<OwnedName>,
@@ -180,6 +184,8 @@ impl Zone {
         );
         Ok(Zone {
             names: vec![apex.clone()],
+            lower_wire: vec![lower_wire(&apex)],
+            case_bits: vec![case_bits(&apex)],
             apex,
             ttl: Ttl::from_secs(settings.ttl),
             answers: settings.answers,
@@ -211,6 +217,8 @@ impl Zone {
             if self.names.contains(&name) {
                 return Err(ZoneError::DuplicateName(text.clone()));
             }
+            self.lower_wire.push(lower_wire(&name));
+            self.case_bits.push(case_bits(&name));
             self.names.push(name);
         }
         Ok(self)
@@ -245,6 +253,76 @@ impl Zone {
     pub fn answers(&self) -> AnswerMode {
         self.answers
     }
+
+    /// The served name that `wire` begins with, compared without regard to
+    /// ASCII case, as (index, length of the name in `wire`).
+    ///
+    /// `wire` is the message from the question name on. A match is a whole,
+    /// uncompressed name: the length octets (below 64, so never letters)
+    /// and the final root label must be equal byte for byte, so no other
+    /// label structure can match.
+    pub(crate) fn served_prefix(&self, wire: &[u8]) -> Option<(usize, usize)> {
+        self.lower_wire
+            .iter()
+            .enumerate()
+            .find_map(|(index, name)| {
+                let len = name.len();
+                let prefix = wire.get(..len)?;
+                prefix.eq_ignore_ascii_case(name).then_some((index, len))
+            })
+    }
+
+    #[doc(hidden)]
+    pub fn served_prefix_eq(&self, wire: &[u8]) -> Option<(usize, usize)> {
+        self.served_prefix(wire)
+    }
+
+    #[doc(hidden)]
+    pub fn served_prefix_masked(&self, wire: &[u8]) -> Option<(usize, usize)> {
+        self.lower_wire
+            .iter()
+            .zip(&self.case_bits)
+            .enumerate()
+            .find_map(|(index, (name, bits))| {
+                let len = name.len();
+                let prefix = wire.get(..len)?;
+                let diff = masked_diff(prefix, bits, name);
+                (diff == 0).then_some((index, len))
+            })
+    }
+}
+
+/// The wire form of `name` with ASCII letters lowercased. Length octets are
+/// below 64 and so are never changed.
+fn lower_wire(name: &OwnedName) -> Box<[u8]> {
+    name.as_slice().to_ascii_lowercase().into_boxed_slice()
+}
+
+fn masked_diff(q: &[u8], b: &[u8], l: &[u8]) -> u64 {
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap());
+    let len = q.len();
+    if len < 8 {
+        return q
+            .iter()
+            .zip(b)
+            .zip(l)
+            .fold(0, |acc, ((q, b), l)| acc | u64::from((q | b) ^ l));
+    }
+    let mut diff = 0;
+    let mut at = 0;
+    while at + 8 < len {
+        diff |= (word(q, at) | word(b, at)) ^ word(l, at);
+        at += 8;
+    }
+    let last = len - 8;
+    diff | ((word(q, last) | word(b, last)) ^ word(l, last))
+}
+
+fn case_bits(name: &OwnedName) -> Box<[u8]> {
+    lower_wire(name)
+        .iter()
+        .map(|b| if b.is_ascii_lowercase() { 0x20 } else { 0 })
+        .collect()
 }
 
 /// Parses a presentation-format name, absolute or not (a trailing dot is optional),

@@ -39,7 +39,7 @@ fn query(id: u16, name: &str) -> Vec<u8> {
 
 /// An answer to `q`: question lowercased, one A record 192.0.2.1.
 fn answer_for(q: &[u8], tc: bool) -> Vec<u8> {
-    let end = question_end(q).unwrap();
+    let end = wire::question_end(q).unwrap();
     let mut a = q[..end].to_ascii_lowercase();
     a[..2].copy_from_slice(&q[..2]);
     a[2] = 0x80 | (q[2] & 0x01) | if tc { 0x02 } else { 0 };
@@ -123,7 +123,7 @@ async fn answers_come_back_with_the_clients_id_and_question_case() {
     let q = query(0x4242, "WwW.ExAmPlE.oRg");
     let reply = forwarder(vec![up], 8).resolve(&q).await;
     assert_eq!(&reply[..2], &[0x42, 0x42]);
-    let end = question_end(&q).unwrap();
+    let end = wire::question_end(&q).unwrap();
     assert_eq!(&reply[12..end], &q[12..end], "question case restored");
     assert_eq!(rcode(&reply), Rcode::NOERROR);
     assert_eq!(
@@ -219,8 +219,8 @@ async fn queries_beyond_the_cap_get_servfail_at_once() {
 #[test]
 fn servfail_keeps_id_opcode_rd_and_question() {
     let q = query(0xabcd, "f.example.org");
-    let end = question_end(&q).unwrap();
-    let reply = servfail(&q, end);
+    let end = wire::question_end(&q).unwrap();
+    let reply = servfail(&q);
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert_eq!(msg.header().id(), 0xabcd);
     assert!(msg.header().qr() && msg.header().rd());

@@ -46,6 +46,16 @@ pub enum Backend {
     Mmsg,
 }
 
+impl Backend {
+    /// The name used in logs, metrics and `--io`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Mmsg => "mmsg",
+        }
+    }
+}
+
 /// Turns one received datagram into at most one reply.
 ///
 /// Implemented by the answer path; backends call it once per datagram.

@@ -62,17 +62,46 @@ pub fn bind_worker_sockets(
         .collect();
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let first = bind_udp_reuseport(addr)?;
-        let actual = first
-            .local_addr()
-            .map_err(|source| IoError::Bind { addr, source })?;
-        per_worker[0].push(first);
-        for sockets in per_worker.iter_mut().skip(1) {
-            sockets.push(bind_udp_reuseport(actual)?);
+        let (sockets, actual) = bind_group(addr, workers)?;
+        for (worker, socket) in per_worker.iter_mut().zip(sockets) {
+            worker.push(socket);
         }
         bound.push(actual);
     }
     Ok((per_worker, bound))
+}
+
+/// Binds `count` `SO_REUSEPORT` sockets to one address.
+///
+/// For port 0 the port is chosen with a plain socket first: the kernel may
+/// give a `SO_REUSEPORT` socket bound to port 0 a port that another
+/// `SO_REUSEPORT` group of the same user already holds, and the two groups
+/// would then share each other's datagrams. A plain socket's port is free of
+/// any socket; it is released and the group bound to it at once, and the
+/// whole step is retried if something took the port in between.
+fn bind_group(addr: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, SocketAddr), IoError> {
+    if addr.port() != 0 {
+        let sockets = (0..count)
+            .map(|_| bind_udp_reuseport(addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((sockets, addr));
+    }
+    const ATTEMPTS: usize = 20;
+    let mut attempt = 1;
+    loop {
+        let free = UdpSocket::bind(addr)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|source| IoError::Bind { addr, source })?;
+        match (0..count).map(|_| bind_udp_reuseport(free)).collect() {
+            Ok(sockets) => return Ok((sockets, free)),
+            Err(IoError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Pins the calling thread to `cpu`; returns false when the OS refused or the

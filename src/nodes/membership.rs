@@ -203,6 +203,11 @@ impl Membership {
     /// probed yet stays served until its first probe says otherwise, while a
     /// newly listed node waits for its first good probe.
     pub fn serve(&self, rule: &NameRule, served_now: &BTreeSet<IpAddr>) -> (Vec<IpAddr>, Choice) {
+        // A name whose own list was never polled yet keeps what it serves:
+        // falling back would serve another datacenter's nodes for nothing.
+        if !self.listed.contains_key(&rule.selector) {
+            return (Vec::new(), Choice::Pending);
+        }
         let chain = rule.selector.chain(rule.fallback);
         let usable = |ip: &IpAddr| match self.health.get(ip) {
             _ if !self.checking => true,
@@ -219,6 +224,12 @@ impl Membership {
                 .collect();
             if !healthy.is_empty() {
                 return (healthy, Choice::Healthy(selector.clone()));
+            }
+            // Nodes of this list not probed yet: wait for their probes
+            // rather than fall back past them.
+            let unprobed = |ip: &IpAddr| self.health.get(ip) == Some(&Health::Unknown);
+            if self.checking && self.listed(selector).iter().any(unprobed) {
+                return (Vec::new(), Choice::Pending);
             }
         }
         let all_unprobed = chain
@@ -237,7 +248,8 @@ impl Membership {
         (Vec::new(), Choice::Empty)
     }
 
-    fn listed(&self, selector: &Selector) -> &[IpAddr] {
+    /// The latest good list of a selector (empty before the first).
+    pub fn listed(&self, selector: &Selector) -> &[IpAddr] {
         self.listed.get(selector).map_or(&[], Vec::as_slice)
     }
 }
@@ -402,6 +414,20 @@ mod tests {
             m.serve(&rule(None, None, true), &seeds).0,
             vec![ip("10.0.0.2")]
         );
+    }
+
+    #[test]
+    fn a_list_not_probed_yet_waits_instead_of_falling_back() {
+        let mut m = Membership::new(true, 2);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        m.record_probe(ip("10.0.0.1"), true);
+        m.set_listed(sel(Some("dc2"), None), vec![ip("10.2.0.1")]);
+        let dc2 = rule(Some("dc2"), None, true);
+        assert_eq!(m.serve(&dc2, &none()), (vec![], Choice::Pending));
+        m.record_probe(ip("10.2.0.1"), false);
+        let (nodes, choice) = m.serve(&dc2, &none());
+        assert_eq!(nodes, vec![ip("10.0.0.1")], "probed and failed: fall back");
+        assert_eq!(choice, Choice::Healthy(Selector::default()));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::client::{AlternatorClient, FetchError};
 use super::membership::Selector;
+use crate::metrics::{Metrics, Outcome};
 
 /// Largest `/localnodes` body accepted; a real one is a few KiB even for
 /// hundreds of nodes.
@@ -60,15 +62,21 @@ pub enum RefreshError {
 pub struct Poller {
     settings: RefreshSettings,
     client: AlternatorClient,
+    metrics: Arc<Metrics>,
     rng: rand_xoshiro::Xoshiro256PlusPlus,
     warned: HashSet<String>,
 }
 
 impl Poller {
-    pub fn new(settings: RefreshSettings, client: AlternatorClient) -> Poller {
+    pub fn new(
+        settings: RefreshSettings,
+        client: AlternatorClient,
+        metrics: Arc<Metrics>,
+    ) -> Poller {
         Poller {
             settings,
             client,
+            metrics,
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
             warned: HashSet::new(),
         }
@@ -78,21 +86,27 @@ impl Poller {
         &self.settings
     }
 
-    /// Asks `known` nodes from a random start, then any seed not among them,
-    /// until one answers with a usable list for `selector`. Returns the node
-    /// that answered and its list. An empty list is usable only for an
-    /// explicit datacenter or rack (it triggers fallback); for the default
-    /// selector it is an error.
+    /// Asks `preferred` nodes from a random start (spreading the polling),
+    /// then `others` likewise, then any seed not among them, until one answers
+    /// with a usable list for `selector`. Returns the node that answered and
+    /// its list. An empty list is usable only for an explicit datacenter or
+    /// rack (it triggers fallback); for the default selector it is an error.
     pub async fn poll(
         &mut self,
         selector: &Selector,
-        known: &[IpAddr],
+        preferred: &[IpAddr],
+        others: &[IpAddr],
     ) -> Result<(SocketAddr, Vec<IpAddr>), RefreshError> {
         let port = self.settings.alternator_port;
-        let mut candidates: Vec<SocketAddr> =
-            known.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-        let start = (self.rng.next_u64() % candidates.len().max(1) as u64) as usize;
-        candidates.rotate_left(start);
+        let mut candidates =
+            Vec::with_capacity(preferred.len() + others.len() + self.settings.seeds.len());
+        for group in [preferred, others] {
+            let mut addrs: Vec<SocketAddr> =
+                group.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            let start = (self.rng.next_u64() % addrs.len().max(1) as u64) as usize;
+            addrs.rotate_left(start);
+            candidates.extend(addrs);
+        }
         for seed in &self.settings.seeds {
             if !candidates.contains(seed) {
                 candidates.push(*seed);
@@ -101,7 +115,14 @@ impl Poller {
         let mut last = RefreshError::NoCandidates;
         let path = selector.path();
         for node in candidates {
-            match self.fetch(node, &path, selector).await {
+            let result = self.fetch(node, &path, selector).await;
+            let outcome = if result.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            };
+            self.metrics.control().refresh(node.ip(), outcome);
+            match result {
                 Ok(nodes) => return Ok((node, nodes)),
                 Err(e) => {
                     debug!(%node, %selector, error = %e, "/localnodes failed; trying the next node");

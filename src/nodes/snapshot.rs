@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::dns::answer::WireRecords;
 use crate::dns::Zone;
 
 /// Where the node list of a snapshot came from.
@@ -75,6 +76,9 @@ pub struct Snapshot {
     pub source: NodeSource,
     /// One set per served name, in the zone's order (0 is the apex).
     sets: Box<[NodeSet]>,
+    /// The answer records of each set in wire form, for the answer path's
+    /// fast path: built here, once per snapshot, instead of per query.
+    records: Box<[WireRecords]>,
     /// When this snapshot was built, for the metrics' snapshot age.
     pub built: std::time::Instant,
     /// What [`Snapshot::set`] returns for an index it has no set for.
@@ -106,11 +110,16 @@ impl Snapshot {
     }
 
     fn from_sets(generation: u64, zone: Arc<Zone>, source: NodeSource, sets: Vec<NodeSet>) -> Self {
+        let records = sets
+            .iter()
+            .map(|set| WireRecords::new(set, zone.ttl))
+            .collect();
         Snapshot {
             generation,
             zone,
             source,
             sets: sets.into_boxed_slice(),
+            records,
             built: std::time::Instant::now(),
             empty: NodeSet::default(),
         }
@@ -119,6 +128,12 @@ impl Snapshot {
     /// The nodes of served name `index`; empty for an index out of range.
     pub fn set(&self, index: usize) -> &NodeSet {
         self.sets.get(index).unwrap_or(&self.empty)
+    }
+
+    /// The wire-form answer records of served name `index`, in the order of
+    /// [`Snapshot::set`]; `None` for an index out of range.
+    pub(crate) fn records(&self, index: usize) -> Option<&WireRecords> {
+        self.records.get(index)
     }
 
     /// Addresses of served name `index`, IPv4 first.

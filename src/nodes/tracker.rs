@@ -24,6 +24,7 @@ use super::client::AlternatorClient;
 use super::membership::{Choice, Membership, NameRule, Selector};
 use super::refresher::{random_seed, Poller, RefreshError, RefreshSettings};
 use super::snapshot::{NodeSource, SharedSnapshot, Snapshot};
+use crate::metrics::{Metrics, Outcome};
 
 /// Longest pause between polling rounds while the cluster is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -58,6 +59,8 @@ pub struct TrackerSettings {
     pub health: HealthSettings,
     /// One rule per served name, in the zone's order.
     pub names: Vec<NameRule>,
+    /// Where refresh and probe results are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 enum Event {
@@ -91,6 +94,7 @@ pub async fn run(
         port,
         membership: Membership::new(settings.health.enabled, settings.health.failures),
         selectors: needed_selectors(&settings.names),
+        metrics: Arc::clone(&settings.metrics),
         names: settings.names,
         health: settings.health,
         client: client.clone(),
@@ -102,7 +106,11 @@ pub async fn run(
         round_failed: false,
         rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
     };
-    let mut poller = Some(Poller::new(settings.refresh, client));
+    let mut poller = Some(Poller::new(
+        settings.refresh,
+        client,
+        Arc::clone(&settings.metrics),
+    ));
     let mut round: Option<JoinHandle<Poller>> = None;
     let next_round = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_round);
@@ -110,8 +118,8 @@ pub async fn run(
         tokio::select! {
             () = &mut next_round, if round.is_none() && poller.is_some() => {
                 if let Some(p) = poller.take() {
-                    let selectors = tracker.selectors.clone();
-                    round = Some(tokio::spawn(poll_round(p, selectors, tracker.known(), tx.clone())));
+                    let plan = tracker.round_plan();
+                    round = Some(tokio::spawn(poll_round(p, plan, tx.clone())));
                 }
             }
             Some(event) = events.recv() => {
@@ -147,14 +155,21 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// One polling round: every selector, reported one by one, then `RoundDone`.
-async fn poll_round(
-    mut poller: Poller,
-    selectors: Vec<Selector>,
-    known: Vec<IpAddr>,
-    tx: mpsc::Sender<Event>,
-) -> Poller {
-    for selector in selectors {
-        let event = match poller.poll(&selector, &known).await {
+/// Whom to ask for one selector's list: its own nodes first, then others.
+struct PollPlan {
+    selector: Selector,
+    own: Vec<IpAddr>,
+    others: Vec<IpAddr>,
+}
+
+async fn poll_round(mut poller: Poller, plan: Vec<PollPlan>, tx: mpsc::Sender<Event>) -> Poller {
+    for PollPlan {
+        selector,
+        own,
+        others,
+    } in plan
+    {
+        let event = match poller.poll(&selector, &own, &others).await {
             Ok((from, nodes)) => Event::Listed {
                 selector,
                 from,
@@ -184,6 +199,7 @@ fn needed_selectors(names: &[NameRule]) -> Vec<Selector> {
 struct Tracker {
     /// Alternator port of listed nodes, probed too.
     port: u16,
+    metrics: Arc<Metrics>,
     membership: Membership,
     names: Vec<NameRule>,
     selectors: Vec<Selector>,
@@ -222,6 +238,8 @@ impl Tracker {
                 passed,
                 detail,
             } => {
+                let outcome = if passed { Outcome::Ok } else { Outcome::Error };
+                self.metrics.control().health_probe(node, outcome);
                 if self.membership.record_probe(node, passed) {
                     if passed {
                         info!(%node, "node passes its health check; serving it");
@@ -271,9 +289,31 @@ impl Tracker {
         }
     }
 
-    /// Nodes to poll: every listed node, or the seeds before the first list.
-    fn known(&self) -> Vec<IpAddr> {
-        self.membership.all_listed().into_iter().collect()
+    /// The polling plan of one round: each selector with the nodes to ask
+    /// for it, in order of preference: for the default
+    /// list (the queried node's own datacenter), only nodes of that list, so
+    /// the datacenter never changes under the apex; for a datacenter or rack,
+    /// that list's own nodes first (so a ScyllaDB before 2025.1, which
+    /// ignores `dc` and `rack`, still answers with the right datacenter when
+    /// it can), then the default list's. The seeds come last in every case.
+    fn round_plan(&self) -> Vec<PollPlan> {
+        let default = self.membership.listed(&Selector::default());
+        self.selectors
+            .iter()
+            .map(|selector| {
+                let own = self.membership.listed(selector).to_vec();
+                let others = default
+                    .iter()
+                    .filter(|ip| !own.contains(ip))
+                    .copied()
+                    .collect();
+                PollPlan {
+                    selector: selector.clone(),
+                    own,
+                    others,
+                }
+            })
+            .collect()
     }
 
     /// Starts a prober for each newly listed node and stops those of nodes no
@@ -283,10 +323,12 @@ impl Tracker {
             return;
         }
         let listed = self.membership.all_listed();
+        let metrics = &self.metrics;
         self.probers.retain(|ip, prober| {
             let keep = listed.contains(ip);
             if !keep {
                 prober.abort();
+                metrics.control().forget_node(ip);
             }
             keep
         });
@@ -342,24 +384,25 @@ impl Tracker {
         } else {
             NodeSource::Cluster
         };
-        self.log_choices(&choices);
-        self.last_choice = choices;
         let unchanged = current.source == source_now
             && sets.iter().enumerate().all(|(i, nodes)| {
                 let old: BTreeSet<IpAddr> = current.set_nodes(i).collect();
                 old == nodes.iter().copied().collect()
             });
-        if unchanged {
-            return;
+        // Store first, log after: whoever reads a log line finds its change
+        // already served.
+        if !unchanged {
+            let snapshot = Arc::new(Snapshot::with_sets(
+                current.generation + 1,
+                Arc::clone(&current.zone),
+                source_now,
+                &sets,
+            ));
+            self.published.store(Arc::clone(&snapshot));
+            log_changes(&current, &snapshot, source);
         }
-        let snapshot = Snapshot::with_sets(
-            current.generation + 1,
-            Arc::clone(&current.zone),
-            source_now,
-            &sets,
-        );
-        log_changes(&current, &snapshot, source);
-        self.published.store(Arc::new(snapshot));
+        self.log_choices(&choices);
+        self.last_choice = choices;
     }
 
     fn log_choices(&self, choices: &[Choice]) {

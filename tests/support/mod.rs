@@ -147,7 +147,7 @@ impl Responder {
     }
 
     /// Starts the binary with `--listen 127.0.0.1:0`, `--threads 1` and
-    /// `--log-level info` (each unless given in `extra_args`) plus
+    /// `--log-level info`, `--metrics-listen 127.0.0.1:0` (each unless given in `extra_args`) plus
     /// `extra_args`, and waits (bounded) for its `listening` and `ready` lines.
     /// On failure, returns a description with everything it logged.
     pub fn try_start<S: AsRef<str>>(extra_args: &[S]) -> Result<Responder, String> {
@@ -161,6 +161,10 @@ impl Responder {
         }
         if !extra.contains(&"--log-level") {
             args.extend(["--log-level", "info"]);
+        }
+        if !extra.contains(&"--metrics-listen") {
+            // Tests run in parallel: no fixed metrics port.
+            args.extend(["--metrics-listen", "127.0.0.1:0"]);
         }
         args.extend(&extra);
         let mut child = Command::new(BIN)
@@ -642,3 +646,225 @@ pub fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// The RFC conformance cases shared by the conformance and Knot differential tests.
 pub mod dns_cases;
+
+// Added for tests/operations.rs: starting the binary with exact flags and an
+// extra environment, logs in text or JSON, and the process id.
+
+/// The value of field `name` in one log line: `name=value` in the text
+/// format, `fields.name` in the JSON one.
+pub fn log_line_field(line: &str, name: &str) -> Option<String> {
+    if line.trim_start().starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        return match &json["fields"][name] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+    }
+    let key = format!("{name}=");
+    let start = line
+        .match_indices(&key)
+        .find(|(i, _)| *i == 0 || line.as_bytes()[i - 1] == b' ')?
+        .0
+        + key.len();
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+/// Whether a log line (text or JSON) is the one whose message is `message`.
+pub fn log_line_is(line: &str, message: &str) -> bool {
+    if line.trim_start().starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|json| json["fields"]["message"] == message);
+    }
+    line.contains(&format!(" {message}"))
+}
+
+impl Responder {
+    /// The process id of the binary.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Field `name` of the first logged line whose message is `message`
+    /// (text or JSON log format).
+    pub fn log_field(&self, message: &str, name: &str) -> Option<String> {
+        self.logs()
+            .iter()
+            .filter(|l| log_line_is(l, message))
+            .find_map(|l| log_line_field(l, name))
+    }
+
+    /// Where the metrics endpoint listens, from its log line.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.log_field("serving metrics and health checks over HTTP", "metrics")?
+            .parse()
+            .ok()
+    }
+
+    /// Starts the binary with exactly `args` (no flag added) and `env` added
+    /// to its environment, and waits (bounded) for its `ready` line, like
+    /// [`Responder::try_start`]; the log may be text or JSON.
+    pub fn start_exact<S: AsRef<str>>(args: &[S], env: &[(&str, &str)]) -> Responder {
+        Responder::try_start_exact(args, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Responder::start_exact`], returning a description with the log on failure.
+    pub fn try_start_exact<S: AsRef<str>>(
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Result<Responder, String> {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let mut command = Command::new(BIN);
+        command
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {BIN}: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs: Logs = Arc::default();
+        let reader = {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    lock(&logs).push(strip_ansi(&line));
+                }
+            })
+        };
+        let mut responder = Responder {
+            child,
+            udp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+            reader: Some(reader),
+        };
+        let mut exited = None;
+        let ready = wait_until(START_TIMEOUT, || {
+            if responder.log_count("alternator-dns ready") > 0 {
+                return true;
+            }
+            if let Ok(Some(status)) = responder.child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            false
+        });
+        if let Some(status) = exited {
+            if let Some(reader) = responder.reader.take() {
+                let _ = reader.join();
+            }
+            return Err(format!(
+                "alternator-dns {args:?} exited at start with {status}; its log:\n{}",
+                responder.logs().join("\n")
+            ));
+        }
+        if !ready {
+            return Err(format!(
+                "alternator-dns {args:?} not ready within {START_TIMEOUT:?}; its log:\n{}",
+                responder.logs().join("\n")
+            ));
+        }
+        let addr = |name| {
+            responder
+                .log_field("listening", name)
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        match (addr("udp"), addr("tcp")) {
+            (Some(udp), Some(tcp)) => {
+                responder.udp = udp;
+                responder.tcp = tcp;
+                Ok(responder)
+            }
+            _ => Err(format!(
+                "no `listening` line with udp and tcp addresses in the log:\n{}",
+                responder.logs().join("\n")
+            )),
+        }
+    }
+}
+
+// Added for tests/soak.rs and tests/hostile.rs: what a process costs (from
+// /proc), and the metrics endpoint.
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Open file descriptors of process `pid` (entries of /proc/PID/fd).
+pub fn proc_fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// CPU time (user + system, every thread) of process `pid`, from /proc/PID/stat.
+pub fn proc_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its `)`.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime), numbered from 1 with pid and comm first.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`; the body of a 200
+/// answer, within 5 s.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The sum of the samples of metric `name` in Prometheus text `text` whose
+/// labels include every `key="value"` of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+impl Responder {
+    /// The current Prometheus text of its metrics endpoint.
+    pub fn metrics(&self) -> Option<String> {
+        http_get(self.metrics_addr()?, "/metrics")
+    }
+}

@@ -596,3 +596,392 @@ fn a_question_name_pointing_into_the_header_is_formerr() {
         0
     );
 }
+
+// ---- The fast path against the general path ----
+
+const APEX: &str = "alternator.example.com";
+const DC: &str = "dc1.alternator.example.com";
+const RACK: &str = "r1.dc1.alternator.example.com";
+
+/// A zone serving the apex, a datacenter and a rack name.
+fn three_names(answers: AnswerMode, edns_udp_size: u16) -> Arc<Zone> {
+    let zone = Zone::new(&ZoneSettings {
+        domain: APEX.into(),
+        ttl: 4,
+        answers,
+        ns: vec![],
+        soa_mname: None,
+        soa_rname: None,
+        soa_serial: 7,
+        soa_ttl: 60,
+        edns_udp_size,
+        forwarding: false,
+    })
+    .unwrap();
+    Arc::new(zone.with_names(&[DC.into(), RACK.into()]).unwrap())
+}
+
+/// `v4` IPv4 and `v6` IPv6 addresses, distinct for each `salt`.
+fn addresses(v4: usize, v6: usize, salt: u8) -> Vec<IpAddr> {
+    let v4 = (0..v4).map(|i| {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            salt,
+            (i / 250) as u8,
+            (i % 250) as u8 + 1,
+        ))
+    });
+    let v6 = (0..v6).map(|i| {
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0xfd00,
+            u16::from(salt),
+            0,
+            0,
+            0,
+            0,
+            0,
+            i as u16 + 1,
+        ))
+    });
+    v4.chain(v6).collect()
+}
+
+/// Snapshots covering the node-set shapes: mixed, one family only, a single
+/// node, big sets that truncate, and names without nodes.
+fn equivalence_snapshots() -> Vec<Snapshot> {
+    let modes = [
+        AnswerMode::Random(1),
+        AnswerMode::Random(3),
+        AnswerMode::All,
+    ];
+    let shapes: [[(usize, usize); 3]; 5] = [
+        [(3, 2), (2, 0), (0, 2)],
+        [(1, 1), (1, 0), (0, 0)],
+        [(200, 100), (40, 30), (5, 5)],
+        [(0, 3), (3, 0), (64, 64)],
+        [(1000, 0), (0, 2500), (2, 2)],
+    ];
+    let mut snaps = Vec::new();
+    for mode in modes {
+        for edns_size in [1232, 4096] {
+            for shape in &shapes {
+                let sets: Vec<Vec<IpAddr>> = shape
+                    .iter()
+                    .zip(1u8..)
+                    .map(|(&(v4, v6), salt)| addresses(v4, v6, salt))
+                    .collect();
+                let zone = three_names(mode, edns_size);
+                snaps.push(Snapshot::with_sets(1, zone, NodeSource::Cluster, &sets));
+            }
+        }
+    }
+    snaps
+}
+
+/// A random query, and whether the fast path should take it (when the
+/// name it asks for has nodes of the type asked).
+struct Generated {
+    query: Vec<u8>,
+    /// (served name index, AAAA) when the query is one the fast path takes
+    /// if the name has nodes of that family.
+    simple: Option<(usize, bool)>,
+}
+
+fn chance(rng: &mut Rng, percent: u64) -> bool {
+    rng.next_u64() % 100 < percent
+}
+
+fn one_of<T: Copy>(rng: &mut Rng, items: &[T]) -> T {
+    items[(rng.next_u64() % items.len() as u64) as usize]
+}
+
+/// Changes the case of each letter of `name` at random.
+fn random_case(rng: &mut Rng, name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if chance(rng, 50) {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Mostly queries the fast path takes, and near misses of every kind.
+fn generate(rng: &mut Rng) -> Generated {
+    let names = [
+        APEX,
+        DC,
+        RACK,
+        "x.alternator.example.com",
+        "alternator.example.org",
+        "dc1x.alternator.example.com",
+    ];
+    let name_index = if chance(rng, 85) {
+        rng.next_u64() % 3
+    } else {
+        3 + rng.next_u64() % 3
+    } as usize;
+    let name = random_case(rng, names[name_index]);
+    let qtype = if chance(rng, 90) {
+        one_of(rng, &[Rtype::A, Rtype::AAAA])
+    } else {
+        one_of(rng, &[Rtype::ANY, Rtype::MX, Rtype::SOA, Rtype::AXFR])
+    };
+    let class = if chance(rng, 97) {
+        Class::IN
+    } else {
+        Class::CH
+    };
+    let opcode = if chance(rng, 97) {
+        Opcode::QUERY
+    } else {
+        one_of(rng, &[Opcode::NOTIFY, Opcode::UPDATE, Opcode::IQUERY])
+    };
+    let flags = rng.next_u64();
+    let mut query = query_with(&name, qtype, class, |h| {
+        h.set_id(flags as u16);
+        h.set_opcode(opcode);
+        h.set_rd(flags & 1 << 16 != 0);
+        h.set_aa(flags & 1 << 17 != 0);
+        h.set_tc(flags & 1 << 18 != 0);
+        h.set_ad(flags & 1 << 19 != 0);
+        h.set_cd(flags & 1 << 20 != 0);
+        h.set_z(flags & 1 << 21 != 0);
+        h.set_ra(flags & 1 << 22 != 0);
+    });
+    let mut simple = name_index < 3
+        && matches!(qtype, Rtype::A | Rtype::AAAA)
+        && class == Class::IN
+        && opcode == Opcode::QUERY;
+    if chance(rng, 60) {
+        let near_limits = 520 + (rng.next_u64() % 800) as u16;
+        let payload = one_of(
+            rng,
+            &[
+                0,
+                100,
+                511,
+                512,
+                513,
+                1000,
+                1232,
+                1233,
+                1400,
+                4096,
+                65535,
+                near_limits,
+            ],
+        );
+        let version = if chance(rng, 95) { 0 } else { 1 };
+        let flags = if chance(rng, 50) { 0x8000 } else { 0 }
+            | if chance(rng, 10) {
+                rng.next_u64() as u16
+            } else {
+                0
+            };
+        let options: &[u8] = match rng.next_u64() % 8 {
+            0 => &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a client cookie
+            1 => &[0, 100, 0, 0, 0, 8, 0, 4, 0, 1, 24, 10], // empty option, client subnet
+            2 => &[0, 10, 0, 9, 1, 2, 3],                // overruns the data
+            3 => &[0, 10, 0],                            // a partial option header
+            _ => &[],
+        };
+        simple &= version == 0 && !matches!(options.len(), 7 | 3);
+        query = with_opt(query, payload, version, flags, options);
+        if chance(rng, 10) {
+            query[HEADER_LEN + name.len() + 2 + 4 + 5] = rng.next_u64() as u8; // extended rcode
+        }
+        if chance(rng, 5) {
+            // An owner other than the root: a pointer to the question name.
+            let at = query.len() - 11 - options.len();
+            query.splice(at..at + 1, [0xc0, 12]);
+            simple = false;
+        }
+    }
+    if chance(rng, 5) {
+        // A further additional record: an OPT (the only one, or a second
+        // one), or an A record.
+        let opt = chance(rng, 50);
+        let record: &[u8] = if opt {
+            &[0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]
+        } else {
+            &[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 192, 0, 2, 1]
+        };
+        simple &= opt && query[11] == 0;
+        query.extend_from_slice(record);
+        query[11] += 1;
+    }
+    if chance(rng, 3) {
+        query[7] = 1; // ANCOUNT without a record
+        simple = false;
+    }
+    if chance(rng, 2) {
+        query.truncate(query.len() - 1 - (rng.next_u64() % 6) as usize);
+        simple = false;
+    } else if chance(rng, 5) {
+        query.extend_from_slice(&[0xde, 0xad]); // trailing bytes, ignored
+    }
+    Generated {
+        query,
+        simple: simple.then_some((name_index, qtype == Rtype::AAAA)),
+    }
+}
+
+/// Answers `query` with the full path, the general path and the fast path
+/// alone, from the same generator state; checks they agree, and returns
+/// whether the fast path answered.
+fn compare_paths(snap: &Snapshot, query: &[u8], transport: Transport, rng: &Rng) -> bool {
+    let (mut rng_full, mut rng_general, mut rng_fast) = (rng.clone(), rng.clone(), rng.clone());
+    let (mut full, mut general, mut fast) = (Vec::new(), Vec::new(), Vec::new());
+    let outcome = respond(query, transport, snap, &mut rng_full, &mut full);
+    let reference = respond_general(query, transport, snap, &mut rng_general, &mut general);
+    let context = || {
+        format!(
+            "query {query:02x?} over {transport:?}, mode {:?}",
+            snap.zone.answers
+        )
+    };
+    assert_eq!(outcome, reference, "{}", context());
+    assert_eq!(full, general, "{}", context());
+    assert_eq!(
+        rng_full,
+        rng_general,
+        "random numbers drawn differ: {}",
+        context()
+    );
+    if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
+        return false;
+    }
+    match fast::respond(query, transport, snap, &mut rng_fast, &mut fast) {
+        Some(fast_outcome) => {
+            assert_eq!(fast_outcome, reference, "{}", context());
+            assert_eq!(fast, general, "{}", context());
+            assert_eq!(rng_fast, rng_general, "{}", context());
+            true
+        }
+        None => {
+            assert!(fast.is_empty(), "fell back after writing: {}", context());
+            assert_eq!(&rng_fast, rng, "fell back after drawing: {}", context());
+            false
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_replies_exactly_as_the_general_path() {
+    let snaps = equivalence_snapshots();
+    let mut gen = Rng::seed_from_u64(0x5eed);
+    let (mut taken, mut expected_taken, mut total) = (0, 0, 0);
+    for round in 0..30_000 {
+        let snap = &snaps[round % snaps.len()];
+        let generated = generate(&mut gen);
+        let transport = if chance(&mut gen, 80) {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        let rng = Rng::seed_from_u64(gen.next_u64());
+        let took = compare_paths(snap, &generated.query, transport, &rng);
+        let expected = generated.simple.is_some_and(|(index, v6)| {
+            let set = snap.set(index);
+            if v6 {
+                !set.v6.is_empty()
+            } else {
+                !set.v4.is_empty()
+            }
+        });
+        assert_eq!(
+            took, expected,
+            "fast path coverage for {:02x?}",
+            generated.query
+        );
+        taken += usize::from(took);
+        expected_taken += usize::from(expected);
+        total += 1;
+    }
+    assert_eq!(taken, expected_taken);
+    assert!(
+        taken > total / 4,
+        "only {taken} of {total} queries took the fast path"
+    );
+}
+
+#[test]
+fn the_fast_path_truncates_at_the_same_sizes_as_the_general_path() {
+    // Every payload size around the point where 20 to 40 A or AAAA
+    // records stop fitting, with and without DO.
+    for mode in [AnswerMode::All, AnswerMode::Random(30)] {
+        for nodes in [20, 29, 30, 31, 40] {
+            let sets = vec![addresses(nodes, nodes, 1)];
+            let snap = Snapshot::with_sets(1, three_names(mode, 4096), NodeSource::Cluster, &sets);
+            let mut fast_hits = 0;
+            for qtype in [Rtype::A, Rtype::AAAA] {
+                for payload in (500..1300).step_by(3) {
+                    for flags in [0, 0x8000] {
+                        let q = with_opt(query(APEX, qtype), payload, 0, flags, &[]);
+                        let rng = Rng::seed_from_u64(u64::from(payload));
+                        fast_hits += usize::from(compare_paths(&snap, &q, Transport::Udp, &rng));
+                    }
+                }
+                let rng = Rng::seed_from_u64(3);
+                assert!(compare_paths(
+                    &snap,
+                    &query(APEX, qtype),
+                    Transport::Udp,
+                    &rng
+                ));
+                assert!(compare_paths(
+                    &snap,
+                    &query(APEX, qtype),
+                    Transport::Tcp,
+                    &rng
+                ));
+            }
+            assert_eq!(fast_hits, 2 * 2 * (500..1300).step_by(3).len());
+        }
+    }
+}
+
+#[test]
+fn tcp_answers_too_big_for_a_message_are_truncated_alike() {
+    // 2500 AAAA records (70 kB) exceed even 65535 bytes.
+    let sets = vec![addresses(0, 2500, 1)];
+    let snap = Snapshot::with_sets(
+        1,
+        three_names(AnswerMode::All, 1232),
+        NodeSource::Cluster,
+        &sets,
+    );
+    let rng = Rng::seed_from_u64(9);
+    assert!(compare_paths(
+        &snap,
+        &query(APEX, Rtype::AAAA),
+        Transport::Tcp,
+        &rng
+    ));
+    let (_, reply) = ask(&snap, &query(APEX, Rtype::AAAA), Transport::Tcp);
+    assert!(Message::from_octets(&reply[..]).unwrap().header().tc());
+}
+
+#[test]
+fn the_common_queries_take_the_fast_path() {
+    let snap = snapshot(AnswerMode::Random(1), &["10.0.0.1", "10.0.0.2", "fd00::1"]);
+    let rng = Rng::seed_from_u64(4);
+    let plain = query("Alternator.Example.COM", Rtype::A);
+    for q in [
+        plain.clone(),
+        query(APEX, Rtype::AAAA),
+        with_opt(plain.clone(), 1232, 0, 0x8000, &[]),
+        with_opt(
+            plain.clone(),
+            4096,
+            0,
+            0,
+            &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8],
+        ),
+    ] {
+        assert!(compare_paths(&snap, &q, Transport::Udp, &rng), "{q:02x?}");
+    }
+}

@@ -113,6 +113,10 @@ pub struct SimArgs {
     /// Port every node listens on (0: any free port, printed at start).
     #[arg(long, default_value_t = DEFAULT_ALTERNATOR_PORT)]
     pub port: u16,
+    /// Membership churn for benchmarks: take the last node out of /localnodes and
+    /// put it back, this many changes per second (0: none)
+    #[arg(long, default_value_t = 0, value_name = "PER_SECOND")]
+    pub churn_per_second: u32,
 }
 
 /// The options shared by the command line and the TOML file.
@@ -636,11 +640,12 @@ impl Config {
         };
         let refresh_interval = o.refresh_interval.map_or(DEFAULT_REFRESH_INTERVAL, |d| d.0);
         let refresh_timeout = o.refresh_timeout.map_or(DEFAULT_REFRESH_TIMEOUT, |d| d.0);
-        if refresh_interval < Duration::from_millis(10)
+        // Intervals this short are for benchmarks of membership churn.
+        if refresh_interval < Duration::from_millis(1)
             || refresh_timeout < Duration::from_millis(10)
         {
             return Err(ConfigError::Invalid(
-                "refresh-interval and refresh-timeout must be at least 10ms".into(),
+                "refresh-interval must be at least 1ms and refresh-timeout at least 10ms".into(),
             ));
         }
         let alternator_scheme = o.alternator_scheme.unwrap_or(Scheme::Http);

@@ -2,6 +2,8 @@
 //! loopback, with or without the responder in front of it.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,6 +75,7 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<()> {
         .map(|ip| std::net::SocketAddr::new(*ip, cluster.port()).to_string())
         .collect();
     println!("Simulated Alternator nodes: {}", shown.join(" "));
+    let churning = churn(&cluster, args.churn_per_second);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -84,6 +87,39 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<()> {
             _ = term.recv() => Ok(()),
         }
     })?;
+    if let Some((stop, thread)) = churning {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
     cluster.shutdown();
     Ok(())
+}
+
+type Churn = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// Toggles whether the last node is listed, `per_second` times a second, so
+/// that a responder polling often swaps its snapshot that often.
+fn churn(cluster: &SimCluster, per_second: u32) -> Option<Churn> {
+    let node = *cluster.nodes().last()?;
+    if per_second == 0 {
+        return None;
+    }
+    let period = Duration::from_secs(1) / per_second;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::spawn({
+        let (cluster, stop) = (cluster.clone(), Arc::clone(&stop));
+        move || {
+            let mut listed = true;
+            let mut next = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                listed = !listed;
+                cluster.set_listed(node, listed);
+                next += period;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+            cluster.set_listed(node, true);
+        }
+    });
+    println!("Churn: {node} leaves and rejoins /localnodes, {per_second} changes per second");
+    Some((stop, thread))
 }

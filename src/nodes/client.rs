@@ -57,6 +57,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// concurrent (one `/localnodes` poll and one health probe at most).
 const POOL_MAX_IDLE_PER_NODE: usize = 2;
 
+/// hyper's read buffer per connection.
+const READ_BUFFER_BYTES: usize = 2048;
+
 /// How to talk to the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -214,7 +217,12 @@ impl AlternatorClient {
         builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_NODE);
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_NODE)
+            // One kept-alive connection per node, probed twice a second: with a
+            // thousand nodes, hyper's default buffers (8 KiB, growing to
+            // 400 KiB) would dominate the resident set. Bodies are read in
+            // chunks of this size, whatever their length.
+            .http1_read_buf_exact_size(READ_BUFFER_BYTES);
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(CONNECT_TIMEOUT_CAP));
         http.set_nodelay(true);

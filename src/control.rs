@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
 use crate::metrics::{Metrics, SnapshotFacts};
 use crate::nodes::client::AlternatorClient;
+use crate::nodes::membership::Membership;
 use crate::nodes::tracker::{self, TrackerSettings};
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
@@ -154,7 +155,7 @@ async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdo
             shutdown.subscribe(),
         ));
     }
-    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published);
+    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published, None);
     watch_signals(&mut plane, &mut tracker, &shutdown).await;
     tracker.stop.send_replace(true);
     let _ = tracker.task.await;
@@ -184,7 +185,7 @@ fn spawn_listeners(
                     plane.published.clone(),
                     plane.forwarder.clone(),
                     plane.policy.clone(),
-                    Arc::clone(plane.metrics.tcp()),
+                    Arc::clone(&plane.metrics),
                     shutdown.subscribe(),
                 ));
             }
@@ -239,19 +240,21 @@ fn async_listener(listener: StdTcpListener) -> std::io::Result<tokio::net::TcpLi
 /// The running node tracker and the way to stop it.
 pub(crate) struct RunningTracker {
     pub(crate) stop: watch::Sender<bool>,
-    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) task: tokio::task::JoinHandle<Membership>,
 }
 
 pub(crate) fn spawn_tracker(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: &SharedSnapshot,
+    known: Option<Membership>,
 ) -> RunningTracker {
     let stop = watch::Sender::new(false);
     let task = tokio::spawn(tracker::run(
         settings,
         client,
         Arc::clone(published),
+        known,
         stop.subscribe(),
     ));
     RunningTracker { stop, task }
@@ -307,9 +310,11 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
     info!(file = %source.path.display(), "SIGHUP received; reloading the configuration");
     match reload::apply(source, &plane.config, &plane.published, &plane.metrics) {
         Ok(applied) => {
+            // The new tracker goes on from what the old one knew: the nodes
+            // to poll and their health, not just the seeds.
             tracker.stop.send_replace(true);
-            let _ = (&mut tracker.task).await;
-            *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published);
+            let known = (&mut tracker.task).await.ok();
+            *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published, known);
             plane.config = applied.config;
             info!(
                 generation = plane.published.load().generation,

@@ -402,6 +402,16 @@ impl ControlMetrics {
         self.tcp_connections.store(n, Ordering::Relaxed);
     }
 
+    /// Counts a TCP connection opened (several listeners share the gauge).
+    pub fn tcp_connection_opened(&self) {
+        self.tcp_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a TCP connection closed.
+    pub fn tcp_connection_closed(&self) {
+        self.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Sets the gauge of forwarded queries awaiting an answer.
     pub fn set_forward_outstanding(&self, n: u64) {
         self.forward_outstanding.store(n, Ordering::Relaxed);

@@ -21,11 +21,9 @@ use crate::access::Denied;
 use crate::dns::wire;
 use crate::dns::{respond, Outcome, Rng, Transport};
 use crate::forward::Forwarder;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::Metrics;
 use crate::nodes::SharedSnapshot;
 use crate::worker::{count_answer, Policy};
-
-const MAX_MESSAGE: usize = u16::MAX as usize;
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +48,8 @@ impl Default for TcpSettings {
 struct Connections {
     next_id: u64,
     open: HashMap<u64, Connection>,
+    /// Whether the last `admit` closed a connection to make room.
+    evicted: bool,
 }
 
 struct Connection {
@@ -71,6 +71,7 @@ impl Connections {
     /// Registers a connection, first closing the longest-idle one if the
     /// table is full. Returns None (refuse the connection) if all are busy.
     fn admit(&mut self, max: usize) -> Option<(u64, Arc<Notify>)> {
+        self.evicted = false;
         if self.open.len() >= max {
             let oldest = self
                 .open
@@ -80,6 +81,7 @@ impl Connections {
                 .map(|(id, _)| *id)?;
             if let Some(evicted) = self.open.remove(&oldest) {
                 evicted.close.notify_one();
+                self.evicted = true;
             }
         }
         let id = self.next_id;
@@ -113,7 +115,7 @@ pub async fn serve(
     published: SharedSnapshot,
     forwarder: Option<Forwarder>,
     policy: Policy,
-    metrics: Arc<WorkerMetrics>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = SharedConnections::default();
@@ -133,13 +135,20 @@ pub async fn serve(
         };
         let allowed = policy.access.allows(peer.ip());
         if !allowed && policy.denied == Denied::Drop {
-            metrics.dropped(crate::metrics::DropReason::AccessDenied);
+            metrics
+                .tcp()
+                .dropped(crate::metrics::DropReason::AccessDenied);
             continue;
         }
-        let Some((id, close)) = lock(&connections).admit(settings.max_connections) else {
+        let (admitted, evicted) = {
+            let mut table = lock(&connections);
+            (table.admit(settings.max_connections), table.evicted)
+        };
+        let Some((id, close)) = admitted else {
             debug!(%peer, "TCP connection refused: every connection is busy");
             continue;
         };
+        metrics.control().tcp_connection_opened();
         let task = ConnectionTask {
             id,
             connections: Arc::clone(&connections),
@@ -161,6 +170,12 @@ pub async fn serve(
                 Err(e) => debug!(%peer, error = %e, "TCP connection failed"),
             }
         });
+        if evicted {
+            // Let the evicted connection's task run and close its socket
+            // before accepting more: a burst must not hold more sockets open
+            // than the cap.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -171,7 +186,7 @@ struct ConnectionTask {
     forwarder: Option<Forwarder>,
     /// False: the source is outside the allow list and gets REFUSED.
     allowed: bool,
-    metrics: Arc<WorkerMetrics>,
+    metrics: Arc<Metrics>,
     rng: Rng,
     idle_timeout: Duration,
 }
@@ -179,6 +194,7 @@ struct ConnectionTask {
 impl Drop for ConnectionTask {
     fn drop(&mut self) {
         lock(&self.connections).open.remove(&self.id);
+        self.metrics.control().tcp_connection_closed();
     }
 }
 
@@ -194,9 +210,11 @@ impl ConnectionTask {
         stream.set_nodelay(true)?;
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
-        let mut query = vec![0u8; MAX_MESSAGE];
-        let mut framed = Vec::with_capacity(MAX_MESSAGE + 2);
-        let mut reply = Vec::with_capacity(MAX_MESSAGE);
+        // Buffers grow to the largest message seen, not to 64 KiB up front:
+        // a thousand idle connections must not hold 200 MB.
+        let mut query = Vec::new();
+        let mut framed = Vec::new();
+        let mut reply = Vec::new();
         loop {
             let len = tokio::select! {
                 read = tokio::time::timeout(self.idle_timeout, reader.read_u16()) => match read {
@@ -211,6 +229,9 @@ impl ConnectionTask {
             };
             lock(&self.connections).set_busy(self.id, true);
             // The rest of a started message gets the same deadline.
+            if query.len() < len {
+                query.resize(len, 0);
+            }
             match tokio::time::timeout(self.idle_timeout, reader.read_exact(&mut query[..len]))
                 .await
             {
@@ -223,7 +244,7 @@ impl ConnectionTask {
             }
             if !self.allowed {
                 if wire::short_reply(&query[..len], 5, false, false, &mut reply) {
-                    self.metrics.response(crate::metrics::Rcode::Refused);
+                    self.metrics.tcp().response(crate::metrics::Rcode::Refused);
                     write_framed(&mut writer, &mut framed, &reply).await?;
                 }
                 lock(&self.connections).set_busy(self.id, false);
@@ -240,11 +261,11 @@ impl ConnectionTask {
             let forwarded;
             let answer = match (outcome, &self.forwarder) {
                 (Outcome::Reply(rcode), _) => {
-                    count_answer(&self.metrics, &query[..len], rcode.to_int(), &reply);
+                    count_answer(self.metrics.tcp(), &query[..len], rcode.to_int(), &reply);
                     &reply[..]
                 }
                 (Outcome::Forward, Some(forwarder)) => {
-                    self.metrics.forwarded();
+                    self.metrics.tcp().forwarded();
                     forwarded = forwarder.resolve(&query[..len]).await;
                     &forwarded[..]
                 }

@@ -135,6 +135,12 @@ impl Membership {
         }
     }
 
+    /// Applies new health settings, keeping the lists and probe results.
+    pub fn reconfigure(&mut self, checking: bool, failures_to_down: u32) {
+        self.checking = checking;
+        self.failures_to_down = failures_to_down.max(1);
+    }
+
     /// Records the latest good list for a selector; returns the nodes it added
     /// to the set of probed nodes (new nodes start unknown: not served until
     /// a probe passes).
@@ -153,8 +159,8 @@ impl Membership {
             .collect()
     }
 
-    /// Records a probe result; returns true when it changed whether the node
-    /// is served.
+    /// Records a probe result; returns true when it may change whether the
+    /// node is served.
     pub fn record_probe(&mut self, node: IpAddr, passed: bool) -> bool {
         let Some(health) = self.health.get_mut(&node) else {
             return false;
@@ -175,7 +181,9 @@ impl Membership {
             }
             (false, Health::Unknown) | (false, Health::Down) => Health::Down,
         };
-        is_up(before) != is_up(*health)
+        // Unknown -> Down changes nothing for a node not served yet, but a node
+        // kept served while unprobed (after start-up or a reload) must go.
+        is_up(before) != is_up(*health) || before == Health::Unknown
     }
 
     pub fn health(&self, node: IpAddr) -> Option<Health> {
@@ -306,7 +314,7 @@ mod tests {
         assert_eq!(nodes, vec![ip("10.0.0.1")]);
         assert_eq!(choice, Choice::Healthy(Selector::default()));
         // A failing first probe: down at once, and still not served.
-        assert!(!m.record_probe(ip("10.0.0.2"), false));
+        assert!(m.record_probe(ip("10.0.0.2"), false));
         assert_eq!(m.health(ip("10.0.0.2")), Some(Health::Down));
         assert_eq!(
             m.serve(&rule(None, None, true), &none()).0,

@@ -82,17 +82,25 @@ enum Event {
 }
 
 /// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true, and returns what it knew (the lists and
+/// the probe results) so that a tracker started after a reload goes on from
+/// there instead of from the seeds. `known` is that state from the previous
+/// tracker, if any.
 pub async fn run(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: SharedSnapshot,
+    known: Option<Membership>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Membership {
     let (tx, mut events) = mpsc::channel(1024);
     let port = settings.refresh.alternator_port;
+    let mut membership =
+        known.unwrap_or_else(|| Membership::new(settings.health.enabled, settings.health.failures));
+    membership.reconfigure(settings.health.enabled, settings.health.failures);
     let mut tracker = Tracker {
         port,
-        membership: Membership::new(settings.health.enabled, settings.health.failures),
+        membership,
         selectors: needed_selectors(&settings.names),
         metrics: Arc::clone(&settings.metrics),
         names: settings.names,
@@ -106,6 +114,9 @@ pub async fn run(
         round_failed: false,
         rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
     };
+    // Nodes already listed (after a reload) are probed from the start.
+    let listed: Vec<IpAddr> = tracker.membership.all_listed().into_iter().collect();
+    tracker.sync_probers(&listed);
     let mut poller = Some(Poller::new(
         settings.refresh,
         client,
@@ -146,6 +157,7 @@ pub async fn run(
     for (_, prober) in tracker.probers.drain() {
         prober.abort();
     }
+    tracker.membership
 }
 
 /// Waits for shutdown; a `watch::Ref` held across the select would make the

@@ -25,16 +25,18 @@ use alternator_dns::dns::{respond, AnswerMode, Outcome, Rng, Transport, Zone, Zo
 use alternator_dns::nodes::{NodeSource, Snapshot};
 
 const APEX: &str = "alternator.example.com";
-/// The further served names of every benchmark zone; the last is the one a
-/// query for a further name asks (so it is found after the others).
-const FURTHER: [&str; 3] = [
-    "dc1.alternator.example.com",
-    "dc2.alternator.example.com",
-    "rack1.dc1.alternator.example.com",
-];
 
-/// The zone of every case: the apex and the `FURTHER` names.
-fn zone(answers: AnswerMode) -> Arc<Zone> {
+/// The served names of a benchmark zone.
+#[derive(Clone, Copy)]
+enum Names {
+    /// The apex alone (the default configuration).
+    Apex,
+    /// The apex, then for each of 3 datacenters its name and 3 rack names:
+    /// `dc1.`, `rack1.dc1.`, `rack2.dc1.`, `rack3.dc1.`, `dc2.`, ... (13 names).
+    Racks,
+}
+
+fn zone(answers: AnswerMode, names: Names) -> Arc<Zone> {
     let zone = Zone::new(&ZoneSettings {
         domain: APEX.into(),
         ttl: 4,
@@ -48,17 +50,25 @@ fn zone(answers: AnswerMode) -> Arc<Zone> {
         forwarding: false,
     })
     .expect("valid zone");
-    let further: Vec<String> = FURTHER.iter().map(|n| n.to_string()).collect();
+    let further: Vec<String> = match names {
+        Names::Apex => vec![],
+        Names::Racks => (1..=3)
+            .flat_map(|dc| {
+                let racks = (1..=3).map(move |r| format!("rack{r}.dc{dc}.{APEX}"));
+                std::iter::once(format!("dc{dc}.{APEX}")).chain(racks)
+            })
+            .collect(),
+    };
     Arc::new(zone.with_names(&further).expect("valid names"))
 }
 
 /// Every served name gets `v4` IPv4 and `v6` IPv6 nodes.
-fn snapshot(answers: AnswerMode, v4: usize, v6: usize) -> Snapshot {
+fn snapshot(answers: AnswerMode, names: Names, v4: usize, v6: usize) -> Snapshot {
     let v4 =
         (0..v4).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)));
     let v6 = (0..v6).map(|i| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16 + 1)));
     let ips: Vec<IpAddr> = v4.chain(v6).collect();
-    Snapshot::new(1, zone(answers), NodeSource::Cluster, &ips)
+    Snapshot::new(1, zone(answers, names), NodeSource::Cluster, &ips)
 }
 
 /// A query as `dig` sends it without EDNS: RD set, one question.
@@ -87,87 +97,106 @@ fn with_edns(mut query: Vec<u8>) -> Vec<u8> {
 struct Case {
     name: &'static str,
     mode: AnswerMode,
-    v4: usize,
-    v6: usize,
+    names: Names,
+    /// IPv4 and IPv6 nodes of every served name.
+    nodes: (usize, usize),
     query: Vec<u8>,
     transport: Transport,
-}
-
-fn case(
-    name: &'static str,
-    mode: AnswerMode,
-    (v4, v6): (usize, usize),
-    query: Vec<u8>,
-    transport: Transport,
-) -> Case {
-    Case {
-        name,
-        mode,
-        v4,
-        v6,
-        query,
-        transport,
-    }
 }
 
 fn cases() -> Vec<Case> {
     use AnswerMode::{All, Random};
+    use Names::{Apex, Racks};
     use Transport::{Tcp, Udp};
     let a = || query(APEX, Rtype::A);
     let mut response = a();
     response[2] |= 0x80;
-    vec![
-        case("a_one_of_3", Random(1), (3, 0), a(), Udp),
-        case("a_one_of_3_edns", Random(1), (3, 0), with_edns(a()), Udp),
-        case(
+    let rack1 = format!("rack1.dc1.{APEX}");
+    let rack9 = format!("rack3.dc3.{APEX}");
+    let table = [
+        ("a_one_of_3", Random(1), Apex, (3, 0), a(), Udp),
+        (
+            "a_one_of_3_edns",
+            Random(1),
+            Apex,
+            (3, 0),
+            with_edns(a()),
+            Udp,
+        ),
+        (
             "a_one_of_3_mixed_case",
             Random(1),
+            Apex,
             (3, 0),
             query("AlTeRnAtOr.ExAmPlE.CoM", Rtype::A),
             Udp,
         ),
-        case(
-            "a_one_of_3_further_name",
-            Random(1),
-            (3, 0),
-            query(FURTHER[2], Rtype::A),
-            Udp,
-        ),
-        case(
+        (
             "aaaa_one_of_3",
             Random(1),
+            Apex,
             (0, 3),
             query(APEX, Rtype::AAAA),
             Udp,
         ),
-        case("a_one_of_1000", Random(1), (1000, 0), a(), Udp),
-        case("a_three_of_100", Random(3), (100, 0), a(), Udp),
-        case("a_all_of_20", All, (20, 0), a(), Udp),
-        case("a_all_of_200_truncated", All, (200, 0), a(), Udp),
-        case("a_all_of_200_tcp", All, (200, 0), a(), Tcp),
-        case(
+        (
+            "a_one_of_3_further_name",
+            Random(1),
+            Racks,
+            (3, 0),
+            query(&rack1, Rtype::A),
+            Udp,
+        ),
+        (
+            "a_one_of_3_last_of_13_names",
+            Random(1),
+            Racks,
+            (3, 0),
+            query(&rack9, Rtype::A),
+            Udp,
+        ),
+        ("a_one_of_1000", Random(1), Apex, (1000, 0), a(), Udp),
+        ("a_three_of_100", Random(3), Apex, (100, 0), a(), Udp),
+        ("a_all_of_20", All, Apex, (20, 0), a(), Udp),
+        ("a_all_of_200_truncated", All, Apex, (200, 0), a(), Udp),
+        ("a_all_of_200_tcp", All, Apex, (200, 0), a(), Tcp),
+        (
             "aaaa_nodata",
             Random(1),
+            Apex,
             (3, 0),
             query(APEX, Rtype::AAAA),
             Udp,
         ),
-        case(
+        (
             "nxdomain",
             Random(1),
+            Apex,
             (3, 0),
-            query("x.alternator.example.com", Rtype::A),
+            query(&format!("x.{APEX}"), Rtype::A),
             Udp,
         ),
-        case(
+        (
             "refused",
             Random(1),
+            Apex,
             (3, 0),
             query("example.org", Rtype::A),
             Udp,
         ),
-        case("drop_qr1", Random(1), (3, 0), response, Udp),
-    ]
+        ("drop_qr1", Random(1), Apex, (3, 0), response, Udp),
+    ];
+    table
+        .into_iter()
+        .map(|(name, mode, names, nodes, query, transport)| Case {
+            name,
+            mode,
+            names,
+            nodes,
+            query,
+            transport,
+        })
+        .collect()
 }
 
 type Respond = fn(&[u8], Transport, &Snapshot, &mut Rng, &mut Vec<u8>) -> Outcome;
@@ -175,7 +204,8 @@ type Respond = fn(&[u8], Transport, &Snapshot, &mut Rng, &mut Vec<u8>) -> Outcom
 /// Runs every case through `respond` in `group`.
 fn run_cases<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, respond: Respond) {
     for case in cases() {
-        let snap = snapshot(case.mode, case.v4, case.v6);
+        let (v4, v6) = case.nodes;
+        let snap = snapshot(case.mode, case.names, v4, v6);
         let mut rng = Rng::seed_from_u64(7);
         let mut reply = Vec::with_capacity(65535);
         group.bench_function(case.name, |b| {
@@ -213,7 +243,12 @@ fn bench_answers<M: Measurement>(c: &mut Criterion<M>) {
 /// (what `worker.rs` uses) against a plain `ArcSwap::load`.
 fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = configure(c, "snapshot");
-    let shared = Arc::new(ArcSwap::from_pointee(snapshot(AnswerMode::Random(1), 3, 0)));
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot(
+        AnswerMode::Random(1),
+        Names::Apex,
+        3,
+        0,
+    )));
     let q = query(APEX, Rtype::A);
     let mut rng = Rng::seed_from_u64(7);
     let mut reply = Vec::with_capacity(65535);
@@ -243,31 +278,10 @@ fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
-
-fn bench_names<M: Measurement>(c: &mut Criterion<M>) {
-    let mut group = configure(c, "names");
-    let zone = zone(AnswerMode::Random(1));
-    for (label, name) in [
-        ("apex", APEX),
-        ("mixed", "AlTeRnAtOr.ExAmPlE.CoM"),
-        ("further", FURTHER[2]),
-    ] {
-        let q = query(name, Rtype::A);
-        group.bench_function(format!("eq_{label}"), |b| {
-            b.iter(|| zone.served_prefix_eq(black_box(&q[12..])))
-        });
-        group.bench_function(format!("masked_{label}"), |b| {
-            b.iter(|| zone.served_prefix_masked(black_box(&q[12..])))
-        });
-    }
-    group.finish();
-}
-
 /// Every benchmark, with measurement `M`.
 fn all<M: Measurement>(mut c: Criterion<M>) {
     bench_answers(&mut c);
     bench_snapshot_access(&mut c);
-    bench_names(&mut c);
     c.final_summary();
 }
 
@@ -276,7 +290,9 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
 /// (the development machine is shared).
 fn main() {
     if std::env::var("ANSWER_BENCH_CLOCK").as_deref() == Ok("thread") {
-        all(Criterion::default().with_measurement(ThreadTime).configure_from_args());
+        all(Criterion::default()
+            .with_measurement(ThreadTime)
+            .configure_from_args());
     } else {
         all(Criterion::default().configure_from_args());
     }
@@ -340,12 +356,22 @@ impl ValueFormatter for Nanoseconds {
         unit
     }
 
-    fn scale_throughputs(&self, _: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+    fn scale_throughputs(
+        &self,
+        _: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
         let per_iteration = match throughput {
-            Throughput::Bits(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => *n as f64,
+            Throughput::Bits(n)
+            | Throughput::Bytes(n)
+            | Throughput::BytesDecimal(n)
+            | Throughput::Elements(n) => *n as f64,
             _ => 1.0,
         };
-        values.iter_mut().for_each(|v| *v = per_iteration * 1e9 / *v);
+        values
+            .iter_mut()
+            .for_each(|v| *v = per_iteration * 1e9 / *v);
         "/s"
     }
 

@@ -129,7 +129,8 @@ fn exchange(
     expected: Option<usize>,
 ) -> usize {
     let client = UdpSocket::bind("127.0.0.1:0").expect("client socket");
-    let wait = if expected.is_some() { 2000 } else { 200 };
+    // Generous for the first answer: the worker may still be setting up.
+    let wait = 2000;
     client
         .set_read_timeout(Some(Duration::from_millis(wait)))
         .expect("timeout");
@@ -142,6 +143,12 @@ fn exchange(
         let mut this_round = 0;
         while expected != Some(this_round) && client.recv(&mut buf).is_ok() {
             this_round += 1;
+            if this_round == 1 && expected.is_none() {
+                // The worker is up: from now on 200 ms of silence ends the round.
+                client
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .expect("timeout");
+            }
         }
         answered += this_round;
     }

@@ -128,10 +128,8 @@ pub struct Zone {
     pub(crate) apex: OwnedName,
     /// Every name with addresses: the apex first, then the further names.
     pub(crate) names: Vec<OwnedName>,
-    /// `names` in wire form with every ASCII letter lowercased (escapes such
-    /// as `\065` included), for the answer path's byte comparison.
-    lower_wire: Vec<Box<[u8]>>,
-    case_bits: Vec<Box<[u8]>>,
+    /// `names` prepared for the answer path's byte comparison, same order.
+    wire_names: Vec<WireName>,
     pub(crate) ttl: Ttl,
     pub(crate) answers: AnswerMode,
     pub(crate) ns: Vec<OwnedName>,
@@ -184,8 +182,7 @@ impl Zone {
         );
         Ok(Zone {
             names: vec![apex.clone()],
-            lower_wire: vec![lower_wire(&apex)],
-            case_bits: vec![case_bits(&apex)],
+            wire_names: vec![WireName::new(&apex)],
             apex,
             ttl: Ttl::from_secs(settings.ttl),
             answers: settings.answers,
@@ -217,8 +214,7 @@ impl Zone {
             if self.names.contains(&name) {
                 return Err(ZoneError::DuplicateName(text.clone()));
             }
-            self.lower_wire.push(lower_wire(&name));
-            self.case_bits.push(case_bits(&name));
+            self.wire_names.push(WireName::new(&name));
             self.names.push(name);
         }
         Ok(self)
@@ -257,72 +253,71 @@ impl Zone {
     /// The served name that `wire` begins with, compared without regard to
     /// ASCII case, as (index, length of the name in `wire`).
     ///
-    /// `wire` is the message from the question name on. A match is a whole,
-    /// uncompressed name: the length octets (below 64, so never letters)
-    /// and the final root label must be equal byte for byte, so no other
-    /// label structure can match.
+    /// `wire` is the message from the question name on. Only a name written
+    /// out label by label, without compression, can match.
     pub(crate) fn served_prefix(&self, wire: &[u8]) -> Option<(usize, usize)> {
-        self.lower_wire
-            .iter()
-            .enumerate()
-            .find_map(|(index, name)| {
-                let len = name.len();
-                let prefix = wire.get(..len)?;
-                prefix.eq_ignore_ascii_case(name).then_some((index, len))
-            })
-    }
-
-    #[doc(hidden)]
-    pub fn served_prefix_eq(&self, wire: &[u8]) -> Option<(usize, usize)> {
-        self.served_prefix(wire)
-    }
-
-    #[doc(hidden)]
-    pub fn served_prefix_masked(&self, wire: &[u8]) -> Option<(usize, usize)> {
-        self.lower_wire
-            .iter()
-            .zip(&self.case_bits)
-            .enumerate()
-            .find_map(|(index, (name, bits))| {
-                let len = name.len();
-                let prefix = wire.get(..len)?;
-                let diff = masked_diff(prefix, bits, name);
-                (diff == 0).then_some((index, len))
-            })
+        let len = uncompressed_name_len(wire)?;
+        let name = &wire[..len];
+        let index = self.wire_names.iter().position(|n| n.matches(name))?;
+        Some((index, len))
     }
 }
 
-/// The wire form of `name` with ASCII letters lowercased. Length octets are
-/// below 64 and so are never changed.
-fn lower_wire(name: &OwnedName) -> Box<[u8]> {
-    name.as_slice().to_ascii_lowercase().into_boxed_slice()
-}
-
-fn masked_diff(q: &[u8], b: &[u8], l: &[u8]) -> u64 {
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap());
-    let len = q.len();
-    if len < 8 {
-        return q
-            .iter()
-            .zip(b)
-            .zip(l)
-            .fold(0, |acc, ((q, b), l)| acc | u64::from((q | b) ^ l));
-    }
-    let mut diff = 0;
+/// Length of the uncompressed name at the start of `wire`, root label
+/// included; `None` for a pointer, a reserved label type or a cut name.
+fn uncompressed_name_len(wire: &[u8]) -> Option<usize> {
     let mut at = 0;
-    while at + 8 < len {
-        diff |= (word(q, at) | word(b, at)) ^ word(l, at);
-        at += 8;
+    loop {
+        match *wire.get(at)? {
+            0 => return Some(at + 1),
+            len @ 1..=63 => at += 1 + usize::from(len),
+            _ => return None,
+        }
     }
-    let last = len - 8;
-    diff | ((word(q, last) | word(b, last)) ^ word(l, last))
 }
 
-fn case_bits(name: &OwnedName) -> Box<[u8]> {
-    lower_wire(name)
-        .iter()
-        .map(|b| if b.is_ascii_lowercase() { 0x20 } else { 0 })
-        .collect()
+/// A served name as the answer path compares it: lowercase wire form, and
+/// the bit that folds a byte's case, 0x20 at letters and 0 elsewhere (the
+/// length octets, below 64, are never letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WireName {
+    lower: Box<[u8]>,
+    case_bits: Box<[u8]>,
+}
+
+impl WireName {
+    fn new(name: &OwnedName) -> WireName {
+        // Lowercased here as well: an escape such as `\065` in the
+        // configured text survives `parse_name`'s lowercasing.
+        let lower = name.as_slice().to_ascii_lowercase().into_boxed_slice();
+        let case_bits = lower
+            .iter()
+            .map(|b| if b.is_ascii_lowercase() { 0x20 } else { 0 })
+            .collect();
+        WireName { lower, case_bits }
+    }
+
+    /// Whether `name` (in wire form) is this name in any ASCII case.
+    ///
+    /// `name | case_bits == lower` byte by byte: at a letter both cases
+    /// match, anywhere else only the same byte. Compared eight bytes at a
+    /// time, the last word overlapping the one before; the first differing
+    /// word ends it.
+    fn matches(&self, name: &[u8]) -> bool {
+        let (lower, bits) = (&*self.lower, &*self.case_bits);
+        let len = lower.len();
+        if name.len() != len {
+            return false;
+        }
+        if len < 8 {
+            return (0..len).all(|i| name[i] | bits[i] == lower[i]);
+        }
+        let word = |bytes: &[u8], at: usize| {
+            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+        };
+        let folds_at = |at: usize| word(name, at) | word(bits, at) == word(lower, at);
+        (0..len - 8).step_by(8).all(folds_at) && folds_at(len - 8)
+    }
 }
 
 /// Parses a presentation-format name, absolute or not (a trailing dot is optional),
@@ -409,6 +404,42 @@ mod tests {
         assert_eq!(find("example"), Place::Outside);
         assert_eq!(find("alt.example.org"), Place::Outside);
         assert_eq!(zone.name_text(1), "dc2.alt.example.");
+    }
+
+    #[test]
+    fn served_prefixes_match_whole_names_in_any_case() {
+        let zone = Zone::new(&settings("alt-1.example"))
+            .unwrap()
+            .with_names(&[
+                "\\065b.alt-1.example".into(),
+                "abcdefgh.alt-1.example".into(),
+            ])
+            .unwrap();
+        let wire = |n: &str| {
+            let mut w = Name::vec_from_str(n).unwrap().into_octets();
+            w.extend_from_slice(&[0, 1, 0, 1]);
+            w
+        };
+        let find = |n: &str| zone.served_prefix(&wire(n));
+        assert_eq!(find("alt-1.example"), Some((0, 15)));
+        assert_eq!(find("ALT-1.eXample"), Some((0, 15)));
+        assert_eq!(find("AB.alt-1.example"), Some((1, 18)));
+        assert_eq!(find("aB.alt-1.example"), Some((1, 18)));
+        assert_eq!(find("abcdefGH.alt-1.EXAMPLE"), Some((2, 24)));
+        // Bytes that differ only in 0x20 but are not letters do not match.
+        assert_eq!(find(r"alt\0131.example"), None);
+        assert_eq!(find(r"alt-\017.example"), None);
+        for other in [
+            "x.alt-1.example",
+            "alt-1.example.org",
+            "example",
+            "alt-1.exampl",
+        ] {
+            assert_eq!(find(other), None, "{other}");
+        }
+        // Cut short, or a compression pointer: no match.
+        assert_eq!(zone.served_prefix(&wire("alt-1.example")[..14]), None);
+        assert_eq!(zone.served_prefix(&[0xc0, 12, 0, 1, 0, 1]), None);
     }
 
     #[test]

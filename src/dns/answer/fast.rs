@@ -18,7 +18,7 @@ use domain::base::iana::{Class, Rcode, Rtype};
 use domain::base::Ttl;
 
 use super::{pick, reply_limit, Outcome, Pick, Rng, Transport, HEADER_LEN, OPT_LEN};
-use crate::dns::zone::{AnswerMode, Zone};
+use crate::dns::zone::Zone;
 use crate::nodes::{NodeSet, Snapshot};
 
 /// Wire size of an A record whose owner is a compression pointer.
@@ -195,7 +195,7 @@ impl Writer<'_, '_> {
         if records.is_empty() {
             return None;
         }
-        let mut scratch = [0; AnswerMode::MAX_RANDOM as usize];
+        let mut scratch = None;
         let picked = pick(self.rng, records.len(), self.zone.answers, &mut scratch);
         let count = picked.count(records.len());
         let opt_len = if self.simple.edns.is_some() {
@@ -220,6 +220,7 @@ impl Writer<'_, '_> {
                     self.reply
                         .extend_from_slice(records[..offset].as_flattened());
                 }
+                Pick::One(i) => self.reply.extend_from_slice(&records[i]),
                 Pick::Listed(positions) => {
                     for &i in positions {
                         self.reply.extend_from_slice(&records[i]);

@@ -50,10 +50,6 @@ impl Shutdown {
         self.notify.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
     /// The flag the workers poll.
     pub fn flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.flag)

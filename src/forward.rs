@@ -27,6 +27,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
 use crate::dns::wire::{self, HEADER_LEN};
+use crate::metrics::Metrics;
 
 /// Forwarding as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,27 @@ pub struct Forwarder {
     permits: Arc<Semaphore>,
     /// Rotates the first upstream tried, spreading load across them.
     next: Arc<AtomicUsize>,
+    /// Queries being forwarded now, for the metrics' gauge.
+    outstanding: Arc<AtomicUsize>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Counts one forwarded query in flight, for as long as it lives.
+struct InFlight<'a>(&'a Forwarder);
+
+impl<'a> InFlight<'a> {
+    fn new(forwarder: &'a Forwarder) -> Self {
+        let now = forwarder.outstanding.fetch_add(1, Ordering::Relaxed) + 1;
+        forwarder.report(now);
+        InFlight(forwarder)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let now = self.0.outstanding.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.report(now);
+    }
 }
 
 impl Forwarder {
@@ -89,6 +111,22 @@ impl Forwarder {
             permits: Arc::new(Semaphore::new(settings.max_outstanding)),
             settings: Arc::new(settings),
             next: Arc::new(AtomicUsize::new(0)),
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            metrics: None,
+        }
+    }
+
+    /// Reports the number of queries in flight to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Forwarder {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report(&self, outstanding: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .control()
+                .set_forward_outstanding(outstanding as u64);
         }
     }
 
@@ -130,6 +168,7 @@ impl Forwarder {
             debug!("too many forwarded queries outstanding; answering SERVFAIL");
             return servfail(query);
         };
+        let _in_flight = InFlight::new(self);
         let upstreams = &self.settings.upstreams;
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..upstreams.len() {

@@ -91,7 +91,7 @@ pub fn run(
         forwarder,
         queue,
         jobs: forward_jobs,
-    } = forwarding(config, &per_worker)?;
+    } = forwarding(config, &per_worker, &metrics)?;
     let readiness = Arc::new(Readiness::new(config.cpus.len()));
     let policy = Policy {
         access: Arc::new(config.access.clone()),
@@ -162,11 +162,15 @@ struct Forwarding {
     jobs: Option<ForwardJobs>,
 }
 
-fn forwarding(config: &Config, per_worker: &[Vec<UdpSocket>]) -> Result<Forwarding, RunError> {
+fn forwarding(
+    config: &Config,
+    per_worker: &[Vec<UdpSocket>],
+    metrics: &Arc<Metrics>,
+) -> Result<Forwarding, RunError> {
     let Some(settings) = &config.forward else {
         return Ok(Forwarding::default());
     };
-    let forwarder = Forwarder::new(settings.clone());
+    let forwarder = Forwarder::new(settings.clone()).with_metrics(Arc::clone(metrics));
     let (queue, jobs) = forwarder.queue();
     let replies = reply_sockets(per_worker)?;
     Ok(Forwarding {

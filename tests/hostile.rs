@@ -864,13 +864,8 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
 }
 
 /// A burst of connections beyond the cap: the server's open sockets stay
-/// within the cap (plus a few fds that are not connections), at every moment.
-///
-/// Fails today: when the table is full, `tcp::Connections::admit` removes the
-/// longest-idle connection and notifies its task, but the socket is closed
-/// only when that task next runs, while the accept loop goes on accepting
-/// (up to tokio's cooperative budget in a row). With a cap of 100, a burst
-/// of 1,000 connections holds about 170 sockets open at once.
+/// within the cap (plus a few fds that are not connections), at every moment:
+/// the accept loop lets an evicted connection close before it accepts more.
 #[test]
 fn tcp_cap_bounds_open_sockets_during_a_burst() {
     let _heavy = heavy();
@@ -897,10 +892,7 @@ fn tcp_cap_bounds_open_sockets_during_a_burst() {
 }
 
 /// `alternator_dns_tcp_connections` ("TCP connections open now") follows the
-/// connections.
-///
-/// Fails today: nothing outside the metrics' own tests calls
-/// `ControlMetrics::set_tcp_connections`, so the gauge always reads 0.
+/// connections as they open and close.
 #[test]
 fn tcp_connection_gauge_counts_open_connections() {
     let (_sim, r) = tcp_responder(194);

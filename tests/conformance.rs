@@ -20,28 +20,6 @@ const SMALL_TEST_NO: u8 = 60;
 const BIG_TEST_NO: u8 = 61;
 const PORT_ZERO_TEST_NO: u8 = 62;
 
-/// Flags for a responder serving `domain` from `sim`, learning the list from
-/// `seed`.
-fn args(sim: &SimCluster, domain: &str, seed: IpAddr, more: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--domain",
-        domain,
-        "--alternator-port",
-        &sim.port().to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--refresh-interval",
-        "100ms",
-        "--refresh-timeout",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(more.iter().map(|s| s.to_string()));
-    args
-}
-
 fn endpoint(r: &Responder) -> Endpoint {
     Endpoint {
         udp: r.udp_addr(),
@@ -52,7 +30,7 @@ fn endpoint(r: &Responder) -> Endpoint {
 /// The small server: one node, the defaults.
 fn small_server(test_no: u8) -> (SimCluster, Responder) {
     let (sim, addrs) = cluster(test_no, 1);
-    let r = Responder::start(&args(&sim, SMALL_DOMAIN, addrs[0], &[]));
+    let r = Responder::start(&case_server_args(&sim, SMALL_DOMAIN, addrs[0], &[]));
     (sim, r)
 }
 
@@ -60,7 +38,12 @@ fn small_server(test_no: u8) -> (SimCluster, Responder) {
 /// it serves all of them.
 fn big_server(test_no: u8) -> (SimCluster, Responder) {
     let (sim, addrs) = cluster(test_no, BIG_NODES);
-    let r = Responder::start(&args(&sim, BIG_DOMAIN, addrs[0], &["--answers", "all"]));
+    let r = Responder::start(&case_server_args(
+        &sim,
+        BIG_DOMAIN,
+        addrs[0],
+        &["--answers", "all"],
+    ));
     let query = Msg::query(BIG_DOMAIN, rtype::A).bytes();
     let all_served = wait_until(Duration::from_secs(10), || {
         exchange(endpoint(&r), Transport::Tcp, &query, true)

@@ -425,23 +425,7 @@ impl Drop for Knot {
 // ---------------------------------------------------------------------------
 
 fn responder(sim: &SimCluster, domain: &str, seed: IpAddr, more: &[&str]) -> Responder {
-    let mut args: Vec<String> = [
-        "--domain",
-        domain,
-        "--alternator-port",
-        &sim.port().to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--refresh-interval",
-        "100ms",
-        "--refresh-timeout",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(more.iter().map(|s| s.to_string()));
-    Responder::start(&args)
+    Responder::start(&case_server_args(sim, domain, seed, more))
 }
 
 fn our_endpoint(r: &Responder) -> Endpoint {

@@ -8,8 +8,37 @@
 //! two OPT records, a question cut short) are as easy to write as good ones.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+use alternator_dns::sim::SimCluster;
+
+/// Flags for a responder serving `domain` from `sim`, learning the list from
+/// `seed`, for the case tables (conformance and the Knot differential).
+pub fn case_server_args(
+    sim: &SimCluster,
+    domain: &str,
+    seed: IpAddr,
+    more: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--domain",
+        domain,
+        "--alternator-port",
+        &sim.port().to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--refresh-interval",
+        "100ms",
+        "--refresh-timeout",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
 
 /// The zone of the "small" server: one node, one random A record per answer.
 pub const SMALL_DOMAIN: &str = super::DOMAIN;

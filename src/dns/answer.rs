@@ -95,14 +95,7 @@ pub fn respond(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    reply.clear();
-    if let Some(reason) = cheap_reject(query) {
-        return Outcome::Drop(reason);
-    }
-    if let Some(outcome) = fast::respond(query, transport, snapshot, rng, reply) {
-        return outcome;
-    }
-    general(query, transport, snapshot, rng, reply)
+    answer(query, transport, snapshot, rng, reply, true)
 }
 
 /// [`respond`] without the fast path: every query goes through `domain`.
@@ -117,9 +110,27 @@ pub fn respond_general(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
+    answer(query, transport, snapshot, rng, reply, false)
+}
+
+/// Cheap rejects, then the fast path when allowed and applicable, then the
+/// general path.
+fn answer(
+    query: &[u8],
+    transport: Transport,
+    snapshot: &Snapshot,
+    rng: &mut Rng,
+    reply: &mut Vec<u8>,
+    fast_path: bool,
+) -> Outcome {
     reply.clear();
     if let Some(reason) = cheap_reject(query) {
         return Outcome::Drop(reason);
+    }
+    if fast_path {
+        if let Some(outcome) = fast::respond(query, transport, snapshot, rng, reply) {
+            return outcome;
+        }
     }
     general(query, transport, snapshot, rng, reply)
 }

@@ -1,6 +1,8 @@
-//! The HTTP(S) client for Alternator nodes: `GET /localnodes` and the health
-//! check `GET /`, over plain HTTP or HTTPS (optionally with a client
-//! certificate, for clusters with `require_client_auth`).
+//! The HTTP(S) client for Alternator nodes: `GET /localnodes` (and any other
+//! request), over plain HTTP or HTTPS (optionally with a client certificate,
+//! for clusters with `require_client_auth`). Health probes, one kept
+//! connection per listed node, go through the leaner [`HealthProbe`] that
+//! [`AlternatorClient::health_probe`] builds with the same settings.
 //!
 //! One [`AlternatorClient`] is built at start-up from the scheme and the
 //! [`TlsSettings`]; every configuration problem (an unreadable PEM file, a
@@ -42,7 +44,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use thiserror::Error;
+use tokio_rustls::TlsConnector;
 use tracing::warn;
+
+use super::probe::{HealthProbe, ProbeTls};
 
 /// Cap on the TCP connect of the underlying connector. Every request is
 /// bounded by its own `timeout` anyway; this only bounds connects that the
@@ -54,7 +59,7 @@ const CONNECT_TIMEOUT_CAP: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Idle connections kept per node; requests to one node are rarely
-/// concurrent (one `/localnodes` poll and one health probe at most).
+/// concurrent (one `/localnodes` poll per name at most).
 const POOL_MAX_IDLE_PER_NODE: usize = 2;
 
 /// hyper's read buffer per connection.
@@ -192,6 +197,8 @@ pub struct AlternatorClient {
     scheme: Scheme,
     /// The configured `server_name`, used in the `Host` header.
     server_name: Option<Arc<str>>,
+    /// With https: how [`HealthProbe`]s open their own TLS connections.
+    probe_tls: Option<ProbeTls>,
 }
 
 #[derive(Clone)]
@@ -218,41 +225,53 @@ impl AlternatorClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_NODE)
-            // One kept-alive connection per node, probed twice a second: with a
-            // thousand nodes, hyper's default buffers (8 KiB, growing to
-            // 400 KiB) would dominate the resident set. Bodies are read in
-            // chunks of this size, whatever their length.
+            // hyper's default read buffer starts at 8 KiB and grows to
+            // 400 KiB for large bodies, per pooled connection. Bodies are
+            // read in chunks of this size, whatever their length.
             .http1_read_buf_exact_size(READ_BUFFER_BYTES);
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(CONNECT_TIMEOUT_CAP));
         http.set_nodelay(true);
-        let inner = match scheme {
+        let (inner, probe_tls) = match scheme {
             Scheme::Http => {
                 if !tls.is_unset() {
                     return Err(ClientError::TlsWithHttp);
                 }
-                Inner::Http(builder.build(http))
+                (Inner::Http(builder.build(http)), None)
             }
             Scheme::Https => {
                 http.enforce_http(false);
                 let config = tls_config(tls)?;
+                let fixed_name = tls.server_name.as_deref().map(server_name).transpose()?;
+                let probe_tls = ProbeTls {
+                    connector: TlsConnector::from(Arc::new(config.clone())),
+                    server_name: fixed_name.clone(),
+                };
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(config)
                     .https_only();
-                let connector = match &tls.server_name {
-                    Some(name) => connector.with_server_name_resolver(
-                        FixedServerNameResolver::new(server_name(name)?),
-                    ),
+                let connector = match fixed_name {
+                    Some(name) => {
+                        connector.with_server_name_resolver(FixedServerNameResolver::new(name))
+                    }
                     None => connector,
                 };
-                Inner::Https(builder.build(connector.enable_http1().wrap_connector(http)))
+                let client = builder.build(connector.enable_http1().wrap_connector(http));
+                (Inner::Https(client), Some(probe_tls))
             }
         };
         Ok(AlternatorClient {
             inner,
             scheme,
             server_name: tls.server_name.as_deref().map(Arc::from),
+            probe_tls,
         })
+    }
+
+    /// A health prober for `node`, with this client's scheme, TLS settings
+    /// and `Host` header, refusing bodies above `max_body` bytes.
+    pub fn health_probe(&self, node: SocketAddr, max_body: usize) -> HealthProbe {
+        HealthProbe::new(node, &self.host(node), self.probe_tls.clone(), max_body)
     }
 
     /// The scheme this client was built for.
@@ -294,18 +313,22 @@ impl AlternatorClient {
         // `SocketAddr` prints IPv6 in brackets, as a URI authority needs.
         let uri = Uri::try_from(format!("{}://{node}{path_and_query}", self.scheme))
             .map_err(|_| invalid())?;
-        let host = match &self.server_name {
+        let host = HeaderValue::try_from(self.host(node)).map_err(|_| invalid())?;
+        Request::get(uri)
+            .header(HOST, host)
+            .body(Empty::new())
+            .map_err(|_| invalid())
+    }
+
+    /// The `Host` header for `node`.
+    fn host(&self, node: SocketAddr) -> String {
+        match &self.server_name {
             Some(name) if name.parse::<Ipv6Addr>().is_ok() => {
                 format!("[{name}]:{}", node.port())
             }
             Some(name) => format!("{name}:{}", node.port()),
             None => node.to_string(),
-        };
-        let host = HeaderValue::try_from(host).map_err(|_| invalid())?;
-        Request::get(uri)
-            .header(HOST, host)
-            .body(Empty::new())
-            .map_err(|_| invalid())
+        }
     }
 
     async fn exchange(
@@ -362,7 +385,7 @@ async fn read_body(mut body: Incoming, max_body: usize) -> Result<Bytes, FetchEr
 
 /// `error: source: source's source ...`, skipping a message that merely
 /// repeats the one before it.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut out = error.to_string();
     let mut last = out.clone();
     let mut next = error.source();

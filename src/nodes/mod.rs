@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod membership;
+pub mod probe;
 pub mod refresher;
 pub mod snapshot;
 pub mod tracker;

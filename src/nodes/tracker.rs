@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use super::client::AlternatorClient;
 use super::membership::{Choice, Membership, NameRule, Selector};
+use super::probe::HealthProbe;
 use super::refresher::{random_seed, Poller, RefreshError, RefreshSettings};
 use super::snapshot::{NodeSource, SharedSnapshot, Snapshot};
 use crate::metrics::{Metrics, Outcome};
@@ -349,10 +350,12 @@ impl Tracker {
             // interval), so they are admitted quickly without a burst.
             let spread = self.health.interval.as_micros().max(5) as u64 / 5;
             let first = Duration::from_micros(self.rng.next_u64() % spread);
+            let probe = self
+                .client
+                .health_probe(SocketAddr::new(node, self.port), MAX_HEALTH_BODY);
             let prober = tokio::spawn(probe_node(
                 node,
-                self.client.clone(),
-                self.port,
+                probe,
                 self.health,
                 first,
                 self.rng.next_u64(),
@@ -479,22 +482,20 @@ fn log_changes(old: &Snapshot, new: &Snapshot, source: Option<(&Selector, Socket
 /// result; aborted when the node is no longer listed.
 async fn probe_node(
     node: IpAddr,
-    client: AlternatorClient,
-    port: u16,
+    mut probe: HealthProbe,
     health: HealthSettings,
     first: Duration,
     seed: u64,
     tx: mpsc::Sender<Event>,
 ) {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let addr = SocketAddr::new(node, port);
     let mut next = tokio::time::Instant::now() + first;
     loop {
         tokio::time::sleep_until(next).await;
         let started = tokio::time::Instant::now();
-        let (passed, detail) = match client.get(addr, "/", health.timeout, MAX_HEALTH_BODY).await {
-            Ok(r) if r.status.is_success() => (true, String::new()),
-            Ok(r) => (false, format!("HTTP status {}", r.status)),
+        let (passed, detail) = match probe.probe(health.timeout).await {
+            Ok(status) if status.is_success() => (true, String::new()),
+            Ok(status) => (false, format!("HTTP status {status}")),
             Err(e) => (false, e.to_string()),
         };
         if tx

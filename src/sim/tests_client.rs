@@ -492,6 +492,65 @@ async fn https_faults_down_hang_and_back() {
     );
 }
 
+/// The health probe (its own connection, not the client's pool) with the
+/// client's TLS settings: verified against the node's address or the
+/// configured name, one kept connection, failures and recovery.
+#[tokio::test]
+async fn health_probes_over_https() {
+    let pki = Pki::new();
+    let c = start_https(&[v4(1), v4(2)], pki.server.sim_tls());
+    let to = c.socket_addr(v4(1));
+    let mut probe = https_client(pki.trusting()).health_probe(to, MAX);
+    for _ in 0..3 {
+        assert_eq!(probe.probe(T).await.unwrap(), StatusCode::OK);
+        assert!(probe.has_kept_connection());
+    }
+    assert_eq!(c.health_requests(v4(1)), 3);
+
+    // Verified like the client: another CA is refused, a DNS-only
+    // certificate needs the configured name.
+    let other = TestCa::new("some other CA");
+    let other_file = pki.dir.write("other-ca.pem", &other.cert_pem);
+    let untrusting = https_client(TlsSettings {
+        ca_file: Some(other_file),
+        ..TlsSettings::default()
+    });
+    let err = untrusting.health_probe(to, MAX).probe(T).await.unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Connect(m) if m.contains("UnknownIssuer")),
+        "{err:?}"
+    );
+    let d = start_https(&[v4(3)], pki.ca.server(&[NAME]).sim_tls());
+    let named_to = d.socket_addr(v4(3));
+    let err = https_client(pki.trusting())
+        .health_probe(named_to, MAX)
+        .probe(T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    let mut named = pki.trusting();
+    named.server_name = Some(NAME.into());
+    let mut probe_named = https_client(named).health_probe(named_to, MAX);
+    assert_eq!(probe_named.probe(T).await.unwrap(), StatusCode::OK);
+
+    // Down, hung, failing, back.
+    c.set_fault(v4(1), Fault::Down);
+    let err = probe.probe(T).await.unwrap_err();
+    assert!(is_handshake_rejection(&err), "{err:?}");
+    assert!(!probe.has_kept_connection());
+    c.set_fault(v4(1), Fault::Hang);
+    let err = probe.probe(Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(err, FetchError::Timeout(_)), "{err:?}");
+    c.set_fault(v4(1), Fault::Status500);
+    assert_eq!(
+        probe.probe(T).await.unwrap(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    c.set_fault(v4(1), Fault::None);
+    assert_eq!(probe.probe(T).await.unwrap(), StatusCode::OK);
+    assert!(probe.has_kept_connection());
+}
+
 // ---- hostile faults ----
 
 #[tokio::test]

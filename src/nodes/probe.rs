@@ -1,0 +1,527 @@
+//! The health probe: `GET /` on one node, over a connection kept open from
+//! one probe to the next.
+//!
+//! Why not [`AlternatorClient::get`]: memory. A prober lives as long as its
+//! node is listed and keeps a connection to it; through hyper's pooled client
+//! each such connection cost about 20 KiB (read and write buffers, the pool's
+//! entry, the connection task), 20 MiB for a thousand nodes, twice the rest
+//! of the server. A [`HealthProbe`] owns its stream and one fixed buffer,
+//! allocates nothing per probe of a healthy node, and reads exactly the
+//! HTTP/1.1 a probe needs: the status, then the body skipped by its framing
+//! (`Content-Length`, chunked, or up to the end of the connection).
+//!
+//! It opens connections like the client does (same TLS configuration, server
+//! name and `Host` header), and a kept connection that the node closed while
+//! idle is replaced at once, within the same probe, as hyper does.
+//!
+//! [`AlternatorClient::get`]: super::client::AlternatorClient::get
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::StatusCode;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::client::{error_chain, FetchError};
+
+/// The probe's buffer: the whole response head must fit (Alternator's is
+/// about 150 bytes); bodies pass through it in pieces of this size.
+pub const HEAD_BUFFER_BYTES: usize = 2048;
+
+/// Most header fields read in a response head.
+const MAX_HEADERS: usize = 32;
+
+/// How a probe opens TLS connections: the client's connector and, when one
+/// is configured, the one server name every node is verified against.
+#[derive(Clone)]
+pub(crate) struct ProbeTls {
+    pub connector: TlsConnector,
+    pub server_name: Option<ServerName<'static>>,
+}
+
+/// Probes one node; see the module documentation.
+pub struct HealthProbe {
+    addr: SocketAddr,
+    /// `GET / HTTP/1.1` with its `Host`, built once.
+    request: Box<[u8]>,
+    tls: Option<ProbeTls>,
+    max_body: usize,
+    /// The connection kept from the last probe, if it can be reused.
+    kept: Option<Stream>,
+    buf: Box<[u8]>,
+}
+
+impl HealthProbe {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        host: &str,
+        tls: Option<ProbeTls>,
+        max_body: usize,
+    ) -> HealthProbe {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        HealthProbe {
+            addr,
+            request: request.into_bytes().into_boxed_slice(),
+            tls,
+            max_body,
+            kept: None,
+            buf: vec![0; HEAD_BUFFER_BYTES].into_boxed_slice(),
+        }
+    }
+
+    /// One probe: the status of `GET /`, its body read and dropped. The whole
+    /// of it (connect, TLS handshake, request, response) is bounded by
+    /// `timeout`; a body above the probe's `max_body` is an error. After an
+    /// error the connection is closed; the next probe opens a new one.
+    pub async fn probe(&mut self, timeout: Duration) -> Result<StatusCode, FetchError> {
+        match tokio::time::timeout(timeout, self.exchange()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => {
+                self.kept = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.kept = None;
+                Err(FetchError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Whether a connection is kept for the next probe.
+    pub fn has_kept_connection(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    async fn exchange(&mut self) -> Result<StatusCode, FetchError> {
+        if let Some(mut stream) = self.kept.take() {
+            match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
+                Ok(done) => return Ok(self.keep_if(stream, done)),
+                // Closed while idle: open a new one, below.
+                Err(Failure::ClosedBeforeResponse(_)) => {}
+                Err(Failure::Fetch(e)) => return Err(e),
+            }
+        }
+        let mut stream = self.connect().await?;
+        match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
+            Ok(done) => Ok(self.keep_if(stream, done)),
+            Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Request(detail)),
+            Err(Failure::Fetch(e)) => Err(e),
+        }
+    }
+
+    fn keep_if(&mut self, stream: Stream, done: Exchanged) -> StatusCode {
+        if done.reusable {
+            self.kept = Some(stream);
+        }
+        done.status
+    }
+
+    async fn connect(&self) -> Result<Stream, FetchError> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| FetchError::Connect(format!("tcp connect error: {e}")))?;
+        // The request goes out in one write; Nagle would only delay it.
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::IpAddress(self.addr.ip().into()),
+        };
+        let stream = tls
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| FetchError::Connect(error_chain(&e)))?;
+        Ok(Stream::Tls(Box::new(stream)))
+    }
+}
+
+/// What one exchange ended with.
+struct Exchanged {
+    status: StatusCode,
+    /// HTTP/1.1, no `Connection: close`, body framed and read to its end,
+    /// nothing after it.
+    reusable: bool,
+}
+
+enum Failure {
+    /// The connection was closed (or reset) before any byte of a response:
+    /// on a kept connection, the node closed it while idle.
+    ClosedBeforeResponse(String),
+    Fetch(FetchError),
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Failure {
+        Failure::Fetch(e)
+    }
+}
+
+/// How the body of a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Neither: the body is the rest of the connection.
+    UntilClose,
+}
+
+/// The parts of a response head that matter here.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    len: usize,
+    code: u16,
+    http11: bool,
+    close: bool,
+    framing: Framing,
+}
+
+/// Sends the request on `stream` and reads the response: its head into
+/// `buf`, then the body, dropped.
+async fn exchange_on(
+    stream: &mut Stream,
+    request: &[u8],
+    buf: &mut [u8],
+    max_body: usize,
+) -> Result<Exchanged, Failure> {
+    let sent = async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    };
+    if let Err(e) = sent.await {
+        return Err(if is_closed(&e) {
+            Failure::ClosedBeforeResponse(format!("connection closed: {e}"))
+        } else {
+            Failure::Fetch(FetchError::Request(format!("sending the request: {e}")))
+        });
+    }
+    let mut reader = Reader {
+        stream,
+        buf,
+        start: 0,
+        end: 0,
+    };
+    let head = loop {
+        let head = read_head(&mut reader).await?;
+        // Interim responses (100 Continue, 103 Early Hints) come before the
+        // real one.
+        if (100..200).contains(&head.code) && head.code != 101 {
+            reader.start += head.len;
+            continue;
+        }
+        reader.start += head.len;
+        break head;
+    };
+    let status = StatusCode::from_u16(head.code)
+        .map_err(|_| FetchError::Request(format!("invalid status code {}", head.code)))?;
+    // No body whatever the headers say (RFC 9112 section 6.3).
+    let framing = match head.code {
+        101 | 204 | 304 => Framing::Length(0),
+        _ => head.framing,
+    };
+    match framing {
+        Framing::Length(len) => {
+            if len > max_body as u64 {
+                return Err(FetchError::TooLarge(max_body).into());
+            }
+            reader.skip(len).await?;
+        }
+        Framing::Chunked => reader.skip_chunked(max_body).await?,
+        Framing::UntilClose => reader.skip_to_end(max_body).await?,
+    }
+    let reusable = head.http11
+        && !head.close
+        && head.code != 101
+        && framing != Framing::UntilClose
+        && reader.start == reader.end;
+    Ok(Exchanged { status, reusable })
+}
+
+/// Reads until `reader`'s window starts with a whole response head.
+async fn read_head(reader: &mut Reader<'_>) -> Result<Head, Failure> {
+    loop {
+        if reader.start < reader.end {
+            if let Some(head) = parse_head(&reader.buf[reader.start..reader.end])? {
+                return Ok(head);
+            }
+            if reader.start == 0 && reader.end == reader.buf.len() {
+                return Err(FetchError::Request(format!(
+                    "response head larger than {} bytes",
+                    reader.buf.len()
+                ))
+                .into());
+            }
+        }
+        let nothing_yet = reader.start == reader.end;
+        match reader.more().await {
+            Ok(0) if nothing_yet => {
+                return Err(Failure::ClosedBeforeResponse(
+                    "connection closed before the response".into(),
+                ))
+            }
+            Ok(0) => {
+                return Err(FetchError::Request(
+                    "connection closed inside the response head".into(),
+                )
+                .into())
+            }
+            Ok(_) => {}
+            Err(e) if nothing_yet && is_closed(&e) => {
+                return Err(Failure::ClosedBeforeResponse(format!(
+                    "connection closed: {e}"
+                )))
+            }
+            Err(e) => return Err(FetchError::Request(format!("reading the response: {e}")).into()),
+        }
+    }
+}
+
+/// The head at the start of `bytes`, `None` while incomplete.
+fn parse_head(bytes: &[u8]) -> Result<Option<Head>, FetchError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(FetchError::Request(format!("not an HTTP/1 response: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let http11 = response.version == Some(1);
+    let mut close = false;
+    let mut chunked = false;
+    let mut length: Option<u64> = None;
+    for header in response.headers.iter() {
+        let value = header.value;
+        if header.name.eq_ignore_ascii_case("connection") {
+            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked framing applies when chunked is the last coding.
+            chunked = tokens(value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if header.name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| FetchError::Request("invalid Content-Length".into()))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(FetchError::Request("conflicting Content-Length".into()));
+            }
+            length = Some(parsed);
+        }
+    }
+    // Transfer-Encoding wins over Content-Length (RFC 9112 section 6.3).
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(len)) => Framing::Length(len),
+        (false, None) => Framing::UntilClose,
+    };
+    Ok(Some(Head {
+        len,
+        code,
+        http11,
+        close,
+        framing,
+    }))
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Whether a read or write error means the peer closed the connection.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// A window `start..end` of bytes read from the stream into `buf`.
+struct Reader<'a> {
+    stream: &'a mut Stream,
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+}
+
+impl Reader<'_> {
+    /// Reads more after the window (moving the window to the front of the
+    /// buffer when it reaches the end); `Ok(0)` at the end of the stream.
+    async fn more(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// `more`, for the body: the end of the stream is an error.
+    async fn more_body(&mut self) -> Result<(), FetchError> {
+        match self.more().await {
+            Ok(0) => Err(FetchError::Body("connection closed inside the body".into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(FetchError::Body(e.to_string())),
+        }
+    }
+
+    /// Drops the next `n` bytes.
+    async fn skip(&mut self, mut n: u64) -> Result<(), FetchError> {
+        loop {
+            let take = n.min((self.end - self.start) as u64);
+            self.start += take as usize;
+            n -= take;
+            if n == 0 {
+                return Ok(());
+            }
+            self.more_body().await?;
+        }
+    }
+
+    /// Drops a chunked body: chunks, the last (empty) one, trailer fields.
+    async fn skip_chunked(&mut self, max_body: usize) -> Result<(), FetchError> {
+        let mut total: u64 = 0;
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.start += used;
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => self.more_for_line().await?,
+                    Err(_) => return Err(FetchError::Body("invalid chunk size line".into())),
+                }
+            };
+            if size == 0 {
+                break;
+            }
+            total = total.saturating_add(size);
+            if total > max_body as u64 {
+                return Err(FetchError::TooLarge(max_body));
+            }
+            self.skip(size).await?;
+            self.expect_crlf().await?;
+        }
+        // Trailer fields, up to an empty line.
+        loop {
+            let window = &self.buf[self.start..self.end];
+            if window.starts_with(b"\r\n") {
+                self.start += 2;
+                return Ok(());
+            }
+            match window.windows(2).position(|w| w == b"\r\n") {
+                Some(at) => self.start += at + 2,
+                None => self.more_for_line().await?,
+            }
+        }
+    }
+
+    /// Reads more for a line that does not fit yet; a line as long as the
+    /// buffer is an error.
+    async fn more_for_line(&mut self) -> Result<(), FetchError> {
+        if self.start == 0 && self.end == self.buf.len() {
+            return Err(FetchError::Body(format!(
+                "a chunked-body line longer than {} bytes",
+                self.buf.len()
+            )));
+        }
+        self.more_body().await
+    }
+
+    async fn expect_crlf(&mut self) -> Result<(), FetchError> {
+        while self.end - self.start < 2 {
+            self.more_for_line().await?;
+        }
+        if &self.buf[self.start..self.start + 2] != b"\r\n" {
+            return Err(FetchError::Body("chunk data not followed by CRLF".into()));
+        }
+        self.start += 2;
+        Ok(())
+    }
+
+    /// Drops everything up to the end of the stream.
+    async fn skip_to_end(&mut self, max_body: usize) -> Result<(), FetchError> {
+        let mut total = 0usize;
+        loop {
+            total += self.end - self.start;
+            self.start = self.end;
+            if total > max_body {
+                return Err(FetchError::TooLarge(max_body));
+            }
+            match self.more().await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(FetchError::Body(e.to_string())),
+            }
+        }
+    }
+}
+
+/// A probe's connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! The probe against scripted HTTP servers on loopback: framings, kept and
+//! dropped connections, and every way a response can be broken. Each server
+//! answers a fixed script; every wait is bounded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::{HealthProbe, HEAD_BUFFER_BYTES};
+use crate::nodes::client::FetchError;
+
+/// Bound on probes expected to finish.
+const T: Duration = Duration::from_secs(5);
+
+/// Body limit, as the tracker's.
+const MAX_BODY: usize = 4096;
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhealthy: 127.0.0.1:1";
+
+const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+    5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+
+/// What the server does for one request.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// Writes these bytes at once.
+    Whole(&'static [u8]),
+    /// Writes them one byte at a time.
+    Trickle(&'static [u8]),
+    /// Writes nothing and keeps the connection open.
+    Silence,
+}
+
+/// What the server does after a connection's last reply.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    Close,
+    Hold,
+}
+
+/// A server answering the `n`th connection it accepts with `script[n]`.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    async fn start(script: Vec<(Vec<Reply>, After)>) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (count, seen) = (accepted.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for (replies, after) in script {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                held.push(tokio::spawn(async move {
+                    for reply in replies {
+                        let Some(request) = read_request(&mut conn).await else {
+                            return;
+                        };
+                        seen.lock().unwrap().push(request);
+                        match reply {
+                            Reply::Whole(bytes) => {
+                                let _ = conn.write_all(bytes).await;
+                            }
+                            Reply::Trickle(bytes) => {
+                                for b in bytes {
+                                    let _ = conn.write_all(&[*b]).await;
+                                    tokio::time::sleep(Duration::from_micros(200)).await;
+                                }
+                            }
+                            Reply::Silence => {}
+                        }
+                    }
+                    if after == After::Hold {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                }));
+            }
+            // No more connections are accepted: the listener stays open so
+            // that a connect does not fail, but nobody answers.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(held);
+        });
+        Scripted {
+            addr,
+            accepted,
+            requests,
+            task,
+        }
+    }
+
+    fn probe(&self) -> HealthProbe {
+        HealthProbe::new(self.addr, &self.addr.to_string(), None, MAX_BODY)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request head; `None` when the client closed first.
+async fn read_request(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn hold(replies: &[Reply]) -> (Vec<Reply>, After) {
+    (replies.to_vec(), After::Hold)
+}
+
+fn close(replies: &[Reply]) -> (Vec<Reply>, After) {
+    (replies.to_vec(), After::Close)
+}
+
+#[tokio::test]
+async fn probes_share_one_connection_and_send_the_host() {
+    let s = Scripted::start(vec![hold(&[Reply::Whole(OK); 3])]).await;
+    let mut probe = s.probe();
+    for _ in 0..3 {
+        assert_eq!(probe.probe(T).await.unwrap(), 200);
+        assert!(probe.has_kept_connection());
+    }
+    assert_eq!(s.accepted(), 1);
+    let requests = s.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(
+        requests[0],
+        format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr)
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_with_extensions_and_trailers_are_read_to_their_end() {
+    let s = Scripted::start(vec![hold(&[Reply::Whole(CHUNKED), Reply::Whole(OK)])]).await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    // The next response is read from where the chunked one ended.
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert!(probe.has_kept_connection());
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn responses_arriving_a_byte_at_a_time() {
+    let s = Scripted::start(vec![hold(&[Reply::Trickle(CHUNKED), Reply::Trickle(OK)])]).await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn interim_responses_and_bodiless_statuses() {
+    let s = Scripted::start(vec![hold(&[
+        Reply::Whole(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        // 204 has no body even with a Content-Length.
+        Reply::Whole(b"HTTP/1.1 204 No Content\r\nContent-Length: 99\r\n\r\n"),
+        Reply::Whole(OK),
+    ])])
+    .await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(probe.probe(T).await.unwrap(), 204);
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn error_statuses_are_returned_and_the_connection_kept() {
+    let s = Scripted::start(vec![hold(&[
+        Reply::Whole(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown"),
+        Reply::Whole(OK),
+    ])])
+    .await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 503);
+    assert!(probe.has_kept_connection());
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn connections_that_cannot_be_reused_are_not_kept() {
+    let s = Scripted::start(vec![
+        // Body up to the end of the connection.
+        close(&[Reply::Whole(b"HTTP/1.1 200 OK\r\n\r\nhealthy")]),
+        hold(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nok",
+        )]),
+        hold(&[Reply::Whole(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        )]),
+        // Bytes after the body.
+        hold(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+        )]),
+        hold(&[Reply::Whole(OK)]),
+    ])
+    .await;
+    let mut probe = s.probe();
+    for n in 1..=4 {
+        assert_eq!(probe.probe(T).await.unwrap(), 200, "connection {n}");
+        assert!(!probe.has_kept_connection(), "connection {n}");
+        assert_eq!(s.accepted(), n);
+    }
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert!(probe.has_kept_connection());
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_by_the_node_is_replaced_within_the_probe() {
+    let s = Scripted::start(vec![close(&[Reply::Whole(OK)]), hold(&[Reply::Whole(OK)])]).await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    // The node closes its side after the first answer.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(s.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_new_connection_closed_before_the_response_is_a_failure() {
+    let s = Scripted::start(vec![close(&[]), hold(&[Reply::Whole(OK)])]).await;
+    let mut probe = s.probe();
+    let err = probe.probe(T).await.unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Request(m) if m.contains("closed")),
+        "{err:?}"
+    );
+    // Not retried: a node that closes every new connection is down.
+    assert_eq!(s.accepted(), 1);
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn bodies_above_the_limit_are_refused_unread() {
+    // Two chunks of 2048 bytes fit the 4096-byte limit; a third does not,
+    // and is refused on its size line.
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        chunked.extend_from_slice(b"800\r\n");
+        chunked.extend_from_slice(&[b'x'; 2048]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"1\r\n");
+    let chunked: &'static [u8] = Box::leak(chunked.into_boxed_slice());
+    // No framing: the body runs to the end of a connection that stays open.
+    let mut unframed = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+    unframed.extend_from_slice(&[b'x'; 5000]);
+    let unframed: &'static [u8] = Box::leak(unframed.into_boxed_slice());
+    let s = Scripted::start(vec![
+        hold(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4097\r\n\r\n",
+        )]),
+        hold(&[Reply::Whole(chunked)]),
+        hold(&[Reply::Whole(unframed)]),
+    ])
+    .await;
+    let mut probe = s.probe();
+    for n in 1..=3 {
+        let err = probe.probe(T).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::TooLarge(MAX_BODY)),
+            "{n}: {err:?}"
+        );
+        assert!(!probe.has_kept_connection());
+    }
+    assert_eq!(s.accepted(), 3);
+}
+
+/// What a broken response must fail with.
+type Expected = fn(&FetchError) -> bool;
+
+#[tokio::test]
+async fn broken_responses_are_failures_that_name_the_problem() {
+    static HUGE_HEAD: [u8; HEAD_BUFFER_BYTES + 64] = {
+        let mut head = [b'a'; HEAD_BUFFER_BYTES + 64];
+        let start = b"HTTP/1.1 200 OK\r\nX-Long: ";
+        let mut i = 0;
+        while i < start.len() {
+            head[i] = start[i];
+            i += 1;
+        }
+        head
+    };
+    let cases: [(&'static [u8], Expected); 6] = [
+        (
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            |e| matches!(e, FetchError::Request(m) if m.contains("not an HTTP/1 response")),
+        ),
+        (
+            &HUGE_HEAD,
+            |e| matches!(e, FetchError::Request(m) if m.contains("larger than 2048 bytes")),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            |e| matches!(e, FetchError::Request(m) if m.contains("conflicting")),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            |e| matches!(e, FetchError::Request(m) if m.contains("Content-Length")),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            |e| matches!(e, FetchError::Body(m) if m.contains("chunk size")),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            |e| matches!(e, FetchError::Body(m) if m.contains("closed inside the body")),
+        ),
+    ];
+    for (response, expected) in cases {
+        let s = Scripted::start(vec![close(&[Reply::Whole(response)])]).await;
+        let mut probe = s.probe();
+        let err = probe.probe(T).await.unwrap_err();
+        assert!(
+            expected(&err),
+            "{:?}: {err:?}",
+            String::from_utf8_lossy(&response[..response.len().min(60)])
+        );
+        assert!(!probe.has_kept_connection());
+    }
+}
+
+#[tokio::test]
+async fn a_silent_node_is_bounded_by_the_timeout() {
+    let s = Scripted::start(vec![hold(&[Reply::Silence])]).await;
+    let mut probe = s.probe();
+    let started = Instant::now();
+    let err = probe.probe(Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, FetchError::Timeout(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!probe.has_kept_connection());
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut probe = HealthProbe::new(addr, &addr.to_string(), None, MAX_BODY);
+    let err = probe.probe(T).await.unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Connect(m) if m.contains("refused")),
+        "{err:?}"
+    );
+}

@@ -15,6 +15,12 @@
 //! - `SINGLE_ISSUER | DEFER_TASKRUN` lets the kernel skip locking and run
 //!   completion work only when this thread waits; [`probe`] falls back to
 //!   fewer flags on kernels that refuse them.
+//! - Under load, a wait asks for a batch of completions but returns
+//!   [`BUSY_MIN_WAIT_US`] after the first one at the latest (the kernel's
+//!   minimum-wait timeout, Linux 6.12): fewer, fuller loops for at most that
+//!   much added latency. An idle worker waits for one completion, so a
+//!   lightly loaded server answers at once. `benches/README.md` has the
+//!   numbers.
 //!
 //! Shutdown: each wait times out after 200 ms, so the flag is seen within
 //! about 200 ms. Before any memory the kernel may touch is freed, the worker
@@ -56,6 +62,13 @@ const CQ_ENTRIES: u32 = 1024;
 const WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for cancelled requests before leaking instead.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
+/// A loop that handled at least this many datagrams makes the next wait a
+/// batched one.
+const BUSY_BATCH: usize = 4;
+/// Completions a batched wait asks for...
+const BUSY_WANT: usize = 16;
+/// ... and how long it may wait for them once the first has arrived.
+const BUSY_MIN_WAIT_US: u32 = 30;
 
 /// How much a worker allocates up front.
 #[derive(Debug, Clone, Copy)]
@@ -170,8 +183,9 @@ fn chosen_flags() -> Result<SetupFlags, IoError> {
         let mut last = libc::ENOSYS;
         for flags in SetupFlags::CANDIDATES {
             match build_ring(flags) {
-                Ok(_) => {
-                    tracing::info!(?flags, "io_uring setup flags");
+                Ok(ring) => {
+                    let batched_waits = ring.params().is_feature_min_timeout();
+                    tracing::info!(?flags, batched_waits, "io_uring setup flags");
                     return Ok(flags);
                 }
                 Err(e) => last = e.raw_os_error().unwrap_or(libc::EINVAL),
@@ -533,6 +547,8 @@ struct Queue {
     /// Receive and cancel completions drained but not yet handled (send
     /// completions are handled while draining, to free slots at once).
     batch: Vec<cqueue::Entry>,
+    /// Whether the kernel has minimum-wait timeouts (batched waits).
+    min_wait: bool,
     enter_log: RateLimitedLog,
 }
 
@@ -556,12 +572,20 @@ impl Queue {
         self.enter_result(result)
     }
 
-    /// Submits queued entries and waits up to `timeout` for a completion.
-    fn wait(&mut self, timeout: Duration) -> Result<(), IoError> {
+    /// Submits queued entries and waits up to `timeout` for a completion;
+    /// when `busy`, for up to [`BUSY_WANT`] of them, [`BUSY_MIN_WAIT_US`]
+    /// at most after the first.
+    fn wait(&mut self, timeout: Duration, busy: bool) -> Result<(), IoError> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
-        let result = self.ring.submitter().submit_with_args(1, &args).map(drop);
-        self.enter_result(result)
+        let submitter = self.ring.submitter();
+        let result = if busy && self.min_wait {
+            let args = args.min_wait_usec(BUSY_MIN_WAIT_US);
+            submitter.submit_with_args(BUSY_WANT, &args)
+        } else {
+            submitter.submit_with_args(1, &args)
+        };
+        self.enter_result(result.map(drop))
     }
 
     /// Timeouts and signals are normal; a full completion queue or a
@@ -655,8 +679,10 @@ impl Worker {
         // SAFETY: msghdr is integers and raw pointers; all-zero is valid.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = SOCKADDR_NAME_LEN as libc::socklen_t;
+        let min_wait = ring.params().is_feature_min_timeout();
         let queue = Queue {
             ring,
+            min_wait,
             pool: SendPool::new(sizes.slots),
             batch: Vec::with_capacity(CQ_ENTRIES as usize),
             enter_log: RateLimitedLog::new("io_uring: wait failed"),
@@ -681,11 +707,13 @@ impl Worker {
         sockets: &WorkerSockets,
         handler: &mut H,
     ) -> Result<(), IoError> {
+        let mut busy = false;
         while !sockets.shutdown.load(Ordering::Relaxed) {
             self.arm_idle()?;
             self.shared.bufs.publish();
-            self.shared.queue.wait(WAIT)?;
+            self.shared.queue.wait(WAIT, busy)?;
             self.shared.queue.reap();
+            busy = self.shared.queue.batch.len() >= BUSY_BATCH;
             self.process(handler)?;
         }
         Ok(())
@@ -846,7 +874,12 @@ impl Worker {
         let _ = unsafe { self.shared.queue.push(&cancel) };
         let deadline = Instant::now() + QUIESCE_LIMIT;
         while self.busy() && Instant::now() < deadline {
-            if self.shared.queue.wait(Duration::from_millis(50)).is_err() {
+            if self
+                .shared
+                .queue
+                .wait(Duration::from_millis(50), false)
+                .is_err()
+            {
                 break;
             }
             self.shared.queue.reap();
@@ -906,7 +939,7 @@ fn self_test() -> Result<(), IoError> {
         .map_err(io_err("io_uring self-test: send"))?;
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
-        worker.shared.queue.wait(Duration::from_millis(50))?;
+        worker.shared.queue.wait(Duration::from_millis(50), false)?;
         worker.shared.queue.reap();
         if let Some(cqe) = worker.shared.queue.batch.first().cloned() {
             return check_self_test(&worker, &cqe, addr);

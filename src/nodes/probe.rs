@@ -11,15 +11,17 @@
 //! (`Content-Length`, chunked, or up to the end of the connection).
 //!
 //! It opens connections like the client does (same TLS configuration, server
-//! name and `Host` header), and a kept connection that the node closed while
-//! idle is replaced at once, within the same probe, as hyper does.
+//! name and `Host` header). A kept connection that the node closed while idle
+//! (or wrote to unasked, such as a `408` before closing) is dropped before it
+//! is used; one that turns out closed only once the request is written is
+//! replaced, once, within the same probe: `GET /` is safe to send again.
 //!
 //! [`AlternatorClient::get`]: super::client::AlternatorClient::get
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -32,11 +34,19 @@ use tokio_rustls::TlsConnector;
 use super::client::{error_chain, FetchError};
 
 /// The probe's buffer: the whole response head must fit (Alternator's is
-/// about 150 bytes); bodies pass through it in pieces of this size.
-pub const HEAD_BUFFER_BYTES: usize = 2048;
+/// about 150 bytes, leaving room for what a proxy in front may add); bodies
+/// pass through it in pieces of this size.
+pub const HEAD_BUFFER_BYTES: usize = 4096;
 
-/// Most header fields read in a response head.
-const MAX_HEADERS: usize = 32;
+/// Most header fields read in a response head (as hyper).
+const MAX_HEADERS: usize = 100;
+
+/// Most interim (1xx) responses accepted before the real one.
+const MAX_INTERIM_RESPONSES: usize = 8;
+
+/// Bytes read after the head beyond the body limit, for chunk-size lines,
+/// chunk extensions and trailer fields; more is refused like a large body.
+const FRAMING_ALLOWANCE: u64 = 16 * 1024;
 
 /// How a probe opens TLS connections: the client's connector and, when one
 /// is configured, the one server name every node is verified against.
@@ -101,11 +111,14 @@ impl HealthProbe {
 
     async fn exchange(&mut self) -> Result<StatusCode, FetchError> {
         if let Some(mut stream) = self.kept.take() {
-            match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
-                Ok(done) => return Ok(self.keep_if(stream, done)),
-                // Closed while idle: open a new one, below.
-                Err(Failure::ClosedBeforeResponse(_)) => {}
-                Err(Failure::Fetch(e)) => return Err(e),
+            if is_idle_and_open(&mut stream) {
+                match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
+                    Ok(done) => return Ok(self.keep_if(stream, done)),
+                    // Open when checked, closed under the request: sent
+                    // once more on a new connection, below.
+                    Err(Failure::ClosedBeforeResponse(_)) => {}
+                    Err(Failure::Fetch(e)) => return Err(e),
+                }
             }
         }
         let mut stream = self.connect().await?;
@@ -145,6 +158,16 @@ impl HealthProbe {
     }
 }
 
+/// Whether a kept connection can carry the next request: nothing to read on
+/// it (no unasked response, no end of stream, no error). Polls it once,
+/// without waiting.
+fn is_idle_and_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+}
+
 /// What one exchange ended with.
 struct Exchanged {
     status: StatusCode,
@@ -180,8 +203,8 @@ enum Framing {
 struct Head {
     len: usize,
     code: u16,
-    http11: bool,
-    close: bool,
+    /// HTTP/1.1, no `Connection: close`, unambiguous framing.
+    keep_alive: bool,
     framing: Framing,
 }
 
@@ -209,18 +232,29 @@ async fn exchange_on(
         buf,
         start: 0,
         end: 0,
+        read: 0,
+        limit: 0,
+        max_body,
     };
+    let mut interim = 0;
     let head = loop {
         let head = read_head(&mut reader).await?;
+        reader.start += head.len;
         // Interim responses (100 Continue, 103 Early Hints) come before the
         // real one.
         if (100..200).contains(&head.code) && head.code != 101 {
-            reader.start += head.len;
+            interim += 1;
+            if interim > MAX_INTERIM_RESPONSES {
+                return Err(FetchError::Request(format!(
+                    "more than {MAX_INTERIM_RESPONSES} interim responses"
+                ))
+                .into());
+            }
             continue;
         }
-        reader.start += head.len;
         break head;
     };
+    reader.limit = reader.read + max_body as u64 + FRAMING_ALLOWANCE;
     let status = StatusCode::from_u16(head.code)
         .map_err(|_| FetchError::Request(format!("invalid status code {}", head.code)))?;
     // No body whatever the headers say (RFC 9112 section 6.3).
@@ -238,8 +272,7 @@ async fn exchange_on(
         Framing::Chunked => reader.skip_chunked(max_body).await?,
         Framing::UntilClose => reader.skip_to_end(max_body).await?,
     }
-    let reusable = head.http11
-        && !head.close
+    let reusable = head.keep_alive
         && head.code != 101
         && framing != Framing::UntilClose
         && reader.start == reader.end;
@@ -261,7 +294,7 @@ async fn read_head(reader: &mut Reader<'_>) -> Result<Head, Failure> {
                 .into());
             }
         }
-        let nothing_yet = reader.start == reader.end;
+        let nothing_yet = reader.read == 0;
         match reader.more().await {
             Ok(0) if nothing_yet => {
                 return Err(Failure::ClosedBeforeResponse(
@@ -292,11 +325,17 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, FetchError> {
     let len = match response.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(FetchError::Request(format!(
+                "more than {MAX_HEADERS} header fields in the response"
+            )))
+        }
         Err(e) => return Err(FetchError::Request(format!("not an HTTP/1 response: {e}"))),
     };
     let code = response.code.unwrap_or(0);
     let http11 = response.version == Some(1);
     let mut close = false;
+    let mut transfer_coded = false;
     let mut chunked = false;
     let mut length: Option<u64> = None;
     for header in response.headers.iter() {
@@ -305,33 +344,57 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, FetchError> {
             close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked framing applies when chunked is the last coding.
+            transfer_coded = true;
             chunked = tokens(value)
+                .filter(|t| !t.is_empty())
                 .last()
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if header.name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| FetchError::Request("invalid Content-Length".into()))?;
+            let parsed = content_length(value)?;
             if length.is_some_and(|l| l != parsed) {
                 return Err(FetchError::Request("conflicting Content-Length".into()));
             }
             length = Some(parsed);
         }
     }
-    // Transfer-Encoding wins over Content-Length (RFC 9112 section 6.3).
-    let framing = match (chunked, length) {
-        (true, _) => Framing::Chunked,
-        (false, Some(len)) => Framing::Length(len),
-        (false, None) => Framing::UntilClose,
+    // RFC 9112 section 6.3: Transfer-Encoding wins over Content-Length, and
+    // a transfer coding other than chunked runs to the end of the connection.
+    let framing = match (transfer_coded, chunked, length) {
+        (true, true, _) => Framing::Chunked,
+        (true, false, _) => Framing::UntilClose,
+        (false, _, Some(len)) => Framing::Length(len),
+        (false, _, None) => Framing::UntilClose,
     };
+    // Both framings at once (or a transfer coding in HTTP/1.0) may be an
+    // attempt at smuggling: answer this one, then close (section 6.1).
+    let keep_alive = http11 && !close && !(transfer_coded && length.is_some());
     Ok(Some(Head {
         len,
         code,
-        http11,
-        close,
+        keep_alive,
         framing,
     }))
+}
+
+/// A `Content-Length` value: digits, or a list of equal ones (RFC 9110
+/// section 8.6).
+fn content_length(value: &[u8]) -> Result<u64, FetchError> {
+    let invalid = || FetchError::Request("invalid Content-Length".into());
+    let mut found = None;
+    for part in tokens(value) {
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(invalid());
+        }
+        let n: u64 = std::str::from_utf8(part)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(invalid)?;
+        if found.is_some_and(|f| f != n) {
+            return Err(FetchError::Request("conflicting Content-Length".into()));
+        }
+        found = Some(n);
+    }
+    found.ok_or_else(invalid)
 }
 
 /// The comma-separated tokens of a header value, trimmed.
@@ -357,6 +420,11 @@ struct Reader<'a> {
     buf: &'a mut [u8],
     start: usize,
     end: usize,
+    /// Bytes read from the stream so far.
+    read: u64,
+    /// Most bytes the body may take `read` to (set once the head is read).
+    limit: u64,
+    max_body: usize,
 }
 
 impl Reader<'_> {
@@ -373,13 +441,17 @@ impl Reader<'_> {
         }
         let n = self.stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.read += n as u64;
         Ok(n)
     }
 
-    /// `more`, for the body: the end of the stream is an error.
+    /// `more`, for a body framed by length or chunks: the end of the stream
+    /// is an error, and so is reading past the limit (endless chunk
+    /// extensions or trailer fields).
     async fn more_body(&mut self) -> Result<(), FetchError> {
         match self.more().await {
             Ok(0) => Err(FetchError::Body("connection closed inside the body".into())),
+            Ok(_) if self.read > self.limit => Err(FetchError::TooLarge(self.max_body)),
             Ok(_) => Ok(()),
             Err(e) => Err(FetchError::Body(e.to_string())),
         }

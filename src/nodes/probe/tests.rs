@@ -34,6 +34,10 @@ enum Reply {
     Trickle(&'static [u8]),
     /// Writes nothing and keeps the connection open.
     Silence,
+    /// Closes the connection without answering.
+    Hangup,
+    /// Writes the first bytes, then, a moment later and unasked, the second.
+    ThenUnasked(&'static [u8], &'static [u8]),
 }
 
 /// What the server does after a connection's last reply.
@@ -89,6 +93,12 @@ impl Scripted {
                                 }
                             }
                             Reply::Silence => {}
+                            Reply::Hangup => return,
+                            Reply::ThenUnasked(bytes, unasked) => {
+                                let _ = conn.write_all(bytes).await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                let _ = conn.write_all(unasked).await;
+                            }
                         }
                     }
                     if after == After::Hold {
@@ -182,15 +192,21 @@ async fn interim_responses_and_bodiless_statuses() {
         Reply::Whole(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         ),
-        // 204 has no body even with a Content-Length.
+        Reply::Whole(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        // 204 and 304 have no body even with a Content-Length.
         Reply::Whole(b"HTTP/1.1 204 No Content\r\nContent-Length: 99\r\n\r\n"),
+        Reply::Whole(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n"),
         Reply::Whole(OK),
     ])])
     .await;
     let mut probe = s.probe();
-    assert_eq!(probe.probe(T).await.unwrap(), 200);
-    assert_eq!(probe.probe(T).await.unwrap(), 204);
-    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    for want in [200, 200, 204, 304, 200] {
+        assert_eq!(probe.probe(T).await.unwrap(), want);
+        assert!(probe.has_kept_connection());
+    }
     assert_eq!(s.accepted(), 1);
 }
 
@@ -223,11 +239,28 @@ async fn connections_that_cannot_be_reused_are_not_kept() {
         hold(&[Reply::Whole(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
         )]),
+        // Chunked with Connection: close.
+        hold(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+        )]),
+        // Both framings: read as chunked (the list form `chunked,` too), not
+        // trusted further.
+        hold(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked,\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+        )]),
+        // A transfer coding other than chunked runs to the end.
+        close(&[Reply::Whole(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nokmore",
+        )]),
+        // HTTP/1.0 with the body up to the end.
+        close(&[Reply::Whole(b"HTTP/1.0 200 OK\r\n\r\nhealthy")]),
         hold(&[Reply::Whole(OK)]),
     ])
     .await;
     let mut probe = s.probe();
-    for n in 1..=4 {
+    for n in 1..=8 {
         assert_eq!(probe.probe(T).await.unwrap(), 200, "connection {n}");
         assert!(!probe.has_kept_connection(), "connection {n}");
         assert_eq!(s.accepted(), n);
@@ -243,6 +276,70 @@ async fn a_kept_connection_closed_by_the_node_is_replaced_within_the_probe() {
     assert_eq!(probe.probe(T).await.unwrap(), 200);
     // The node closes its side after the first answer.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert!(probe.has_kept_connection());
+    assert_eq!(s.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_under_the_request_is_retried_once() {
+    let s = Scripted::start(vec![
+        hold(&[Reply::Whole(OK), Reply::Hangup]),
+        hold(&[Reply::Whole(OK), Reply::Hangup]),
+        hold(&[Reply::Hangup]),
+        hold(&[Reply::Whole(OK)]),
+    ])
+    .await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    // Open when checked, closed once the request is written: sent again on
+    // a new connection.
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert_eq!(s.accepted(), 2);
+    // The same, but the new connection is closed too: a failure, not a
+    // third try.
+    let err = probe.probe(T).await.unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Request(m) if m.contains("closed before the response")),
+        "{err:?}"
+    );
+    assert_eq!(s.accepted(), 3);
+    assert!(!probe.has_kept_connection());
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_response_cut_short_on_a_kept_connection_is_not_retried() {
+    let s = Scripted::start(vec![
+        close(&[Reply::Whole(OK), Reply::Whole(b"HTTP/1.1 20")]),
+        hold(&[Reply::Whole(OK)]),
+    ])
+    .await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    let err = probe.probe(T).await.unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Request(m) if m.contains("inside the response head")),
+        "{err:?}"
+    );
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_kept_connection_with_unasked_bytes_is_not_used() {
+    // A node that times the idle connection out with a 408 before closing:
+    // the 408 is not taken for the answer to the next probe.
+    let s = Scripted::start(vec![
+        hold(&[Reply::ThenUnasked(
+            OK,
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n",
+        )]),
+        hold(&[Reply::Whole(OK)]),
+    ])
+    .await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(probe.probe(T).await.unwrap(), 200);
     assert_eq!(s.accepted(), 2);
 }
@@ -261,32 +358,41 @@ async fn a_new_connection_closed_before_the_response_is_a_failure() {
     assert_eq!(probe.probe(T).await.unwrap(), 200);
 }
 
+/// `parts` joined, for the life of the test binary.
+fn leak(parts: &[&[u8]]) -> &'static [u8] {
+    Box::leak(parts.concat().into_boxed_slice())
+}
+
 #[tokio::test]
 async fn bodies_above_the_limit_are_refused_unread() {
     // Two chunks of 2048 bytes fit the 4096-byte limit; a third does not,
     // and is refused on its size line.
-    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..2 {
-        chunked.extend_from_slice(b"800\r\n");
-        chunked.extend_from_slice(&[b'x'; 2048]);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"1\r\n");
-    let chunked: &'static [u8] = Box::leak(chunked.into_boxed_slice());
+    let chunk = [&b"800\r\n"[..], &[b'x'; 2048], b"\r\n"].concat();
+    let chunked = leak(&[
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &chunk,
+        &chunk,
+        b"1\r\n",
+    ]);
     // No framing: the body runs to the end of a connection that stays open.
-    let mut unframed = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-    unframed.extend_from_slice(&[b'x'; 5000]);
-    let unframed: &'static [u8] = Box::leak(unframed.into_boxed_slice());
+    let unframed = leak(&[b"HTTP/1.1 200 OK\r\n\r\n", &[b'x'; 5000]]);
+    // Trailer fields that never end.
+    let field = b"X-Trailer: 0123456789abcdef0123456789abcdef\r\n";
+    let trailers = leak(&[
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+        &field.repeat(64 * 1024 / field.len()),
+    ]);
     let s = Scripted::start(vec![
         hold(&[Reply::Whole(
             b"HTTP/1.1 200 OK\r\nContent-Length: 4097\r\n\r\n",
         )]),
         hold(&[Reply::Whole(chunked)]),
         hold(&[Reply::Whole(unframed)]),
+        hold(&[Reply::Whole(trailers)]),
     ])
     .await;
     let mut probe = s.probe();
-    for n in 1..=3 {
+    for n in 1..=4 {
         let err = probe.probe(T).await.unwrap_err();
         assert!(
             matches!(err, FetchError::TooLarge(MAX_BODY)),
@@ -294,7 +400,7 @@ async fn bodies_above_the_limit_are_refused_unread() {
         );
         assert!(!probe.has_kept_connection());
     }
-    assert_eq!(s.accepted(), 3);
+    assert_eq!(s.accepted(), 4);
 }
 
 /// What a broken response must fail with.
@@ -302,24 +408,25 @@ type Expected = fn(&FetchError) -> bool;
 
 #[tokio::test]
 async fn broken_responses_are_failures_that_name_the_problem() {
-    static HUGE_HEAD: [u8; HEAD_BUFFER_BYTES + 64] = {
-        let mut head = [b'a'; HEAD_BUFFER_BYTES + 64];
-        let start = b"HTTP/1.1 200 OK\r\nX-Long: ";
-        let mut i = 0;
-        while i < start.len() {
-            head[i] = start[i];
-            i += 1;
-        }
-        head
-    };
-    let cases: [(&'static [u8], Expected); 6] = [
+    let huge_head = leak(&[b"HTTP/1.1 200 OK\r\nX-Long: ", &[b'a'; HEAD_BUFFER_BYTES]]);
+    let many_interim = leak(&[&b"HTTP/1.1 100 Continue\r\n\r\n".repeat(9)]);
+    let many_headers = leak(&[b"HTTP/1.1 200 OK\r\n", &b"X: 1\r\n".repeat(101), b"\r\n"]);
+    let cases: [(&'static [u8], Expected); 9] = [
         (
             b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
             |e| matches!(e, FetchError::Request(m) if m.contains("not an HTTP/1 response")),
         ),
         (
-            &HUGE_HEAD,
-            |e| matches!(e, FetchError::Request(m) if m.contains("larger than 2048 bytes")),
+            huge_head,
+            |e| matches!(e, FetchError::Request(m) if m.contains("larger than 4096 bytes")),
+        ),
+        (
+            many_interim,
+            |e| matches!(e, FetchError::Request(m) if m.contains("more than 8 interim")),
+        ),
+        (
+            many_headers,
+            |e| matches!(e, FetchError::Request(m) if m.contains("more than 100 header fields")),
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
@@ -327,7 +434,11 @@ async fn broken_responses_are_failures_that_name_the_problem() {
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            |e| matches!(e, FetchError::Request(m) if m.contains("Content-Length")),
+            |e| matches!(e, FetchError::Request(m) if m.contains("invalid Content-Length")),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+            |e| matches!(e, FetchError::Request(m) if m.contains("invalid Content-Length")),
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",

@@ -15,12 +15,12 @@
 //! - `SINGLE_ISSUER | DEFER_TASKRUN` lets the kernel skip locking and run
 //!   completion work only when this thread waits; [`probe`] falls back to
 //!   fewer flags on kernels that refuse them.
-//! - Under load, a wait asks for a batch of completions but returns
-//!   [`BUSY_MIN_WAIT_US`] after the first one at the latest (the kernel's
-//!   minimum-wait timeout, Linux 6.12): fewer, fuller loops for at most that
-//!   much added latency. An idle worker waits for one completion, so a
-//!   lightly loaded server answers at once. `benches/README.md` has the
-//!   numbers.
+//! - Under load, a wait asks for a batch of completions, but once
+//!   [`BUSY_MIN_WAIT_US`] have passed since it began it returns with whatever
+//!   is there, or at the next completion (the kernel's minimum-wait timeout,
+//!   Linux 6.12): fewer, fuller loops for at most that much added latency. An
+//!   idle worker waits for one completion, so a lightly loaded server answers
+//!   at once. `benches/README.md` has the numbers.
 //!
 //! Shutdown: each wait times out after 200 ms, so the flag is seen within
 //! about 200 ms. Before any memory the kernel may touch is freed, the worker
@@ -62,12 +62,14 @@ const CQ_ENTRIES: u32 = 1024;
 const WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for cancelled requests before leaking instead.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
-/// A loop that handled at least this many datagrams makes the next wait a
-/// batched one.
+/// A loop that collected at least this many receive completions makes the
+/// next wait a batched one.
 const BUSY_BATCH: usize = 4;
-/// Completions a batched wait asks for...
+/// Completions a batched wait asks for (the sends submitted with it, which
+/// mostly complete at once, count too: asking for 16 more than those was
+/// measured no better, see `benches/README.md`)...
 const BUSY_WANT: usize = 16;
-/// ... and how long it may wait for them once the first has arrived.
+/// ... and how long after it began it returns with fewer.
 const BUSY_MIN_WAIT_US: u32 = 30;
 
 /// How much a worker allocates up front.
@@ -157,6 +159,13 @@ struct SetupFlags {
 
 impl SetupFlags {
     /// Tried in order; the first the kernel accepts is used by every worker.
+    ///
+    /// None has SQPOLL, and no request is punted to io-wq: batched waits
+    /// rely on that. Before Linux commit e15cb2200b93 (December 2025, in the
+    /// stable kernels since), a minimum-wait timeout did not see completions
+    /// posted by another thread once it had expired, and a batched wait could
+    /// then last its whole timeout. Turn batched waits off before adding
+    /// either.
     const CANDIDATES: [SetupFlags; 6] = [
         SetupFlags::new(true, true, true, true),
         SetupFlags::new(true, true, false, true),
@@ -572,14 +581,15 @@ impl Queue {
         self.enter_result(result)
     }
 
-    /// Submits queued entries and waits up to `timeout` for a completion;
-    /// when `busy`, for up to [`BUSY_WANT`] of them, [`BUSY_MIN_WAIT_US`]
-    /// at most after the first.
-    fn wait(&mut self, timeout: Duration, busy: bool) -> Result<(), IoError> {
+    /// Submits queued entries and waits up to `timeout` for a completion.
+    /// When `batched` (and the kernel can), it asks for [`BUSY_WANT`], but
+    /// returns with what is there once [`BUSY_MIN_WAIT_US`] have passed since
+    /// it began, or at the next completion after.
+    fn wait(&mut self, timeout: Duration, batched: bool) -> Result<(), IoError> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
         let submitter = self.ring.submitter();
-        let result = if busy && self.min_wait {
+        let result = if batched && self.min_wait {
             let args = args.min_wait_usec(BUSY_MIN_WAIT_US);
             submitter.submit_with_args(BUSY_WANT, &args)
         } else {
@@ -707,13 +717,13 @@ impl Worker {
         sockets: &WorkerSockets,
         handler: &mut H,
     ) -> Result<(), IoError> {
-        let mut busy = false;
+        let mut batch_next_wait = false;
         while !sockets.shutdown.load(Ordering::Relaxed) {
             self.arm_idle()?;
             self.shared.bufs.publish();
-            self.shared.queue.wait(WAIT, busy)?;
+            self.shared.queue.wait(WAIT, batch_next_wait)?;
             self.shared.queue.reap();
-            busy = self.shared.queue.batch.len() >= BUSY_BATCH;
+            batch_next_wait = self.shared.queue.batch.len() >= BUSY_BATCH;
             self.process(handler)?;
         }
         Ok(())
@@ -1054,6 +1064,38 @@ mod tests {
 
     static TINY_OVERRUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static TINY_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// A batched wait asks for more completions than come: it must return
+    /// with the one datagram soon after it arrives, not at the timeout.
+    #[test]
+    fn a_batched_wait_returns_with_fewer_completions() {
+        if !uring_available() {
+            return;
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut worker = Worker::new(std::slice::from_ref(&socket), Sizes::DEFAULT).unwrap();
+        worker.arm_idle().unwrap();
+        worker.shared.queue.submit().unwrap();
+        let timeout = Duration::from_secs(2);
+        for round in 0..5 {
+            socket.send_to(b"one", addr).unwrap();
+            let started = Instant::now();
+            worker.shared.queue.wait(timeout, true).unwrap();
+            let waited = started.elapsed();
+            worker.shared.queue.reap();
+            assert_eq!(worker.shared.queue.batch.len(), 1, "round {round}");
+            assert!(
+                waited < Duration::from_millis(500),
+                "round {round}: {waited:?}"
+            );
+            let cqe = worker.shared.queue.batch.pop().unwrap();
+            if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                worker.shared.bufs.recycle(bid);
+            }
+            worker.shared.bufs.publish();
+        }
+    }
 
     #[test]
     fn survives_exhausted_buffers_and_slots() {

@@ -16,7 +16,7 @@
 //! # Where membership changes enter
 //! [`nodes::tracker`], on the control-plane thread ([`control`]), is the one
 //! place: it takes `/localnodes` lists ([`nodes::refresher`]) and health probe
-//! results, applies the rules of [`nodes::membership`] (listed AND healthy,
+//! results ([`nodes::probe`], one kept connection per node), applies the rules of [`nodes::membership`] (listed AND healthy,
 //! rack -> datacenter -> default fallback, fail open), and publishes a new
 //! immutable [`nodes::Snapshot`] through `arc-swap`; workers pick it up on
 //! their next packet without locking.

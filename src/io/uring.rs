@@ -16,7 +16,7 @@
 //!   completion work only when this thread waits; [`probe`] falls back to
 //!   fewer flags on kernels that refuse them.
 //! - Under load, a wait asks for a batch of completions, but once
-//!   [`BUSY_MIN_WAIT_US`] have passed since it began it returns with whatever
+//!   `BUSY_MIN_WAIT_US` have passed since it began it returns with whatever
 //!   is there, or at the next completion (the kernel's minimum-wait timeout,
 //!   Linux 6.12): fewer, fuller loops for at most that much added latency. An
 //!   idle worker waits for one completion, so a lightly loaded server answers

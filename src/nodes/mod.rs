@@ -1,5 +1,7 @@
 //! Live Alternator nodes: the immutable snapshots the data plane reads, and
-//! the background refresher that keeps them current from `GET /localnodes`.
+//! the background work that keeps them current: the refresher polling
+//! `GET /localnodes`, the health probes of each listed node, and the tracker
+//! that combines both.
 
 pub mod client;
 pub mod membership;

@@ -38,16 +38,8 @@ enum Names {
 
 fn zone(answers: AnswerMode, names: Names) -> Arc<Zone> {
     let zone = Zone::new(&ZoneSettings {
-        domain: APEX.into(),
-        ttl: 4,
         answers,
-        ns: vec![],
-        soa_mname: None,
-        soa_rname: None,
-        soa_serial: 1,
-        soa_ttl: 60,
-        edns_udp_size: 1232,
-        forwarding: false,
+        ..ZoneSettings::new(APEX)
     })
     .expect("valid zone");
     let further: Vec<String> = match names {

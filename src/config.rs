@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::access::{AccessList, Denied};
-use crate::dns::zone::DEFAULT_EDNS_UDP_SIZE;
+use crate::dns::zone::{DEFAULT_EDNS_UDP_SIZE, DEFAULT_SOA_TTL, DEFAULT_TTL};
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
 use crate::metrics::Metrics;
@@ -33,8 +33,6 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:53";
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
 const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
 const DEFAULT_ALTERNATOR_HTTPS_PORT: u16 = 8043;
-const DEFAULT_TTL: u32 = 4;
-const DEFAULT_SOA_TTL: u32 = 60;
 const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -67,16 +67,8 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 fn zone() -> Arc<Zone> {
     Arc::new(
         Zone::new(&ZoneSettings {
-            domain: "alternator.test".into(),
-            ttl: 4,
             answers: AnswerMode::Random(1),
-            ns: vec![],
-            soa_mname: None,
-            soa_rname: None,
-            soa_serial: 1,
-            soa_ttl: 60,
-            edns_udp_size: 1232,
-            forwarding: false,
+            ..ZoneSettings::new("alternator.test")
         })
         .expect("valid zone"),
     )

@@ -16,6 +16,12 @@ pub const MAX_EDNS_UDP_SIZE: u16 = crate::io::MAX_UDP_REPLY as u16;
 /// value, which avoids IP fragmentation on common paths.
 pub const DEFAULT_EDNS_UDP_SIZE: u16 = 1232;
 
+/// TTL of A and AAAA answers by default: short, as Amazon's DynamoDB names.
+pub const DEFAULT_TTL: u32 = 4;
+
+/// TTL of the SOA and NS records (and negative answers) by default.
+pub const DEFAULT_SOA_TTL: u32 = 60;
+
 /// An owned, absolute domain name.
 pub type OwnedName = Name<Vec<u8>>;
 
@@ -87,6 +93,26 @@ pub struct ZoneSettings {
     pub edns_udp_size: u16,
     /// Whether names outside the zone go to the forwarder instead of REFUSED.
     pub forwarding: bool,
+}
+
+impl ZoneSettings {
+    /// A zone serving `domain` with every other setting at its default (SOA
+    /// serial 1); tests and benchmarks change what they need with
+    /// `ZoneSettings { answers, ..ZoneSettings::new(domain) }`.
+    pub fn new(domain: impl Into<String>) -> ZoneSettings {
+        ZoneSettings {
+            domain: domain.into(),
+            ttl: DEFAULT_TTL,
+            answers: AnswerMode::default(),
+            ns: vec![],
+            soa_mname: None,
+            soa_rname: None,
+            soa_serial: 1,
+            soa_ttl: DEFAULT_SOA_TTL,
+            edns_udp_size: DEFAULT_EDNS_UDP_SIZE,
+            forwarding: false,
+        }
+    }
 }
 
 /// Where a query name falls relative to the zone.
@@ -348,24 +374,9 @@ fn parse_name(what: &'static str, text: &str) -> Result<OwnedName, ZoneError> {
 mod tests {
     use super::*;
 
-    pub(crate) fn settings(domain: &str) -> ZoneSettings {
-        ZoneSettings {
-            domain: domain.into(),
-            ttl: 4,
-            answers: AnswerMode::default(),
-            ns: vec![],
-            soa_mname: None,
-            soa_rname: None,
-            soa_serial: 1,
-            soa_ttl: 60,
-            edns_udp_size: DEFAULT_EDNS_UDP_SIZE,
-            forwarding: false,
-        }
-    }
-
     #[test]
     fn defaults_derive_from_the_domain() {
-        let zone = Zone::new(&settings("Alternator.Example.com")).unwrap();
+        let zone = Zone::new(&ZoneSettings::new("Alternator.Example.com")).unwrap();
         assert_eq!(zone.apex(), "alternator.example.com.");
         assert_eq!(zone.ns[0].to_string(), "ns1.alternator.example.com");
         assert_eq!(zone.soa.mname().to_string(), "ns1.alternator.example.com");
@@ -379,18 +390,21 @@ mod tests {
     #[test]
     fn bad_names_are_rejected_with_the_offending_value() {
         for bad in ["", "a..b", "has space.com", &"x".repeat(64)] {
-            let err = Zone::new(&settings(bad)).unwrap_err();
+            let err = Zone::new(&ZoneSettings::new(bad)).unwrap_err();
             assert!(err.to_string().contains("domain"), "{err}");
         }
-        assert_eq!(Zone::new(&settings(".")), Err(ZoneError::RootDomain));
-        let mut s = settings("a.example");
+        assert_eq!(
+            Zone::new(&ZoneSettings::new(".")),
+            Err(ZoneError::RootDomain)
+        );
+        let mut s = ZoneSettings::new("a.example");
         s.ns = vec!["ns..bad".into()];
         assert!(Zone::new(&s).unwrap_err().to_string().contains("NS name"));
     }
 
     #[test]
     fn names_are_found_case_insensitively_with_empty_non_terminals() {
-        let zone = Zone::new(&settings("alt.example"))
+        let zone = Zone::new(&ZoneSettings::new("alt.example"))
             .unwrap()
             .with_names(&["dc2.alt.example".into(), "r1.dc1.alt.example".into()])
             .unwrap();
@@ -408,7 +422,7 @@ mod tests {
 
     #[test]
     fn served_prefixes_match_whole_names_in_any_case() {
-        let zone = Zone::new(&settings("alt-1.example"))
+        let zone = Zone::new(&ZoneSettings::new("alt-1.example"))
             .unwrap()
             .with_names(&[
                 "\\065b.alt-1.example".into(),
@@ -444,7 +458,7 @@ mod tests {
 
     #[test]
     fn further_names_must_be_below_the_apex_and_distinct() {
-        let zone = || Zone::new(&settings("alt.example")).unwrap();
+        let zone = || Zone::new(&ZoneSettings::new("alt.example")).unwrap();
         assert!(matches!(
             zone().with_names(&["other.example".into()]),
             Err(ZoneError::NameOutsideZone { .. })

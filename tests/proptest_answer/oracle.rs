@@ -47,16 +47,11 @@ impl Setup {
     /// against it.
     pub fn new(answers: AnswerMode, forwarding: bool, nodes: &[IpAddr]) -> Setup {
         let zone = Zone::new(&ZoneSettings {
-            domain: APEX.into(),
-            ttl: 4,
             answers,
-            ns: vec![],
-            soa_mname: None,
-            soa_rname: None,
             soa_serial: 7,
-            soa_ttl: 60,
             edns_udp_size: EDNS_UDP_SIZE,
             forwarding,
+            ..ZoneSettings::new(APEX)
         })
         .expect("the test zone is valid");
         Setup {

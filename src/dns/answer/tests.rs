@@ -14,16 +14,9 @@ use crate::nodes::{NodeSource, Snapshot};
 fn zone(answers: AnswerMode) -> Arc<Zone> {
     Arc::new(
         Zone::new(&ZoneSettings {
-            domain: "alternator.example.com".into(),
-            ttl: 4,
             answers,
-            ns: vec![],
-            soa_mname: None,
-            soa_rname: None,
             soa_serial: 7,
-            soa_ttl: 60,
-            edns_udp_size: 1232,
-            forwarding: false,
+            ..ZoneSettings::new("alternator.example.com")
         })
         .unwrap(),
     )
@@ -606,16 +599,10 @@ const RACK: &str = "r1.dc1.alternator.example.com";
 /// A zone serving the apex, a datacenter and a rack name.
 fn three_names(answers: AnswerMode, edns_udp_size: u16) -> Arc<Zone> {
     let zone = Zone::new(&ZoneSettings {
-        domain: APEX.into(),
-        ttl: 4,
         answers,
-        ns: vec![],
-        soa_mname: None,
-        soa_rname: None,
         soa_serial: 7,
-        soa_ttl: 60,
         edns_udp_size,
-        forwarding: false,
+        ..ZoneSettings::new(APEX)
     })
     .unwrap();
     Arc::new(zone.with_names(&[DC.into(), RACK.into()]).unwrap())

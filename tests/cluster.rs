@@ -787,134 +787,11 @@ fn without_health_checks_a_down_node_stays_served_while_listed() {
     expect_served(&r, &mut client, DOMAIN, &[n[0], n[2]]);
 }
 
-/// Test certificates made with rcgen, and a directory for their PEM files.
-mod pki {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-
-    use alternator_dns::sim::SimTls;
-
-    /// A PEM certificate and its private key.
-    pub struct CertKey {
-        pub cert_pem: String,
-        pub key_pem: String,
-    }
-
-    impl CertKey {
-        /// Server TLS for a simulated cluster, optionally requiring client
-        /// certificates signed by `client_ca`.
-        pub fn sim_tls(&self, client_ca: Option<&Ca>) -> SimTls {
-            SimTls {
-                cert_chain_pem: self.cert_pem.clone(),
-                key_pem: self.key_pem.clone(),
-                client_ca_pem: client_ca.map(|ca| ca.cert_pem.clone()),
-            }
-        }
-    }
-
-    pub struct Ca {
-        pub cert_pem: String,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl Ca {
-        pub fn new(name: &str) -> Ca {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = KeyPair::generate().expect("CA key");
-            let cert = params.self_signed(&key).expect("self-signed CA");
-            Ca {
-                cert_pem: cert.pem(),
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        /// A server certificate for these subject alternative names (IP
-        /// addresses become IP SANs, anything else DNS SANs).
-        pub fn server(&self, sans: &[String]) -> CertKey {
-            let (params, key) = leaf(sans, ExtendedKeyUsagePurpose::ServerAuth);
-            let cert = params.signed_by(&key, &self.issuer).expect("sign");
-            CertKey {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            }
-        }
-
-        pub fn client(&self, name: &str) -> CertKey {
-            let (params, key) = leaf(&[name.to_string()], ExtendedKeyUsagePurpose::ClientAuth);
-            let cert = params.signed_by(&key, &self.issuer).expect("sign");
-            CertKey {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            }
-        }
-    }
-
-    /// A self-signed server certificate, which no CA vouches for.
-    pub fn self_signed(sans: &[String]) -> CertKey {
-        let (params, key) = leaf(sans, ExtendedKeyUsagePurpose::ServerAuth);
-        let cert = params.self_signed(&key).expect("self-signed");
-        CertKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-
-    fn leaf(sans: &[String], usage: ExtendedKeyUsagePurpose) -> (CertificateParams, KeyPair) {
-        let mut params = CertificateParams::new(sans.to_vec()).expect("leaf params");
-        params.distinguished_name.push(
-            DnType::CommonName,
-            sans.first().cloned().unwrap_or_default(),
-        );
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        (params, KeyPair::generate().expect("leaf key"))
-    }
-
-    /// A directory for PEM files, removed on drop.
-    pub struct TempDir {
-        path: PathBuf,
-    }
-
-    impl TempDir {
-        pub fn new() -> TempDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "alternator-dns-cluster-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("create a temp dir");
-            TempDir { path }
-        }
-
-        /// Writes `contents` to `name` in the directory; returns its path.
-        pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-            let file = self.path.join(name);
-            std::fs::write(&file, contents).expect("write a PEM file");
-            file
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
+/// Test certificates made with rcgen, and a directory for their PEM files:
+/// the crate's own unit-test helpers (each test uses part of them).
+#[path = "../src/sim/test_pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
@@ -964,10 +841,10 @@ fn ip_sans(addrs: &[IpAddr]) -> Vec<String> {
 #[test]
 fn https_with_a_ca_file_learns_the_cluster() {
     let dir = pki::TempDir::new();
-    let ca = pki::Ca::new("cluster CA");
+    let ca = pki::TestCa::new("cluster CA");
     // One certificate for every node, the one added later included.
     let server = ca.server(&ip_sans(&nodes(108, 3)));
-    let (sim, n) = https_cluster(108, 2, server.sim_tls(None));
+    let (sim, n) = https_cluster(108, 2, server.sim_tls());
     let ca_file = dir.write("ca.pem", &ca.cert_pem);
     let r = Responder::start(&https_args(
         &sim,
@@ -991,9 +868,9 @@ fn https_with_a_ca_file_learns_the_cluster() {
 #[test]
 fn https_with_the_wrong_ca_keeps_the_seeds_and_logs_the_certificate_error() {
     let dir = pki::TempDir::new();
-    let ca = pki::Ca::new("cluster CA");
-    let other = pki::Ca::new("some other CA");
-    let (sim, n) = https_cluster(109, 3, ca.server(&ip_sans(&nodes(109, 3))).sim_tls(None));
+    let ca = pki::TestCa::new("cluster CA");
+    let other = pki::TestCa::new("some other CA");
+    let (sim, n) = https_cluster(109, 3, ca.server(&ip_sans(&nodes(109, 3))).sim_tls());
     let wrong = dir.write("other-ca.pem", &other.cert_pem);
     let r = Responder::start(&https_args(&sim, &n[..1], &["--ca-file", path_str(&wrong)]));
     assert!(
@@ -1013,10 +890,14 @@ fn https_with_the_wrong_ca_keeps_the_seeds_and_logs_the_certificate_error() {
 #[test]
 fn https_client_certificates_are_needed_where_the_cluster_requires_them() {
     let dir = pki::TempDir::new();
-    let ca = pki::Ca::new("cluster CA");
-    let clients = pki::Ca::new("client CA");
+    let ca = pki::TestCa::new("cluster CA");
+    let clients = pki::TestCa::new("client CA");
     let server = ca.server(&ip_sans(&nodes(110, 3)));
-    let (sim, n) = https_cluster(110, 3, server.sim_tls(Some(&clients)));
+    let tls = SimTls {
+        client_ca_pem: Some(clients.cert_pem.clone()),
+        ..server.sim_tls()
+    };
+    let (sim, n) = https_cluster(110, 3, tls);
     let ca_file = dir.write("ca.pem", &ca.cert_pem);
     let cert = clients.client("alternator-dns.test");
     let cert_file = dir.write("client.pem", &cert.cert_pem);
@@ -1053,8 +934,8 @@ fn https_client_certificates_are_needed_where_the_cluster_requires_them() {
 // 8d. Verification off: a self-signed cluster is learnt, with a warning.
 #[test]
 fn https_insecure_skip_verify_accepts_a_self_signed_cluster_and_warns() {
-    let server = pki::self_signed(&ip_sans(&nodes(111, 3)));
-    let (sim, n) = https_cluster(111, 3, server.sim_tls(None));
+    let server = pki::self_signed_server(&ip_sans(&nodes(111, 3)));
+    let (sim, n) = https_cluster(111, 3, server.sim_tls());
     let r = Responder::start(&https_args(
         &sim,
         &n[..1],
@@ -1071,9 +952,9 @@ fn https_insecure_skip_verify_accepts_a_self_signed_cluster_and_warns() {
 #[test]
 fn https_tls_server_name_verifies_nodes_against_a_dns_name() {
     let dir = pki::TempDir::new();
-    let ca = pki::Ca::new("cluster CA");
+    let ca = pki::TestCa::new("cluster CA");
     let server = ca.server(&["alternator.cluster.test".to_string()]);
-    let (sim, n) = https_cluster(112, 3, server.sim_tls(None));
+    let (sim, n) = https_cluster(112, 3, server.sim_tls());
     let ca_file = dir.write("ca.pem", &ca.cert_pem);
     let by_name = Responder::start(&https_args(
         &sim,

@@ -1,6 +1,7 @@
 //! Test certificates made with rcgen (a CA, server and client certificates
 //! signed by it, self-signed servers) and a temporary directory for PEM files.
-//! Only built for the crate's unit tests.
+//! Built for the crate's unit tests, and included by `tests/cluster.rs`
+//! (where `super::SimTls` is the library's, imported there).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

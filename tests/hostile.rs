@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
+use alternator_dns::dns::wire::question_end;
 use alternator_dns::sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
 use support::*;
 
@@ -265,23 +266,6 @@ fn push_opt(q: &mut Vec<u8>, options: &[u8], size: u16) {
     q.extend([0, 0, 0, 0]);
     q.extend((options.len() as u16).to_be_bytes());
     q.extend(options);
-}
-
-/// End of the first question when its name is written out in full.
-fn question_end(msg: &[u8]) -> Option<usize> {
-    let mut at = 12;
-    loop {
-        let len = usize::from(*msg.get(at)?);
-        if len == 0 {
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
-    let end = at + 5;
-    (end <= msg.len()).then_some(end)
 }
 
 /// Reads everything waiting on a non-blocking socket; returns the datagrams.

@@ -11,14 +11,17 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::access::{AccessList, Denied};
-use crate::dns::zone::{DEFAULT_EDNS_UDP_SIZE, DEFAULT_SOA_TTL, DEFAULT_TTL};
+use crate::dns::zone::{
+    DEFAULT_EDNS_UDP_SIZE, DEFAULT_SOA_EXPIRE, DEFAULT_SOA_MINIMUM, DEFAULT_SOA_REFRESH,
+    DEFAULT_SOA_RETRY, DEFAULT_SOA_TTL, DEFAULT_TTL,
+};
 use crate::dns::{AnswerMode, Zone, ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
 use crate::metrics::Metrics;
@@ -115,6 +118,12 @@ pub struct SimArgs {
     /// put it back, this many changes per second (0: none)
     #[arg(long, default_value_t = 0, value_name = "PER_SECOND")]
     pub churn_per_second: u32,
+    /// Read commands from standard input, one a line, each answered on standard
+    /// output with `ok` or `error: ...`: `down IP` (refuse connections, close
+    /// open ones), `hang IP` (accept, never answer), `up IP` (healthy again),
+    /// `unlist IP` and `list IP` (leave or join /localnodes)
+    #[arg(long)]
+    pub control_stdin: bool,
 }
 
 /// The options shared by the command line and the TOML file.
@@ -223,8 +232,19 @@ pub struct Options {
     #[arg(long, value_name = "BACKEND")]
     pub io: Option<IoMode>,
 
-    /// NS name published at the apex (repeatable) [default: ns1.<domain>]
-    #[arg(long, value_name = "NAME")]
+    /// Answers to queries without the RD bit, which come from resolvers iterating
+    /// from a delegation: 1, N or `all`, as --answers. A resolver caches one answer
+    /// for all its clients and may rotate it for each; see the README's "Deploying
+    /// behind resolvers" [default: as --answers]
+    #[arg(long, value_name = "N|all")]
+    pub resolver_answers: Option<AnswerMode>,
+
+    /// A name server published at the apex, as NAME, or NAME=ADDR[,ADDR] for one
+    /// inside the zone, whose addresses are then answered and added to NS answers
+    /// (repeatable; give the same list to every instance serving the zone)
+    /// [default: ns1.<domain> at the --listen addresses; required when one of them
+    /// is 0.0.0.0 or ::]
+    #[arg(long, value_name = "NAME[=ADDR,...]")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ns: Vec<String>,
 
@@ -236,9 +256,30 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     pub soa_rname: Option<String>,
 
-    /// TTL of the SOA and NS records, also the negative-answer TTL [default: 60]
+    /// TTL of the SOA and NS records and of the name servers' addresses; negative
+    /// answers carry the smaller of it and --soa-minimum [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub soa_ttl: Option<u32>,
+
+    /// SOA REFRESH, in seconds (no zone is transferred; zone checkers want at
+    /// least 14400) [default: 14400]
+    #[arg(long, value_name = "SECONDS")]
+    pub soa_refresh: Option<u32>,
+
+    /// SOA RETRY, in seconds (checkers want 3600 or more, below REFRESH)
+    /// [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub soa_retry: Option<u32>,
+
+    /// SOA EXPIRE, in seconds (checkers want a week or more, above REFRESH)
+    /// [default: 1209600]
+    #[arg(long, value_name = "SECONDS")]
+    pub soa_expire: Option<u32>,
+
+    /// SOA MINIMUM, in seconds: caps negative caching together with --soa-ttl
+    /// (checkers want 300 to 86400) [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub soa_minimum: Option<u32>,
 
     /// UDP payload size advertised with EDNS(0), and the most a UDP reply may carry
     /// (512 to 4096) [default: 1232]
@@ -655,15 +696,23 @@ impl Config {
             return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
         }
         let forward = forward_settings(&o.forward, o.forward_timeout, o.forward_max_outstanding)?;
+        let ns = match o.ns.is_empty() {
+            true => default_ns(&domain, &listen)?,
+            false => o.ns,
+        };
         let zone = ZoneSettings {
             domain,
             ttl: o.ttl.unwrap_or(DEFAULT_TTL),
             answers: o.answers.unwrap_or_default(),
-            ns: o.ns,
+            resolver_answers: o.resolver_answers,
+            ns,
             soa_mname: o.soa_mname,
             soa_rname: o.soa_rname,
-            soa_serial: start_serial(),
             soa_ttl: o.soa_ttl.unwrap_or(DEFAULT_SOA_TTL),
+            soa_refresh: o.soa_refresh.unwrap_or(DEFAULT_SOA_REFRESH),
+            soa_retry: o.soa_retry.unwrap_or(DEFAULT_SOA_RETRY),
+            soa_expire: o.soa_expire.unwrap_or(DEFAULT_SOA_EXPIRE),
+            soa_minimum: o.soa_minimum.unwrap_or(DEFAULT_SOA_MINIMUM),
             edns_udp_size: o.edns_udp_size.unwrap_or(DEFAULT_EDNS_UDP_SIZE),
             forwarding: forward.is_some(),
         };
@@ -816,6 +865,7 @@ impl Config {
             alternator_scheme: Some(self.alternator_scheme),
             ttl: Some(self.zone.ttl),
             answers: Some(self.zone.answers),
+            resolver_answers: Some(self.zone.resolver_answers.unwrap_or(self.zone.answers)),
             refresh_interval: Some(HumanDuration(self.refresh_interval)),
             refresh_timeout: Some(HumanDuration(self.refresh_timeout)),
             threads: Some(self.cpus.len()),
@@ -825,6 +875,10 @@ impl Config {
             soa_mname: self.zone.soa_mname.clone(),
             soa_rname: self.zone.soa_rname.clone(),
             soa_ttl: Some(self.zone.soa_ttl),
+            soa_refresh: Some(self.zone.soa_refresh),
+            soa_retry: Some(self.zone.soa_retry),
+            soa_expire: Some(self.zone.soa_expire),
+            soa_minimum: Some(self.zone.soa_minimum),
             edns_udp_size: Some(self.zone.edns_udp_size),
             tcp_idle_timeout: Some(HumanDuration(self.tcp.idle_timeout)),
             tcp_max_connections: Some(self.tcp.max_connections),
@@ -919,6 +973,7 @@ fn merge(file: Options, flags: Options) -> Options {
         alternator_scheme: flags.alternator_scheme.or(file.alternator_scheme),
         ttl: flags.ttl.or(file.ttl),
         answers: flags.answers.or(file.answers),
+        resolver_answers: flags.resolver_answers.or(file.resolver_answers),
         refresh_interval: flags.refresh_interval.or(file.refresh_interval),
         refresh_timeout: flags.refresh_timeout.or(file.refresh_timeout),
         threads: flags.threads.or(file.threads),
@@ -928,6 +983,10 @@ fn merge(file: Options, flags: Options) -> Options {
         soa_mname: flags.soa_mname.or(file.soa_mname),
         soa_rname: flags.soa_rname.or(file.soa_rname),
         soa_ttl: flags.soa_ttl.or(file.soa_ttl),
+        soa_refresh: flags.soa_refresh.or(file.soa_refresh),
+        soa_retry: flags.soa_retry.or(file.soa_retry),
+        soa_expire: flags.soa_expire.or(file.soa_expire),
+        soa_minimum: flags.soa_minimum.or(file.soa_minimum),
         edns_udp_size: flags.edns_udp_size.or(file.edns_udp_size),
         tcp_idle_timeout: flags.tcp_idle_timeout.or(file.tcp_idle_timeout),
         tcp_max_connections: flags.tcp_max_connections.or(file.tcp_max_connections),
@@ -1101,12 +1160,30 @@ fn worker_cpus(
     }
 }
 
-/// A SOA serial that increases across restarts: seconds since the epoch.
-fn start_serial() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs() as u32)
+/// Without --ns: `ns1.<domain>` at the listen addresses. A wildcard listen
+/// address says nothing of the address resolvers reach us at, so then the
+/// operator must say it.
+fn default_ns(domain: &str, listen: &[SocketAddr]) -> Result<Vec<String>, ConfigError> {
+    let name = format!("ns1.{}", domain.trim().trim_end_matches('.')).to_ascii_lowercase();
+    if let Some(wildcard) = listen.iter().find(|a| a.ip().is_unspecified()) {
+        return Err(ConfigError::Invalid(format!(
+            "--ns is needed: the zone's name server defaults to {name} at the --listen \
+             addresses, but --listen {wildcard} does not say which address resolvers reach \
+             this server at. Give the name servers the parent zone delegates to, e.g. \
+             --ns {name}=192.0.2.53 (the address of its glue record) or --ns ns1.example.net \
+             for a server outside the zone"
+        )));
+    }
+    let mut addrs: Vec<String> = Vec::new();
+    for ip in listen.iter().map(|a| a.ip().to_string()) {
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
+    }
+    Ok(vec![format!("{name}={}", addrs.join(","))])
 }
+
+mod advice;
 
 #[cfg(test)]
 mod tests;

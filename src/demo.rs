@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::config::{Config, DemoArgs, HumanDuration, Options, SimArgs};
 use crate::control::Shutdown;
-use crate::sim::SimCluster;
+use crate::sim::{Fault, SimCluster};
 
 /// Starts a simulated cluster on 127.0.0.1..N and the responder against it.
 pub fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
@@ -76,6 +76,10 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<()> {
         .collect();
     println!("Simulated Alternator nodes: {}", shown.join(" "));
     let churning = churn(&cluster, args.churn_per_second);
+    if args.control_stdin {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || control_from_stdin(&cluster));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -93,6 +97,52 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<()> {
     }
     cluster.shutdown();
     Ok(())
+}
+
+/// Applies the `--control-stdin` commands until standard input closes.
+fn control_from_stdin(cluster: &SimCluster) {
+    use std::io::{BufRead, Write};
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match control_command(cluster, line.trim()) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+}
+
+/// One `--control-stdin` command: `down|hang|up|list|unlist IP`.
+fn control_command(cluster: &SimCluster, line: &str) -> Result<(), String> {
+    let (verb, addr) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("expected VERB IP, got {line:?}"))?;
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("not an IP address: {addr:?}"))?;
+    if !cluster.nodes().contains(&addr) {
+        return Err(format!("no simulated node {addr}"));
+    }
+    let fault = match verb {
+        "down" => Fault::Down,
+        "hang" => Fault::Hang,
+        "up" => Fault::None,
+        "list" | "unlist" => {
+            cluster.set_listed(addr, verb == "list");
+            return Ok(());
+        }
+        _ => {
+            return Err(format!(
+                "unknown command {verb:?}: down, hang, up, list or unlist"
+            ))
+        }
+    };
+    cluster
+        .try_set_fault(addr, fault)
+        .map_err(|e| format!("{addr}: {e}"))
 }
 
 type Churn = (Arc<AtomicBool>, std::thread::JoinHandle<()>);

@@ -49,6 +49,9 @@ fn serve(cli: &Cli) -> ExitCode {
 /// `--check`: print the effective configuration; fail if no seed resolves.
 fn check(config: &Config) -> ExitCode {
     print!("{}", config.to_toml());
+    for warning in config.resolver_warnings() {
+        eprintln!("alternator-dns: warning: {warning}");
+    }
     let (resolved, failures) = config.resolve_seeds();
     for failure in &failures {
         eprintln!("alternator-dns: warning: seed not resolved: {failure}");

@@ -72,6 +72,15 @@ pub fn run(
     let seeds = seeds_with_ports(config)?;
     let (extra_names, _) = config.name_rules();
     let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
+    info!(
+        zone = %zone.apex(),
+        serial = zone.serial(),
+        ns = %zone.name_servers().join(" "),
+        "zone built"
+    );
+    for warning in config.resolver_warnings() {
+        warn!("{warning}");
+    }
     let published = first_snapshot(zone, &seeds);
     let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
     let backend = choose_backend(config.io)?;
@@ -138,6 +147,7 @@ pub fn run(
         workers = config.cpus.len(),
         backend = %backend.name(),
         answers = %config.zone.answers,
+        resolver_answers = %config.zone.resolver_answers.unwrap_or(config.zone.answers),
         ttl = config.zone.ttl,
         "alternator-dns ready"
     );

@@ -1133,6 +1133,8 @@ fallback = true
         "dc2.alternator.example.com=dc2",
         "--name",
         "rack1.dc1.alternator.example.com=dc1/rack1",
+        "--ns",
+        "ns1.example.com",
         "--check",
     ]);
     assert!(flags.status.success(), "{flags:?}");
@@ -1141,7 +1143,7 @@ fallback = true
     // `fallback = false` is kept.
     let strict = TempFile::new(
         "cluster-names-strict",
-        "domain = \"alternator.example.com\"\nseed = [\"10.0.0.1\"]\n\n\
+        "domain = \"alternator.example.com\"\nseed = [\"10.0.0.1\"]\nns = [\"ns.example.net\"]\n\n\
          [[name]]\nname = \"rack1.dc1.alternator.example.com\"\ndc = \"dc1\"\n\
          rack = \"rack1\"\nfallback = false\n",
     );
@@ -1164,6 +1166,8 @@ fallback = true
         "10.0.0.1",
         "--name",
         "dc2.example.org=dc2",
+        "--ns",
+        "ns1.example.com",
         "--check",
     ]);
     assert!(!outside.status.success(), "{outside:?}");

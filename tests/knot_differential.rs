@@ -243,13 +243,15 @@ struct Knot {
 }
 
 /// The zone file text for `domain` with these A records, the way we
-/// synthesise the zone by default: NS ns1.<domain>, SOA mname = the NS,
-/// rname hostmaster.<domain>, timers 3600 600 86400, MINIMUM = SOA TTL.
+/// synthesise the zone by default: NS ns1.<domain> at the listen address
+/// (127.0.0.1), SOA mname = the NS, rname hostmaster.<domain>, timers 14400
+/// 3600 1209600 300, SOA TTL 60.
 fn zone_file(domain: &str, nodes: &[IpAddr]) -> String {
     let mut text = format!(
         "$ORIGIN {domain}.\n\
-         @ {SOA_TTL} IN SOA ns1.{domain}. hostmaster.{domain}. 1 3600 600 86400 {SOA_TTL}\n\
-         @ {SOA_TTL} IN NS ns1.{domain}.\n"
+         @ {SOA_TTL} IN SOA ns1.{domain}. hostmaster.{domain}. 1 14400 3600 1209600 300\n\
+         @ {SOA_TTL} IN NS ns1.{domain}.\n\
+         ns1 {SOA_TTL} IN A 127.0.0.1\n"
     );
     for node in nodes {
         text.push_str(&format!("@ {A_TTL} IN A {node}\n"));

@@ -655,7 +655,7 @@ fn check_prints_the_effective_config_and_flags_override_the_file() {
         "good",
         &format!(
             "domain = \"{DOMAIN}\"\nseed = [\"{}\"]\nalternator-port = {}\nttl = 30\n\
-             refresh-interval = \"100ms\"\nanswers = 1\n",
+             refresh-interval = \"100ms\"\nanswers = 1\nns = [\"ns.example.net\"]\n",
             addrs[0],
             sim.port()
         ),

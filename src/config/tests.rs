@@ -5,6 +5,7 @@ fn options(domain: &str, seed: &str) -> Options {
     Options {
         domain: Some(domain.into()),
         seed: vec![seed.into()],
+        ns: vec!["ns.example.net".into()],
         ..Options::default()
     }
 }
@@ -160,7 +161,7 @@ fn unknown_keys_and_bad_values_name_the_problem() {
     assert!(err.contains("soon"), "{err}");
     let path = write_temp(
         "numeric.toml",
-        "domain = \"a.example\"\nseed = [\"10.0.0.1\"]\nanswers = 3\n",
+        "domain = \"a.example\"\nseed = [\"10.0.0.1\"]\nns = [\"ns.example.net\"]\nanswers = 3\n",
     );
     assert_eq!(
         Config::load(Some(&path), &Options::default())
@@ -240,6 +241,7 @@ fn names_come_from_flags_and_tables_with_the_apex_first() {
         r#"
 domain = "alt.example"
 seed = ["10.0.0.1"]
+ns = ["ns.example.net"]
 [[name]]
 name = "dc2.alt.example"
 dc = "dc2"
@@ -267,7 +269,7 @@ fallback = false
 fn bad_names_and_table_keys_are_rejected_by_name() {
     let path = write_temp(
         "badname.toml",
-        "domain = \"alt.example\"\nseed = [\"10.0.0.1\"]\n[[name]]\nname = \"x.alt.example\"\ndatacenter = \"dc2\"\n",
+        "domain = \"alt.example\"\nseed = [\"10.0.0.1\"]\nns = [\"ns.example.net\"]\n[[name]]\nname = \"x.alt.example\"\ndatacenter = \"dc2\"\n",
     );
     let err = Config::load(Some(&path), &Options::default())
         .unwrap_err()
@@ -316,4 +318,61 @@ fn health_settings_have_defaults_and_bounds() {
     let mut o = options("alt.example", "10.0.0.1");
     o.health_check = Some(false);
     assert!(!Config::from_options(o).unwrap().health.enabled);
+}
+
+#[test]
+fn the_default_name_server_is_inside_the_zone_at_the_listen_addresses() {
+    let mut o = options("Alt.example.", "10.0.0.1");
+    o.ns.clear();
+    o.listen = vec![
+        "127.0.0.1:5353".parse().unwrap(),
+        "[::1]:5353".parse().unwrap(),
+        "127.0.0.1:53".parse().unwrap(),
+    ];
+    let c = Config::from_options(o.clone()).unwrap();
+    assert_eq!(c.zone.ns, ["ns1.alt.example=127.0.0.1,::1"]);
+    // A wildcard address says nothing of where resolvers reach us: --ns is
+    // required, and the error says what to give.
+    o.listen.push("0.0.0.0:53".parse().unwrap());
+    let err = Config::from_options(o).unwrap_err().to_string();
+    assert!(
+        err.contains("--ns is needed") && err.contains("--ns ns1.alt.example=192.0.2.53"),
+        "{err}"
+    );
+    // The documented default listen address is a wildcard.
+    let mut o = options("alt.example", "10.0.0.1");
+    o.ns.clear();
+    assert!(Config::from_options(o).is_err());
+}
+
+#[test]
+fn name_servers_and_soa_timers_are_set_and_printed_back() {
+    let mut o = options("alt.example", "10.0.0.1");
+    o.ns = vec![
+        "ns1.alt.example=192.0.2.1".into(),
+        "ns2.alt.example=192.0.2.2".into(),
+    ];
+    o.soa_refresh = Some(86_400);
+    o.soa_minimum = Some(600);
+    o.resolver_answers = Some(AnswerMode::All);
+    let c = Config::from_options(o).unwrap();
+    let toml = c.to_toml();
+    for line in [
+        r#"ns = ["ns1.alt.example=192.0.2.1", "ns2.alt.example=192.0.2.2"]"#,
+        "soa-refresh = 86400",
+        "soa-retry = 3600",
+        "soa-expire = 1209600",
+        "soa-minimum = 600",
+        r#"resolver-answers = "all""#,
+    ] {
+        assert!(toml.lines().any(|l| l == line), "{line} not in\n{toml}");
+    }
+    let path = write_temp("ns.toml", &toml);
+    let again = Config::load(Some(&path), &Options::default()).unwrap();
+    assert_eq!(again.zone, c.zone);
+    // An in-zone name server without an address stops the start, naming --ns.
+    let mut o = options("alt.example", "10.0.0.1");
+    o.ns = vec!["ns1.alt.example".into()];
+    let err = Config::from_options(o).unwrap_err().to_string();
+    assert!(err.contains("--ns ns1.alt.example"), "{err}");
 }

@@ -308,7 +308,7 @@ fn build(
     let (rcode, authoritative) = match place {
         _ if question.qclass() != Class::IN => (Rcode::REFUSED, false),
         Place::Outside => (Rcode::REFUSED, false),
-        Place::Name(_) | Place::EmptyNonTerminal => (Rcode::NOERROR, true),
+        Place::Name(_) | Place::NameServer(_) | Place::EmptyNonTerminal => (Rcode::NOERROR, true),
         Place::Missing => (Rcode::NXDOMAIN, true),
     };
     if rcode != Rcode::REFUSED && matches!(question.qtype(), Rtype::AXFR | Rtype::IXFR) {
@@ -331,8 +331,10 @@ fn build(
     builder.set_push_limit(limit - if edns.is_some() { OPT_LEN } else { 0 });
     builder.header_mut().set_aa(authoritative);
     let answer = builder.start_answer(msg, rcode)?;
+    let mode = zone.answer_mode(msg.header().rd());
     let additional = match (authoritative, place) {
-        (true, Place::Name(index)) => answer_name(answer, &question, snapshot, index, rng),
+        (true, Place::Name(index)) => answer_name(answer, &question, snapshot, index, mode, rng),
+        (true, Place::NameServer(index)) => answer_name_server(answer, &question, zone, index),
         (true, _) => negative(answer, zone),
         (false, _) => answer.additional(),
     };
@@ -341,13 +343,14 @@ fn build(
 }
 
 /// Answers a question for served name `index` (0 is the apex, which alone
-/// has the SOA and NS records). An answer that overflows the limit is
-/// dropped whole and TC is set.
+/// has the SOA and NS records) with `mode` addresses. An answer that
+/// overflows the limit is dropped whole and TC is set.
 fn answer_name<'a>(
     mut answer: Builder<'a>,
     question: &Question<QueryName<'_>>,
     snapshot: &Snapshot,
     index: usize,
+    mode: AnswerMode,
     rng: &mut Rng,
 ) -> Additional<'a> {
     let zone = &*snapshot.zone;
@@ -356,21 +359,21 @@ fn answer_name<'a>(
     let owner = question.qname();
     let ttl = zone.ttl;
     let pushed = match question.qtype() {
-        Rtype::A | Rtype::ANY if !nodes.v4.is_empty() => {
-            choose(&nodes.v4, zone.answers, rng, |ip| {
-                answer.push((owner, ttl, A::new(ip)))
-            })
-        }
-        Rtype::AAAA | Rtype::ANY if !nodes.v6.is_empty() => {
-            choose(&nodes.v6, zone.answers, rng, |ip| {
-                answer.push((owner, ttl, Aaaa::new(ip)))
-            })
-        }
+        Rtype::A | Rtype::ANY if !nodes.v4.is_empty() => choose(&nodes.v4, mode, rng, |ip| {
+            answer.push((owner, ttl, A::new(ip)))
+        }),
+        Rtype::AAAA | Rtype::ANY if !nodes.v6.is_empty() => choose(&nodes.v6, mode, rng, |ip| {
+            answer.push((owner, ttl, Aaaa::new(ip)))
+        }),
         Rtype::SOA | Rtype::ANY if apex => answer.push((owner, zone.soa_ttl, &zone.soa)),
-        Rtype::NS if apex => zone
-            .ns
-            .iter()
-            .try_for_each(|ns| answer.push((owner, zone.soa_ttl, Ns::new(ns)))),
+        Rtype::NS if apex => {
+            let pushed = (zone.ns.iter())
+                .try_for_each(|ns| answer.push((owner, zone.soa_ttl, Ns::new(&ns.name))));
+            return match pushed {
+                Ok(()) => name_server_addresses(answer.additional(), zone),
+                Err(_) => answer.tc_rewind_into().additional(),
+            };
+        }
         _ => return negative(answer, zone),
     };
     match pushed {
@@ -378,6 +381,51 @@ fn answer_name<'a>(
         Ok(()) => answer.additional(),
         Err(_) => answer.tc_rewind_into().additional(),
     }
+}
+
+/// Answers a question for the in-zone name server `index`: its A or AAAA
+/// records (all of them, in order), NODATA for other types.
+fn answer_name_server<'a>(
+    mut answer: Builder<'a>,
+    question: &Question<QueryName<'_>>,
+    zone: &Zone,
+    index: usize,
+) -> Additional<'a> {
+    let ns = &zone.ns[index];
+    let (owner, ttl) = (question.qname(), zone.soa_ttl);
+    let pushed = match question.qtype() {
+        Rtype::A | Rtype::ANY if !ns.v4.is_empty() => {
+            (ns.v4.iter()).try_for_each(|ip| answer.push((owner, ttl, A::new(*ip))))
+        }
+        Rtype::AAAA | Rtype::ANY if !ns.v6.is_empty() => {
+            (ns.v6.iter()).try_for_each(|ip| answer.push((owner, ttl, Aaaa::new(*ip))))
+        }
+        _ => return negative(answer, zone),
+    };
+    match pushed {
+        Ok(()) => answer.additional(),
+        Err(_) => answer.tc_rewind_into().additional(),
+    }
+}
+
+/// The addresses of the in-zone name servers, in the additional section of
+/// an NS answer, as Knot and NSD add them. They are optional there (RFC
+/// 2181 9): when they do not all fit, none is sent and TC stays clear.
+fn name_server_addresses<'a>(mut additional: Additional<'a>, zone: &Zone) -> Additional<'a> {
+    let ttl = zone.soa_ttl;
+    let pushed = zone.ns.iter().try_for_each(|ns| {
+        let owner = &ns.name;
+        ns.v4
+            .iter()
+            .try_for_each(|ip| additional.push((owner, ttl, A::new(*ip))))?;
+        ns.v6
+            .iter()
+            .try_for_each(|ip| additional.push((owner, ttl, Aaaa::new(*ip))))
+    });
+    if pushed.is_err() {
+        additional.rewind();
+    }
+    additional
 }
 
 /// A negative answer (NXDOMAIN or NODATA): the SOA in the authority section,

@@ -4,6 +4,7 @@
 //! answer path only compares names and copies prepared values.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use domain::base::{Name, Serial, ToName, Ttl};
 use domain::rdata::Soa;
@@ -72,6 +73,17 @@ impl std::str::FromStr for AnswerMode {
     }
 }
 
+/// SOA timers by default. We transfer no zone, so REFRESH, RETRY and EXPIRE
+/// only have to satisfy zone checkers (Zonemaster's ZONE02-ZONE05: refresh
+/// at least 4 h, retry at least 1 h and below refresh, expire at least a
+/// week and above refresh); MINIMUM is the least Zonemaster's ZONE06 accepts,
+/// and negative answers stay short through the SOA's own TTL (RFC 2308 uses
+/// the smaller of the two).
+pub const DEFAULT_SOA_REFRESH: u32 = 14_400;
+pub const DEFAULT_SOA_RETRY: u32 = 3_600;
+pub const DEFAULT_SOA_EXPIRE: u32 = 1_209_600;
+pub const DEFAULT_SOA_MINIMUM: u32 = 300;
+
 /// The zone as configured: plain values, validated by [`Zone::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneSettings {
@@ -79,16 +91,25 @@ pub struct ZoneSettings {
     pub domain: String,
     /// TTL of the A and AAAA answers.
     pub ttl: u32,
+    /// Addresses per answer to queries with RD=1 (stub resolvers, forwarders).
     pub answers: AnswerMode,
-    /// NS names at the apex; empty means `ns1.<domain>`.
+    /// Addresses per answer to queries with RD=0 (resolvers iterating, which
+    /// cache one answer for all their clients); `None`: as `answers`.
+    pub resolver_answers: Option<AnswerMode>,
+    /// NS records at the apex, each `NAME` or `NAME=ADDR[,ADDR...]`; a name
+    /// inside the zone needs its addresses. At least one.
     pub ns: Vec<String>,
     /// SOA MNAME; `None` means the first NS name.
     pub soa_mname: Option<String>,
     /// SOA RNAME (the mailbox, `.` for `@`); `None` means `hostmaster.<domain>`.
     pub soa_rname: Option<String>,
-    pub soa_serial: u32,
-    /// TTL of the SOA and NS records, and the SOA MINIMUM (negative caching).
+    /// TTL of the SOA and NS records (and of the NS names' addresses).
     pub soa_ttl: u32,
+    pub soa_refresh: u32,
+    pub soa_retry: u32,
+    pub soa_expire: u32,
+    /// SOA MINIMUM; negative answers carry min(this, `soa_ttl`).
+    pub soa_minimum: u32,
     /// The UDP payload size we advertise in EDNS and accept at most.
     pub edns_udp_size: u16,
     /// Whether names outside the zone go to the forwarder instead of REFUSED.
@@ -96,19 +117,25 @@ pub struct ZoneSettings {
 }
 
 impl ZoneSettings {
-    /// A zone serving `domain` with every other setting at its default (SOA
-    /// serial 1); tests and benchmarks change what they need with
+    /// A zone serving `domain` with every other setting at its default and
+    /// its name server `ns1.<domain>` at 127.0.0.1, as for a server on
+    /// loopback; tests and benchmarks change what they need with
     /// `ZoneSettings { answers, ..ZoneSettings::new(domain) }`.
     pub fn new(domain: impl Into<String>) -> ZoneSettings {
+        let domain = domain.into();
         ZoneSettings {
-            domain: domain.into(),
+            ns: vec![format!("ns1.{}=127.0.0.1", domain.trim_end_matches('.'))],
+            domain,
             ttl: DEFAULT_TTL,
             answers: AnswerMode::default(),
-            ns: vec![],
+            resolver_answers: None,
             soa_mname: None,
             soa_rname: None,
-            soa_serial: 1,
             soa_ttl: DEFAULT_SOA_TTL,
+            soa_refresh: DEFAULT_SOA_REFRESH,
+            soa_retry: DEFAULT_SOA_RETRY,
+            soa_expire: DEFAULT_SOA_EXPIRE,
+            soa_minimum: DEFAULT_SOA_MINIMUM,
             edns_udp_size: DEFAULT_EDNS_UDP_SIZE,
             forwarding: false,
         }
@@ -120,6 +147,8 @@ impl ZoneSettings {
 pub enum Place {
     /// A served name: its index in the zone (0 is the apex).
     Name(usize),
+    /// An in-zone name server's name: its index in the zone's NS list.
+    NameServer(usize),
     /// Not a served name, but above one (`dc1.example` when `r1.dc1.example`
     /// is served): it exists, with no records (RFC 8020), so NODATA.
     EmptyNonTerminal,
@@ -146,6 +175,82 @@ pub enum ZoneError {
     NameOutsideZone { name: String, apex: String },
     #[error("served name {0:?} is given twice")]
     DuplicateName(String),
+    #[error(
+        "--ns {name}: this name server is inside the zone {apex} but has no address, so \
+         resolvers that look it up get no answer and give up on the zone; give the address \
+         the parent zone's glue record has, as --ns {name}=ADDR[,ADDR], or name a server \
+         outside the zone"
+    )]
+    NsWithoutAddress { name: String, apex: String },
+    #[error("--ns {name}: the name server is outside the zone {apex}; its addresses belong in its own zone, not here")]
+    NsAddressOutsideZone { name: String, apex: String },
+    #[error("--ns {spec:?}: {reason}")]
+    BadNs { spec: String, reason: String },
+    #[error(
+        "{0:?} is both a served name and a name server; name servers need a name of their own"
+    )]
+    NsIsServedName(String),
+    #[error("--ns: at least one name server is needed")]
+    NoNs,
+}
+
+/// A name server of the zone, as published at the apex. One inside the zone
+/// carries its addresses, answered for its name and added to NS answers (as
+/// glue is in the parent); one outside has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServer {
+    pub(crate) name: OwnedName,
+    pub(crate) v4: Vec<Ipv4Addr>,
+    pub(crate) v6: Vec<Ipv6Addr>,
+}
+
+impl NameServer {
+    /// Parses `NAME` or `NAME=ADDR[,ADDR...]`.
+    fn parse(spec: &str, apex: &OwnedName) -> Result<NameServer, ZoneError> {
+        let (name_text, addrs) = match spec.split_once('=') {
+            Some((name, addrs)) => (name, Some(addrs)),
+            None => (spec, None),
+        };
+        let name = parse_name("NS name", name_text)?;
+        let shown = || name_text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let mut ns = NameServer {
+            name,
+            v4: vec![],
+            v6: vec![],
+        };
+        for text in addrs.into_iter().flat_map(|a| a.split(',')) {
+            match text.trim().parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) if !ns.v4.contains(&ip) => ns.v4.push(ip),
+                Ok(IpAddr::V6(ip)) if !ns.v6.contains(&ip) => ns.v6.push(ip),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(ZoneError::BadNs {
+                        spec: spec.to_string(),
+                        reason: format!("{:?} is not an IP address", text.trim()),
+                    })
+                }
+            }
+        }
+        let inside = ns.name.ends_with(apex);
+        let addressed = !ns.v4.is_empty() || !ns.v6.is_empty();
+        let apex = format!("{apex}");
+        match (inside, addressed) {
+            (true, false) => Err(ZoneError::NsWithoutAddress {
+                name: shown(),
+                apex,
+            }),
+            (false, true) => Err(ZoneError::NsAddressOutsideZone {
+                name: shown(),
+                apex,
+            }),
+            _ => Ok(ns),
+        }
+    }
+
+    /// Whether it has addresses here (it is inside the zone).
+    fn in_zone(&self) -> bool {
+        !self.v4.is_empty() || !self.v6.is_empty()
+    }
 }
 
 /// The zone, ready for the answer path.
@@ -158,7 +263,8 @@ pub struct Zone {
     wire_names: Vec<WireName>,
     pub(crate) ttl: Ttl,
     pub(crate) answers: AnswerMode,
-    pub(crate) ns: Vec<OwnedName>,
+    pub(crate) resolver_answers: AnswerMode,
+    pub(crate) ns: Vec<NameServer>,
     pub(crate) soa: Soa<OwnedName>,
     pub(crate) soa_ttl: Ttl,
     /// RFC 2308: negative answers carry min(SOA TTL, SOA MINIMUM).
@@ -179,18 +285,35 @@ impl Zone {
                 max: MAX_EDNS_UDP_SIZE,
             });
         }
-        let ns = if settings.ns.is_empty() {
-            vec![parse_name("NS name", &format!("ns1.{apex}"))?]
-        } else {
-            settings
-                .ns
-                .iter()
-                .map(|n| parse_name("NS name", n))
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        if settings.ns.is_empty() {
+            return Err(ZoneError::NoNs);
+        }
+        let mut ns: Vec<NameServer> = Vec::with_capacity(settings.ns.len());
+        for spec in &settings.ns {
+            let server = NameServer::parse(spec, &apex)?;
+            if server.name == apex {
+                return Err(ZoneError::NsIsServedName(settings.domain.clone()));
+            }
+            match ns.iter_mut().find(|n| n.name == server.name) {
+                // The same name given twice: one NS record, all addresses.
+                Some(known) => {
+                    for ip in server.v4 {
+                        if !known.v4.contains(&ip) {
+                            known.v4.push(ip);
+                        }
+                    }
+                    for ip in server.v6 {
+                        if !known.v6.contains(&ip) {
+                            known.v6.push(ip);
+                        }
+                    }
+                }
+                None => ns.push(server),
+            }
+        }
         let mname = match &settings.soa_mname {
             Some(n) => parse_name("SOA mname", n)?,
-            None => ns[0].clone(),
+            None => ns[0].name.clone(),
         };
         let rname = match &settings.soa_rname {
             Some(n) => parse_name("SOA rname", n)?,
@@ -200,25 +323,89 @@ impl Zone {
         let soa = Soa::new(
             mname,
             rname,
-            Serial(settings.soa_serial),
-            Ttl::from_secs(3600),
-            Ttl::from_secs(600),
-            Ttl::from_secs(86400),
-            soa_ttl,
+            Serial(0),
+            Ttl::from_secs(settings.soa_refresh),
+            Ttl::from_secs(settings.soa_retry),
+            Ttl::from_secs(settings.soa_expire),
+            Ttl::from_secs(settings.soa_minimum),
         );
-        Ok(Zone {
+        let mut zone = Zone {
             names: vec![apex.clone()],
             wire_names: vec![WireName::new(&apex)],
             apex,
             ttl: Ttl::from_secs(settings.ttl),
             answers: settings.answers,
+            resolver_answers: settings.resolver_answers.unwrap_or(settings.answers),
             ns,
             soa,
             soa_ttl,
-            negative_ttl: soa_ttl,
+            negative_ttl: soa_ttl.min(Ttl::from_secs(settings.soa_minimum)),
             edns_udp_size: settings.edns_udp_size,
             forwarding: settings.forwarding,
-        })
+        };
+        zone.set_serial();
+        Ok(zone)
+    }
+
+    /// Sets the SOA serial from the zone's own data: its names, NS records
+    /// and their addresses, the SOA fields and the TTLs. Instances serving
+    /// the same zone publish the same serial (zone checkers compare them),
+    /// and it changes when the data does. Node addresses are not part of it:
+    /// they change every few seconds and no zone is transferred. FNV-1a, so
+    /// the value is stable across builds and versions.
+    fn set_serial(&mut self) {
+        let mut text = String::new();
+        for name in &self.names {
+            text.push_str(&format!("name {name}\n"));
+        }
+        for ns in &self.ns {
+            text.push_str(&format!("ns {}", ns.name));
+            for ip in &ns.v4 {
+                text.push_str(&format!(" {ip}"));
+            }
+            for ip in &ns.v6 {
+                text.push_str(&format!(" {ip}"));
+            }
+            text.push('\n');
+        }
+        let soa = &self.soa;
+        text.push_str(&format!(
+            "soa {} {} {} {} {} {} {}\nttl {}\n",
+            soa.mname(),
+            soa.rname(),
+            soa.refresh().as_secs(),
+            soa.retry().as_secs(),
+            soa.expire().as_secs(),
+            soa.minimum().as_secs(),
+            self.soa_ttl.as_secs(),
+            self.ttl.as_secs(),
+        ));
+        let hash = text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        self.soa = Soa::new(
+            soa.mname().clone(),
+            soa.rname().clone(),
+            Serial(hash),
+            soa.refresh(),
+            soa.retry(),
+            soa.expire(),
+            soa.minimum(),
+        );
+    }
+
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        self.soa.serial().into_int()
+    }
+
+    /// How many addresses answer a query with this RD bit.
+    pub(crate) fn answer_mode(&self, recursion_desired: bool) -> AnswerMode {
+        if recursion_desired {
+            self.answers
+        } else {
+            self.resolver_answers
+        }
     }
 
     /// The apex, as text with a trailing dot.
@@ -240,9 +427,13 @@ impl Zone {
             if self.names.contains(&name) {
                 return Err(ZoneError::DuplicateName(text.clone()));
             }
+            if self.ns.iter().any(|ns| ns.name == name) {
+                return Err(ZoneError::NsIsServedName(text.clone()));
+            }
             self.wire_names.push(WireName::new(&name));
             self.names.push(name);
         }
+        self.set_serial();
         Ok(self)
     }
 
@@ -266,7 +457,17 @@ impl Zone {
         if let Some(index) = self.names.iter().position(|n| qname.name_eq(n)) {
             return Place::Name(index);
         }
-        if self.names[1..].iter().any(|n| n.ends_with(qname)) {
+        let in_zone_ns = || self.ns.iter().filter(|ns| ns.in_zone());
+        if let Some(index) = self
+            .ns
+            .iter()
+            .position(|ns| ns.in_zone() && qname.name_eq(&ns.name))
+        {
+            return Place::NameServer(index);
+        }
+        if self.names[1..].iter().any(|n| n.ends_with(qname))
+            || in_zone_ns().any(|ns| ns.name.ends_with(qname))
+        {
             return Place::EmptyNonTerminal;
         }
         Place::Missing
@@ -274,6 +475,22 @@ impl Zone {
 
     pub fn answers(&self) -> AnswerMode {
         self.answers
+    }
+
+    /// The name servers, as `NAME` or `NAME=ADDR,...` with a trailing dot.
+    pub fn name_servers(&self) -> Vec<String> {
+        self.ns
+            .iter()
+            .map(|ns| {
+                let addrs: Vec<String> = (ns.v4.iter().map(ToString::to_string))
+                    .chain(ns.v6.iter().map(ToString::to_string))
+                    .collect();
+                match addrs.is_empty() {
+                    true => format!("{}.", ns.name),
+                    false => format!("{}.={}", ns.name, addrs.join(",")),
+                }
+            })
+            .collect()
     }
 
     /// The served name that `wire` begins with, compared without regard to
@@ -378,13 +595,163 @@ mod tests {
     fn defaults_derive_from_the_domain() {
         let zone = Zone::new(&ZoneSettings::new("Alternator.Example.com")).unwrap();
         assert_eq!(zone.apex(), "alternator.example.com.");
-        assert_eq!(zone.ns[0].to_string(), "ns1.alternator.example.com");
+        assert_eq!(
+            zone.name_servers(),
+            ["ns1.alternator.example.com.=127.0.0.1"]
+        );
         assert_eq!(zone.soa.mname().to_string(), "ns1.alternator.example.com");
         assert_eq!(
             zone.soa.rname().to_string(),
             "hostmaster.alternator.example.com"
         );
+        // Timers no zone checker warns about; negative answers stay short.
+        assert_eq!(zone.soa.refresh().as_secs(), 14_400);
+        assert_eq!(zone.soa.retry().as_secs(), 3_600);
+        assert_eq!(zone.soa.expire().as_secs(), 1_209_600);
+        assert_eq!(zone.soa.minimum().as_secs(), 300);
         assert_eq!(zone.negative_ttl, Ttl::from_secs(60));
+    }
+
+    #[test]
+    fn negative_answers_carry_the_smaller_of_soa_ttl_and_minimum() {
+        let zone = |soa_ttl, soa_minimum| {
+            Zone::new(&ZoneSettings {
+                soa_ttl,
+                soa_minimum,
+                ..ZoneSettings::new("alt.example")
+            })
+            .unwrap()
+            .negative_ttl
+            .as_secs()
+        };
+        assert_eq!(zone(60, 300), 60);
+        assert_eq!(zone(3600, 300), 300);
+    }
+
+    fn with_ns(ns: &[&str]) -> Result<Zone, ZoneError> {
+        Zone::new(&ZoneSettings {
+            ns: ns.iter().map(|s| s.to_string()).collect(),
+            ..ZoneSettings::new("alt.example")
+        })
+    }
+
+    #[test]
+    fn in_zone_name_servers_need_addresses_and_others_must_not_have_them() {
+        let err = with_ns(&["ns1.alt.example"]).unwrap_err();
+        assert_eq!(
+            err,
+            ZoneError::NsWithoutAddress {
+                name: "ns1.alt.example".into(),
+                apex: "alt.example".into()
+            }
+        );
+        assert!(
+            err.to_string().contains("--ns ns1.alt.example=ADDR"),
+            "{err}"
+        );
+        assert!(matches!(
+            with_ns(&["ns1.example.net=192.0.2.1"]),
+            Err(ZoneError::NsAddressOutsideZone { .. })
+        ));
+        assert!(matches!(
+            with_ns(&["ns1.alt.example=192.0.2.1,nope"]),
+            Err(ZoneError::BadNs { .. })
+        ));
+        assert!(matches!(
+            with_ns(&["alt.example=192.0.2.1"]),
+            Err(ZoneError::NsIsServedName(_))
+        ));
+        assert_eq!(with_ns(&[]), Err(ZoneError::NoNs));
+        let zone = with_ns(&[
+            "NS1.alt.example.=192.0.2.1, 2001:db8::1",
+            "ns1.alt.example=192.0.2.2,192.0.2.1",
+            "ns.example.net",
+        ])
+        .unwrap();
+        assert_eq!(
+            zone.name_servers(),
+            [
+                "ns1.alt.example.=192.0.2.1,192.0.2.2,2001:db8::1",
+                "ns.example.net."
+            ]
+        );
+        // A served name cannot also be a name server.
+        let zone = with_ns(&["ns1.alt.example=192.0.2.1"]).unwrap();
+        assert!(matches!(
+            zone.with_names(&["ns1.alt.example".into()]),
+            Err(ZoneError::NsIsServedName(_))
+        ));
+    }
+
+    #[test]
+    fn name_server_names_are_found_with_their_parents_as_empty_non_terminals() {
+        let zone = with_ns(&["ns1.dns.alt.example=192.0.2.1", "ns.example.net"]).unwrap();
+        let find = |n: &str| zone.find(&Name::vec_from_str(n).unwrap());
+        assert_eq!(find("NS1.dns.alt.example"), Place::NameServer(0));
+        assert_eq!(find("dns.alt.example"), Place::EmptyNonTerminal);
+        assert_eq!(find("ns2.dns.alt.example"), Place::Missing);
+        assert_eq!(find("ns.example.net"), Place::Outside);
+    }
+
+    #[test]
+    fn the_serial_follows_the_zone_data_and_nothing_else() {
+        let serial = |settings: &ZoneSettings| Zone::new(settings).unwrap().serial();
+        let base = ZoneSettings::new("alt.example");
+        // Two instances with the same zone data publish the same serial.
+        assert_eq!(serial(&base), serial(&base.clone()));
+        assert_eq!(
+            serial(&base),
+            0xf17d_3266,
+            "the serial must be stable across versions"
+        );
+        let changed = [
+            ZoneSettings {
+                ns: vec!["ns1.alt.example=127.0.0.2".into()],
+                ..base.clone()
+            },
+            ZoneSettings {
+                soa_rname: Some("ops.example.net".into()),
+                ..base.clone()
+            },
+            ZoneSettings {
+                soa_expire: 604_800,
+                ..base.clone()
+            },
+            ZoneSettings {
+                soa_ttl: 30,
+                ..base.clone()
+            },
+            ZoneSettings {
+                ttl: 5,
+                ..base.clone()
+            },
+        ];
+        for settings in &changed {
+            assert_ne!(serial(settings), serial(&base), "{settings:?}");
+        }
+        let with_name = Zone::new(&base)
+            .unwrap()
+            .with_names(&["dc2.alt.example".into()])
+            .unwrap();
+        assert_ne!(with_name.serial(), serial(&base));
+        // What is not zone data leaves it alone.
+        let same = [
+            ZoneSettings {
+                answers: AnswerMode::All,
+                ..base.clone()
+            },
+            ZoneSettings {
+                edns_udp_size: 1400,
+                ..base.clone()
+            },
+            ZoneSettings {
+                forwarding: true,
+                ..base.clone()
+            },
+        ];
+        for settings in &same {
+            assert_eq!(serial(settings), serial(&base), "{settings:?}");
+        }
     }
 
     #[test]

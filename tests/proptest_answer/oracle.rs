@@ -48,7 +48,6 @@ impl Setup {
     pub fn new(answers: AnswerMode, forwarding: bool, nodes: &[IpAddr]) -> Setup {
         let zone = Zone::new(&ZoneSettings {
             answers,
-            soa_serial: 7,
             edns_udp_size: EDNS_UDP_SIZE,
             forwarding,
             ..ZoneSettings::new(APEX)

@@ -393,6 +393,13 @@ impl Want {
         self
     }
 
+    /// With `n` more records in the additional section (such as the name
+    /// servers' addresses of an NS answer).
+    pub fn additional(mut self, n: u16) -> Want {
+        self.counts[3] += n;
+        self
+    }
+
     /// TC=1 and the answer dropped.
     pub fn truncated(mut self) -> Want {
         self.tc = true;
@@ -753,9 +760,9 @@ pub fn all() -> Vec<Case> {
         Want::nodata(),
     );
     c.same(
-        "RFC1034 NS at the apex",
+        "RFC1034 NS at the apex, with the in-zone name server's address",
         Msg::query(d, rtype::NS),
-        Want::answer(1),
+        Want::answer(1).additional(1),
     );
     c.same(
         "RFC8482 ANY gets one RRset",
@@ -1011,8 +1018,18 @@ pub fn all() -> Vec<Case> {
         Want::formerr(0),
     );
     c.same(
-        "RFC2308 2.1 the NS name below the apex is NXDOMAIN",
+        "RFC1034 4.3.2 the in-zone NS name has its address",
         Msg::query(&format!("ns1.{d}"), rtype::A),
+        Want::answer(1),
+    );
+    c.same(
+        "RFC2308 2.2 the in-zone NS name has no IPv6 address: NODATA",
+        Msg::query(&format!("NS1.{d}"), rtype::AAAA),
+        Want::nodata(),
+    );
+    c.same(
+        "RFC2308 2.1 a sibling of the NS name is NXDOMAIN",
+        Msg::query(&format!("ns2.{d}"), rtype::A),
         Want::nxdomain(),
     );
 

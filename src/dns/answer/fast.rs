@@ -196,7 +196,8 @@ impl Writer<'_, '_> {
             return None;
         }
         let mut scratch = None;
-        let picked = pick(self.rng, records.len(), self.zone.answers, &mut scratch);
+        let mode = self.zone.answer_mode(self.query[2] & 0x01 != 0);
+        let picked = pick(self.rng, records.len(), mode, &mut scratch);
         let count = picked.count(records.len());
         let opt_len = if self.simple.edns.is_some() {
             OPT_LEN

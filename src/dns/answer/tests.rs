@@ -15,7 +15,6 @@ fn zone(answers: AnswerMode) -> Arc<Zone> {
     Arc::new(
         Zone::new(&ZoneSettings {
             answers,
-            soa_serial: 7,
             ..ZoneSettings::new("alternator.example.com")
         })
         .unwrap(),
@@ -198,6 +197,90 @@ fn soa_and_ns_are_synthesised_at_the_apex() {
     let msg = Message::from_octets(&reply[..]).unwrap();
     assert_eq!(msg.header_counts().ancount(), 0);
     assert_eq!(msg.header_counts().nscount(), 1);
+}
+
+#[test]
+fn ns_answers_carry_the_name_servers_addresses_which_are_answered_too() {
+    let zone = Zone::new(&ZoneSettings {
+        ns: vec![
+            "ns1.alternator.example.com=192.0.2.1,2001:db8::1".into(),
+            "ns.example.net".into(),
+        ],
+        ..ZoneSettings::new("alternator.example.com")
+    })
+    .unwrap();
+    let snap = Snapshot::new(1, Arc::new(zone), NodeSource::Cluster, &[]);
+    let (_, reply) = ask(
+        &snap,
+        &query("alternator.example.com", Rtype::NS),
+        Transport::Udp,
+    );
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert_eq!(msg.header_counts().ancount(), 2);
+    let glue: Vec<(String, Rtype)> = msg
+        .additional()
+        .unwrap()
+        .map(|r| r.unwrap())
+        .map(|r| (r.owner().to_string(), r.rtype()))
+        .collect();
+    let ns1 = "ns1.alternator.example.com".to_string();
+    assert_eq!(glue, [(ns1.clone(), Rtype::A), (ns1, Rtype::AAAA)]);
+
+    // The in-zone name server's own name: its addresses, authoritative.
+    for (qtype, want) in [(Rtype::A, "192.0.2.1"), (Rtype::AAAA, "2001:db8::1")] {
+        let (outcome, reply) = ask(
+            &snap,
+            &query("NS1.alternator.example.com", qtype),
+            Transport::Udp,
+        );
+        assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
+        assert!(Message::from_octets(&reply[..]).unwrap().header().aa());
+        assert_eq!(answers(&reply), [want.parse::<IpAddr>().unwrap()]);
+    }
+    // Other types there: NODATA, not NXDOMAIN.
+    let (outcome, reply) = ask(
+        &snap,
+        &query("ns1.alternator.example.com", Rtype::MX),
+        Transport::Udp,
+    );
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
+    let counts = Message::from_octets(&reply[..]).unwrap().header_counts();
+    assert_eq!((counts.ancount(), counts.nscount()), (0, 1));
+    // Another name: still NXDOMAIN.
+    let (outcome, _) = ask(
+        &snap,
+        &query("ns2.alternator.example.com", Rtype::A),
+        Transport::Udp,
+    );
+    assert_eq!(outcome, Outcome::Reply(Rcode::NXDOMAIN.into()));
+}
+
+#[test]
+fn queries_without_rd_get_the_resolver_answer_mode() {
+    let nodes: Vec<IpAddr> = (1..=6).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+    let zone = Zone::new(&ZoneSettings {
+        answers: AnswerMode::Random(1),
+        resolver_answers: Some(AnswerMode::All),
+        ..ZoneSettings::new("alternator.example.com")
+    })
+    .unwrap();
+    let snap = Snapshot::new(1, Arc::new(zone), NodeSource::Cluster, &nodes);
+    for (rd, want) in [(true, 1), (false, 6)] {
+        let q = query_with("alternator.example.com", Rtype::A, Class::IN, |h| {
+            h.set_rd(rd)
+        });
+        let (_, fast) = ask(&snap, &q, Transport::Udp);
+        assert_eq!(answers(&fast).len(), want, "RD={rd}");
+        let mut reply = Vec::with_capacity(TCP_LIMIT);
+        respond_general(
+            &q,
+            Transport::Udp,
+            &snap,
+            &mut Rng::seed_from_u64(1),
+            &mut reply,
+        );
+        assert_eq!(reply, fast, "RD={rd}: both paths agree");
+    }
 }
 
 #[test]
@@ -598,9 +681,18 @@ const RACK: &str = "r1.dc1.alternator.example.com";
 
 /// A zone serving the apex, a datacenter and a rack name.
 fn three_names(answers: AnswerMode, edns_udp_size: u16) -> Arc<Zone> {
+    three_names_split(answers, None, edns_udp_size)
+}
+
+/// [`three_names`] answering queries without RD with `resolver_answers`.
+fn three_names_split(
+    answers: AnswerMode,
+    resolver_answers: Option<AnswerMode>,
+    edns_udp_size: u16,
+) -> Arc<Zone> {
     let zone = Zone::new(&ZoneSettings {
         answers,
-        soa_serial: 7,
+        resolver_answers,
         edns_udp_size,
         ..ZoneSettings::new(APEX)
     })
@@ -648,8 +740,16 @@ fn equivalence_snapshots() -> Vec<Snapshot> {
         [(0, 3), (3, 0), (64, 64)],
         [(1000, 0), (0, 2500), (2, 2)],
     ];
+    // Each mode for every query, and each mode split by the RD bit.
+    let mut pairs: Vec<(AnswerMode, Option<AnswerMode>)> =
+        modes.iter().map(|&m| (m, None)).collect();
+    pairs.extend([
+        (AnswerMode::Random(1), Some(AnswerMode::All)),
+        (AnswerMode::All, Some(AnswerMode::Random(1))),
+        (AnswerMode::Random(1), Some(AnswerMode::Random(3))),
+    ]);
     let mut snaps = Vec::new();
-    for mode in modes {
+    for (mode, resolver_mode) in pairs {
         for edns_size in [1232, 4096] {
             for shape in &shapes {
                 let sets: Vec<Vec<IpAddr>> = shape
@@ -657,7 +757,7 @@ fn equivalence_snapshots() -> Vec<Snapshot> {
                     .zip(1u8..)
                     .map(|(&(v4, v6), salt)| addresses(v4, v6, salt))
                     .collect();
-                let zone = three_names(mode, edns_size);
+                let zone = three_names_split(mode, resolver_mode, edns_size);
                 snaps.push(Snapshot::with_sets(1, zone, NodeSource::Cluster, &sets));
             }
         }

@@ -1,0 +1,164 @@
+//! Warnings about configurations that start but that resolvers, or the zone
+//! checkers operators run against a delegation, would trip over. `--check`
+//! prints them and the server logs them at start; none stops the start,
+//! since each can be deliberate (a single instance on a laptop).
+
+use std::net::IpAddr;
+
+use super::Config;
+use crate::dns::zone::{DEFAULT_EDNS_UDP_SIZE, DEFAULT_SOA_MINIMUM};
+
+/// Zonemaster's limits for the SOA timers (ZONE02 to ZONE06).
+const CHECKER_MIN_REFRESH: u32 = 14_400;
+const CHECKER_MIN_RETRY: u32 = 3_600;
+const CHECKER_MIN_EXPIRE: u32 = 604_800;
+const CHECKER_MAX_MINIMUM: u32 = 86_400;
+
+impl Config {
+    /// One sentence per problem, each naming the option to change.
+    pub fn resolver_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let zone = &self.zone;
+        let servers: Vec<(&str, Vec<IpAddr>)> = zone.ns.iter().map(|spec| split_ns(spec)).collect();
+        if servers.len() < 2 {
+            warnings.push(format!(
+                "--ns: one name server ({}); resolvers need a second when it is down, and zone \
+                 checkers ask for two (RFC 1034 4.1): run another instance and give every \
+                 instance both with --ns",
+                servers.first().map_or("none", |s| s.0)
+            ));
+        }
+        let public_listener = self.listen.iter().any(|a| !a.ip().is_loopback());
+        for (name, addrs) in &servers {
+            for ip in addrs
+                .iter()
+                .filter(|ip| ip.is_loopback() && public_listener)
+            {
+                warnings.push(format!(
+                    "--ns {name}: address {ip} is loopback, but this server listens beyond it; \
+                     resolvers on other machines that follow the NS records cannot reach {ip}"
+                ));
+            }
+        }
+        if let Some(mname) = &zone.soa_mname {
+            let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !servers
+                .iter()
+                .any(|(n, _)| canonical(n) == canonical(mname))
+            {
+                warnings.push(format!(
+                    "--soa-mname {mname} is not one of the --ns names; zone checkers expect \
+                     the SOA MNAME to be an authoritative server of the zone"
+                ));
+            }
+        }
+        warnings.extend(soa_timer_warnings(
+            zone.soa_refresh,
+            zone.soa_retry,
+            zone.soa_expire,
+            zone.soa_minimum,
+        ));
+        if zone.edns_udp_size > DEFAULT_EDNS_UDP_SIZE {
+            warnings.push(format!(
+                "--edns-udp-size {}: UDP answers above {DEFAULT_EDNS_UDP_SIZE} bytes may be \
+                 fragmented, and resolvers behind firewalls that drop fragments time out \
+                 instead of retrying over TCP (DNS Flag Day 2020)",
+                zone.edns_udp_size
+            ));
+        }
+        warnings
+    }
+}
+
+/// `NAME` or `NAME=ADDR,...` into the name and the addresses that parse
+/// (the zone has rejected the others already).
+fn split_ns(spec: &str) -> (&str, Vec<IpAddr>) {
+    match spec.split_once('=') {
+        Some((name, addrs)) => (
+            name.trim(),
+            addrs
+                .split(',')
+                .filter_map(|a| a.trim().parse().ok())
+                .collect(),
+        ),
+        None => (spec.trim(), Vec::new()),
+    }
+}
+
+/// What Zonemaster reports about the SOA timers, as advice.
+fn soa_timer_warnings(refresh: u32, retry: u32, expire: u32, minimum: u32) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if refresh < CHECKER_MIN_REFRESH {
+        warnings.push(format!(
+            "--soa-refresh {refresh}: zone checkers want at least {CHECKER_MIN_REFRESH}"
+        ));
+    }
+    if retry < CHECKER_MIN_RETRY || retry >= refresh {
+        warnings.push(format!(
+            "--soa-retry {retry}: zone checkers want at least {CHECKER_MIN_RETRY} and below \
+             --soa-refresh ({refresh})"
+        ));
+    }
+    if expire < CHECKER_MIN_EXPIRE || expire <= refresh {
+        warnings.push(format!(
+            "--soa-expire {expire}: zone checkers want at least {CHECKER_MIN_EXPIRE} (a week) \
+             and above --soa-refresh ({refresh})"
+        ));
+    }
+    if !(DEFAULT_SOA_MINIMUM..=CHECKER_MAX_MINIMUM).contains(&minimum) {
+        warnings.push(format!(
+            "--soa-minimum {minimum}: zone checkers want {DEFAULT_SOA_MINIMUM} to \
+             {CHECKER_MAX_MINIMUM}; keep negative answers short with --soa-ttl instead"
+        ));
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Options;
+
+    fn config(edit: impl FnOnce(&mut Options)) -> Config {
+        let mut o = Options {
+            domain: Some("alt.example".into()),
+            seed: vec!["10.0.0.1".into()],
+            listen: vec!["192.0.2.53:53".parse().unwrap()],
+            ns: vec![
+                "ns1.alt.example=192.0.2.53".into(),
+                "ns2.alt.example=192.0.2.54".into(),
+            ],
+            ..Options::default()
+        };
+        edit(&mut o);
+        Config::from_options(o).unwrap()
+    }
+
+    #[test]
+    fn the_defaults_with_two_name_servers_draw_no_warning() {
+        assert_eq!(config(|_| {}).resolver_warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_problem_is_named_with_its_option() {
+        let warns = |edit: fn(&mut Options)| config(edit).resolver_warnings().join("\n");
+        assert!(warns(|o| o.ns.truncate(1)).contains("--ns: one name server (ns1.alt.example)"));
+        assert!(warns(|o| o.ns[1] = "ns2.alt.example=127.0.0.1".into())
+            .contains("--ns ns2.alt.example: address 127.0.0.1 is loopback"));
+        assert!(warns(|o| o.soa_mname = Some("other.example".into())).contains("--soa-mname"));
+        assert!(warns(|o| o.soa_refresh = Some(3600)).contains("--soa-refresh 3600"));
+        assert!(warns(|o| o.soa_retry = Some(20_000)).contains("--soa-retry 20000"));
+        assert!(warns(|o| o.soa_expire = Some(86_400)).contains("--soa-expire 86400"));
+        assert!(warns(|o| o.soa_minimum = Some(60)).contains("--soa-minimum 60"));
+        assert!(warns(|o| o.edns_udp_size = Some(4096)).contains("--edns-udp-size 4096"));
+    }
+
+    #[test]
+    fn loopback_name_servers_are_fine_for_a_loopback_server() {
+        let c = config(|o| {
+            o.listen = vec!["127.0.0.1:5353".parse().unwrap()];
+            o.ns = vec!["ns1.alt.example=127.0.0.1".into(), "ns.example.net".into()];
+        });
+        assert_eq!(c.resolver_warnings(), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,300 @@
+"""Constants, output, child processes, /proc readers, DNS probes and the machine."""
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BINARY = ROOT / "target" / "release" / "alternator-dns"
+REFLECTOR_SRC = ROOT / "scripts" / "reflector.c"
+REFLECTOR = ROOT / "target" / "reflector"
+DOMAIN = "alternator.bench"
+LOOPBACK = "127.0.0.1"
+SIM_NODES = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+ALL_SERVERS = ["default", "uring", "mmsg", "knot", "floor", "uring-churn", "mmsg-churn",
+               "uring-cmp", "mmsg-cmp"]
+DEFAULT_SERVERS = ["default", "uring", "mmsg", "knot", "floor"]
+ALL_MODES = ["rate", "max"]
+DEFAULT_RATES = [10000, 50000, 100000]
+# Every alternator-dns variant; `default` runs without --io (what users get: `auto`).
+ALTERNATOR = ("default", "uring", "mmsg", "uring-churn", "mmsg-churn", "uring-cmp", "mmsg-cmp")
+# The churn variants poll a simulated cluster whose membership changes
+# CHURN_PER_SECOND times a second, every CHURN_REFRESH, health checks off: the
+# served snapshot is swapped about that often while dnsperf runs.
+CHURN_PER_SECOND = 100
+CHURN_REFRESH = "4ms"
+REFERENCES = ("floor", "knot")
+START_TIMEOUT = 30.0  # seconds for a server to answer its first query
+STOP_GRACE = 3.0  # SIGTERM, then SIGKILL after this long
+LOST_LIMIT = 1.0  # percent of queries lost allowed in rate mode
+MEMORY_THREADS = 2  # workers of alternator-dns in the memory measurement
+MEMORY_TARGET_MIB = 32  # the resident-set target with MEMORY_THREADS workers, 1,000 nodes
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A failure that ends the benchmark."""
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the script."""
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def warn(msg):
+    print(f"bench-dnsperf: {msg}", file=sys.stderr, flush=True)
+
+
+def fmt_cpus(cpus):
+    return ",".join(str(c) for c in cpus)
+
+
+def fmt(value, spec, width):
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+def cpu_list(text):
+    """Parses `0`, `2-5,8` into a list of CPU numbers."""
+    cpus = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) else a
+        if b < a:
+            raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
+        cpus.extend(c for c in range(a, b + 1) if c not in cpus)
+    return cpus
+
+
+def find_tool(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        path = Path(d) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
+def run_checked(cmd, timeout, **kw):
+    log("$ " + " ".join(str(c) for c in cmd))
+    try:
+        subprocess.run(cmd, check=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    except subprocess.CalledProcessError as e:
+        raise BenchError(f"{cmd[0]} failed with exit status {e.returncode}") from None
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{cmd[0]} took longer than {timeout} s") from None
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def machine_info(argv):
+    """What the results were measured on, and how the script was started."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model or platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"),
+        "command": shlex.join(argv),
+        "load_average_start": list(os.getloadavg()),
+        "load_average_end": None,
+    }
+
+
+def machine_line(machine):
+    load = machine["load_average_start"]
+    end = machine.get("load_average_end")
+    loads = f"load average {load[0]:.2f} at start" + (
+        f", {end[0]:.2f} at end" if end else "")
+    return (f"{machine['cpu_model']}, {machine['cpus']} CPUs "
+            f"({machine['cpus_usable']} usable), Linux {machine['kernel']}, "
+            f"{machine['date_utc']}, {loads}")
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Child:
+    """A process this script started, with its output in files; ended by PID."""
+
+    def __init__(self, name, argv, workdir):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.out_path = Path(workdir) / f"{name}.out"
+        self.err_path = Path(workdir) / f"{name}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            # A session of its own: Ctrl-C in the terminal reaches only this
+            # script, which then ends every child itself.
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=err, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stdout(self):
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self):
+        return self.err_path.read_text(errors="replace")
+
+    def tail(self, lines=15):
+        text = (self.stdout() + self.stderr()).strip().splitlines()
+        return "\n".join("    " + line for line in text[-lines:]) or "    (no output)"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                warn(f"{self.name} (pid {self.pid}) ignored SIGTERM for {STOP_GRACE} s; "
+                     "sending SIGKILL")
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(STOP_GRACE)
+        return self.proc.returncode
+
+
+def cpu_seconds(pid):
+    """utime+stime of the whole process (all its threads, live and exited)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def worker_cpu_seconds(pid):
+    """utime+stime of the process's UDP worker threads only (the data plane)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith("udp-worker"):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def udp_rcvbuf_errors():
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_port():
+    """A port free for both UDP and TCP on 127.0.0.1 (as of now)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((LOOPBACK, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                return port
+    raise BenchError("cannot find a free port")
+
+
+# ---------------------------------------------------------------- DNS probes
+
+
+def dns_query(name, qtype=1):
+    qid = random.randrange(1 << 16)
+    wire = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    return qid, struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack(">HH", qtype, 1)
+
+
+def probe(port, timeout=0.3):
+    """Sends `alternator.bench A` once; returns (rcode, ancount) or None without an answer."""
+    qid, query = dns_query(DOMAIN)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(query, (LOOPBACK, port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(4096)
+            except (socket.timeout, ConnectionRefusedError):
+                return None
+            if len(data) >= 12:
+                rid, flags, _, ancount = struct.unpack(">HHHH", data[:8])
+                if rid == qid and flags & 0x8000:
+                    return flags & 0xF, ancount
+    return None
+
+
+def wait_answering(child, port, need_answer):
+    """Waits until the server answers NOERROR (with an A record when need_answer)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    last = None
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise BenchError(f"{child.name} exited with status {child.proc.returncode} "
+                             f"before answering:\n{child.tail()}")
+        last = probe(port)
+        if last is not None and last[0] == 0 and (last[1] > 0 or not need_answer):
+            return
+        time.sleep(0.1)
+    what = "no answer" if last is None else f"rcode {last[0]}, {last[1]} answers"
+    raise BenchError(f"{child.name} did not answer {DOMAIN} A within {START_TIMEOUT:.0f} s "
+                     f"({what}):\n{child.tail()}")
+
+
+def wait_line(child, pattern, stream="stdout", timeout=START_TIMEOUT):
+    """The first match of `pattern` in the child's stdout (or stderr), waiting for it."""
+    read = child.stdout if stream == "stdout" else child.stderr
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, read(), re.M)
+        if m:
+            return m
+        if not child.alive():
+            raise BenchError(f"{child.name} exited with status {child.proc.returncode}:\n"
+                             f"{child.tail()}")
+        time.sleep(0.05)
+    raise BenchError(f"{child.name} printed nothing matching {pattern!r} within "
+                     f"{timeout:.0f} s:\n{child.tail()}")

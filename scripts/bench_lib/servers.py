@@ -1,0 +1,223 @@
+"""Tools, building, the simulated cluster and the servers under test."""
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+from .common import (ALTERNATOR, BINARY, CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR,
+                     REFLECTOR_SRC, ROOT, SIM_NODES, BenchError, Child, find_tool, fmt_cpus,
+                     free_port, log, run_checked, wait_answering, wait_line, warn)
+
+# The `default` server logs at warn like the others, except the start-up lines of these
+# modules (once, at start): the "alternator-dns ready ... backend=..." line says which
+# I/O backend `auto` chose, and a fallback to recvmmsg is a warning of the same module.
+DEFAULT_LOG_LEVEL = "warn,alternator_dns::server=info,alternator_dns::io=info"
+
+
+def ensure_tools(args):
+    """Installs missing Debian packages; apt-get only runs when something is missing."""
+    wanted = {"taskset": "util-linux"}
+    if not args.memory_only:
+        wanted.update({"dnsperf": "dnsperf", "cc": "gcc"})
+    if "knot" in args.servers and not args.memory_only:
+        wanted["knotd"] = "knot"
+    missing = [pkg for tool, pkg in wanted.items() if find_tool(tool) is None]
+    if missing:
+        if shutil.which("apt-get") is None:
+            raise BenchError(f"missing tools; please install: {' '.join(missing)}")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        log(f"installing {' '.join(missing)} with apt-get")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run_checked(sudo + ["apt-get", "update", "-qq"], timeout=600, env=env)
+        run_checked(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
+                    + missing, timeout=900, env=env)
+        still = [t for t in wanted if find_tool(t) is None]
+        if still:
+            raise BenchError(f"still missing after apt-get: {' '.join(still)}")
+    if shutil.which("cargo") is None and not args.no_build:
+        raise BenchError("cargo not found; install Rust first")
+
+
+def build(args):
+    """cargo build --release --locked (unless --no-build); the reflector (cc -O2) when
+    building, or with --no-build when it is missing or older than its source."""
+    if args.no_build:
+        if not BINARY.is_file():
+            raise BenchError(f"--no-build, but {BINARY} does not exist")
+    else:
+        run_checked(["cargo", "build", "--release", "--locked"], timeout=3600, cwd=ROOT)
+    if args.memory_only:
+        return
+    stale = (not REFLECTOR.is_file()
+             or REFLECTOR.stat().st_mtime < REFLECTOR_SRC.stat().st_mtime)
+    if args.no_build and not stale:
+        return
+    REFLECTOR.parent.mkdir(parents=True, exist_ok=True)
+    run_checked([find_tool("cc"), "-O2", "-Wall", "-Wextra", "-pthread", "-o",
+                 str(REFLECTOR), str(REFLECTOR_SRC)], timeout=300, cwd=ROOT)
+
+
+def start_sim(args, workdir, children, churn=0, nodes=SIM_NODES, name=None):
+    argv = ["taskset", "-c", fmt_cpus(args.client_cpus), BINARY, "sim"]
+    for node in nodes:
+        argv += ["--node", node]
+    argv += ["--port", "0", "--churn-per-second", str(churn)]
+    child = Child(name or ("sim-churn" if churn else "sim"), argv, workdir)
+    children.append(child)
+    m = wait_line(child, r"Simulated Alternator nodes: " + re.escape(nodes[0]) + r":(\d+)")
+    port = int(m.group(1))
+    shown = ", ".join(f"{n}:{port}" for n in nodes[:3]) + (", ..." if len(nodes) > 3 else "")
+    log(f"simulated cluster: {len(nodes)} nodes, {shown} (pid {child.pid})")
+    return port
+
+
+def worker_cpus_flag(args):
+    """--cpus for alternator-dns: the first N server CPUs; none when there are fewer
+    (the workers then go round-robin over the taskset mask)."""
+    if args.threads <= len(args.server_cpus):
+        return ["--cpus", fmt_cpus(args.server_cpus[: args.threads])]
+    return []
+
+
+KNOT_CONF = """\
+server:
+    rundir: "{dir}"
+    listen: {addr}@{port}
+    udp-workers: {threads}
+    tcp-workers: 1
+    background-workers: 1
+
+log:
+  - target: stderr
+    any: warning
+
+database:
+    storage: "{dir}/db"
+
+template:
+  - id: default
+    storage: "{dir}"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+
+zone:
+  - domain: {domain}
+    file: "{domain}.zone"
+"""
+
+KNOT_ZONE = """\
+$ORIGIN {domain}.
+$TTL 60
+@       60  IN SOA  ns1.{domain}. hostmaster.{domain}. 1 3600 900 604800 60
+@       60  IN NS   ns1.{domain}.
+@       4   IN A    127.0.0.1
+"""
+
+
+def server_argv(name, args, port, sim_port, workdir):
+    pin = ["taskset", "-c", fmt_cpus(args.server_cpus)]
+    if name in ALTERNATOR:
+        backend, _, variant = name.partition("-")
+        extra = (["--refresh-interval", CHURN_REFRESH, "--health-check", "false"]
+                 if variant == "churn" else [])
+        binary = args.compare_binary if variant == "cmp" else BINARY
+        io = (["--log-level", DEFAULT_LOG_LEVEL] if backend == "default"
+              else ["--io", backend, "--log-level", "warn"])
+        return pin + [binary, "--listen", f"{LOOPBACK}:{port}", "--domain", DOMAIN,
+                      "--seed", f"{LOOPBACK}:{sim_port}", "--alternator-port", str(sim_port),
+                      "--threads", str(args.threads)] + worker_cpus_flag(args) + io + [
+                      "--metrics-listen", f"{LOOPBACK}:{metrics_port(name)}"] + extra
+    if name == "knot":
+        kdir = Path(workdir) / "knot"
+        kdir.mkdir(exist_ok=True)
+        (kdir / "knot.conf").write_text(KNOT_CONF.format(
+            dir=kdir, addr=LOOPBACK, port=port, threads=args.threads, domain=DOMAIN))
+        (kdir / f"{DOMAIN}.zone").write_text(KNOT_ZONE.format(domain=DOMAIN))
+        return pin + [find_tool("knotd"), "-c", kdir / "knot.conf"]
+    if name == "floor":
+        return pin + [REFLECTOR, "-a", LOOPBACK, "-p", str(port), "-t", str(args.threads),
+                      "-c", fmt_cpus(args.server_cpus)]
+    raise AssertionError(name)
+
+
+METRICS_PORTS = {}
+
+
+def metrics_port(name):
+    """A free port for an alternator-dns server's metrics, chosen once per server."""
+    if name not in METRICS_PORTS:
+        METRICS_PORTS[name] = free_port()
+    return METRICS_PORTS[name]
+
+
+def metrics_text(name):
+    """The server's /metrics page (bytes), or None."""
+    try:
+        with socket.create_connection((LOOPBACK, metrics_port(name)), timeout=2) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    return data
+
+
+def metric(name, pattern):
+    """The first number matching `pattern` (a bytes regex with one group) in the server's
+    /metrics, or None."""
+    data = metrics_text(name)
+    m = re.search(pattern, data, re.M) if data is not None else None
+    return int(m.group(1)) if m else None
+
+
+def snapshot_generation(name):
+    """alternator_dns_snapshot_generation from the server's /metrics, or None."""
+    return metric(name, rb"^alternator_dns_snapshot_generation (\d+)")
+
+
+def metrics_backend(name):
+    """The io_backend label of alternator_dns_build_info, or None."""
+    data = metrics_text(name)
+    m = re.search(rb'^alternator_dns_build_info\{[^}]*io_backend="([^"]*)"', data or b"", re.M)
+    return m.group(1).decode() if m else None
+
+
+def start_server(name, args, sim_port, workdir, children):
+    """Starts one server; returns (child, port, info) once it answers."""
+    port = free_port()
+    child = Child(name, server_argv(name, args, port, sim_port, workdir), workdir)
+    children.append(child)
+    wait_answering(child, port, need_answer=name != "floor")
+    log(f"{name:<6} pid {child.pid:<7} 127.0.0.1:{port}  $ {' '.join(child.argv)}")
+    info = {"pid": child.pid, "port": port, "argv": child.argv, "backend": None,
+            "backend_log": None}
+    if name in ALTERNATOR:
+        info["backend"] = metrics_backend(name)
+    if name == "default":
+        chosen_backend(child, info)
+    return child, port, info
+
+
+def chosen_backend(child, info):
+    """Shows which backend `auto` chose: alternator-dns's start-up line (and the
+    fallback warning, if any), checked against its metrics."""
+    m = wait_line(child, r"^.*alternator-dns ready.*$", stream="stderr", timeout=10)
+    # Without the timestamp and the module path: "alternator-dns ready domain=... backend=..."
+    line = re.sub(r"^\S+\s+INFO\s+\S+:\s*", "", m.group(0)).strip()
+    info["backend_log"] = [line]
+    fallback = re.search(r"^.*falling back to recvmmsg.*$", child.stderr(), re.M)
+    if fallback:
+        info["backend_log"].insert(0, re.sub(r"^\S+\s+WARN\s+\S+:\s*", "",
+                                             fallback.group(0)).strip())
+    b = re.search(r"\bbackend=(\S+)", line)
+    logged = b.group(1) if b else None
+    if logged and info["backend"] and logged != info["backend"]:
+        warn(f"default: the log says backend={logged}, the metrics say {info['backend']}")
+    info["backend"] = logged or info["backend"]
+    log(f"       default (no --io) chose backend={info['backend']}; its log:")
+    for text in info["backend_log"]:
+        log(f"         {text}")

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
@@ -53,13 +53,10 @@ const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
         Every option can also be set in a TOML file given with --config, under the same \
         name without the dashes in front (e.g. `refresh-interval = \"1s\"`, \
         `seed = [\"10.0.0.1\"]`); flags override the file.\n\n\
-        Example: alternator-dns --domain alternator.example.com --seed 10.0.0.1 --listen 0.0.0.0:53",
-    args_conflicts_with_subcommands = true
+        Example: alternator-dns --domain alternator.example.com --seed 10.0.0.1 --listen 0.0.0.0:53 \
+        --ns ns1.alternator.example.com=10.0.0.53"
 )]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-
     #[command(flatten)]
     pub options: Options,
 
@@ -71,59 +68,6 @@ pub struct Cli {
     /// configuration as TOML, and exit: 0 if it is usable, non-zero with the reason if not.
     #[arg(long)]
     pub check: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Start a simulated 3-node Alternator cluster on 127.0.0.1-3 and the responder
-    /// against it, listening on 127.0.0.1:5353; prints how to query it.
-    Demo(DemoArgs),
-    /// Run only a simulated Alternator cluster (for tests and benchmarks).
-    Sim(SimArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// Where the responder listens (UDP and TCP).
-    #[arg(long, default_value = "127.0.0.1:5353")]
-    pub listen: SocketAddr,
-    /// Number of simulated nodes, on 127.0.0.1, 127.0.0.2, ...
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=250))]
-    pub nodes: u8,
-    /// The name served.
-    #[arg(long, default_value = "alternator.localhost")]
-    pub domain: String,
-    /// Port of the simulated nodes' Alternator API (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    pub alternator_port: u16,
-    /// Stop after this long (e.g. `30s`); runs until Ctrl-C when not given.
-    #[arg(long, value_name = "DURATION")]
-    pub duration: Option<HumanDuration>,
-    /// Worker threads of the responder.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct SimArgs {
-    /// Address of one simulated node (repeatable).
-    #[arg(long = "node", value_name = "IP", default_values_t = [
-        IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])
-    ])]
-    pub nodes: Vec<IpAddr>,
-    /// Port every node listens on (0: any free port, printed at start).
-    #[arg(long, default_value_t = DEFAULT_ALTERNATOR_PORT)]
-    pub port: u16,
-    /// Membership churn for benchmarks: take the last node out of /localnodes and
-    /// put it back, this many changes per second (0: none)
-    #[arg(long, default_value_t = 0, value_name = "PER_SECOND")]
-    pub churn_per_second: u32,
-    /// Read commands from standard input, one a line, each answered on standard
-    /// output with `ok` or `error: ...`: `down IP` (refuse connections, close
-    /// open ones), `hang IP` (accept, never answer), `up IP` (healthy again),
-    /// `unlist IP` and `list IP` (leave or join /localnodes)
-    #[arg(long)]
-    pub control_stdin: bool,
 }
 
 /// The options shared by the command line and the TOML file.

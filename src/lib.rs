@@ -27,13 +27,14 @@
 //! - [`tcp`]: DNS over TCP on the control plane.
 //! - [`forward`]: with `--forward`, names outside the zone go to upstream
 //!   resolvers, off the workers' fast path.
-//! - [`sim`]: a simulated Alternator cluster for the demo and the tests;
-//!   [`demo`] wires it to the responder.
+//!
+//! The simulated Alternator cluster that the tests, benchmarks and demo run
+//! against is the workspace's `alternator-sim` crate (`sim/`), outside this
+//! one: the production binary carries none of it.
 
 pub mod access;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod dns;
 pub mod forward;
 pub mod io;
@@ -44,6 +45,5 @@ pub mod privileges;
 pub mod reload;
 pub mod rrl;
 pub mod server;
-pub mod sim;
 pub mod tcp;
 pub mod worker;

@@ -5,23 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Command, Config, IoMode, LogFormat};
+use alternator_dns::config::{Cli, Config, IoMode, LogFormat};
 use alternator_dns::control::Shutdown;
 use alternator_dns::reload::ReloadSource;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Demo(args)) => {
-            init_tracing("info", LogFormat::Text);
-            report(alternator_dns::demo::run_demo(&args))
-        }
-        Some(Command::Sim(args)) => {
-            init_tracing("info", LogFormat::Text);
-            report(alternator_dns::demo::run_sim(&args))
-        }
-        None => serve(&cli),
-    }
+    serve(&cli)
 }
 
 fn serve(cli: &Cli) -> ExitCode {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
-use alternator_dns::sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
+use alternator_sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
 use support::*;
 
 /// Refresh interval and per-request timeout where the test is not about them.
@@ -789,9 +789,7 @@ fn without_health_checks_a_down_node_stays_served_while_listed() {
 
 /// Test certificates made with rcgen, and a directory for their PEM files:
 /// the crate's own unit-test helpers (each test uses part of them).
-#[path = "../src/sim/test_pki.rs"]
-#[allow(dead_code)]
-mod pki;
+use alternator_sim::test_pki as pki;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")

@@ -12,7 +12,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use alternator_dns::sim::SimCluster;
+use alternator_sim::SimCluster;
 use support::dns_cases::{self, *};
 use support::{cluster, wait_until, Responder};
 

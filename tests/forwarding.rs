@@ -86,11 +86,7 @@ fn start_with_upstream(
     test_no: u8,
     upstream: SocketAddr,
     timeout_ms: u64,
-) -> (
-    Responder,
-    alternator_dns::sim::SimCluster,
-    Vec<std::net::IpAddr>,
-) {
+) -> (Responder, alternator_sim::SimCluster, Vec<std::net::IpAddr>) {
     let (sim, addrs) = cluster(test_no, 2);
     let mut args = cluster_args(&sim, &addrs, 200, 300);
     args.extend([

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use domain::base::iana::{Rcode, Rtype};
 
 use alternator_dns::dns::wire::question_end;
-use alternator_dns::sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
+use alternator_sim::{Fault, SimCluster, SimNode, SimOptions, SimTls};
 use support::*;
 
 /// The storm and the TCP attack measure CPU, memory and latency: they run

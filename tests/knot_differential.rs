@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alternator_dns::sim::SimCluster;
+use alternator_sim::SimCluster;
 use support::dns_cases::{self, *};
 use support::{cluster, wait_until, Responder};
 

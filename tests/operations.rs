@@ -563,7 +563,7 @@ fn metrics_count_known_traffic_exactly() {
 /// The base flags of the reload tests: no `--listen` flag, the config file
 /// carries it.
 fn reload_args(
-    sim: &alternator_dns::sim::SimCluster,
+    sim: &alternator_sim::SimCluster,
     seeds: &[IpAddr],
     config: &TempFile,
 ) -> Vec<String> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
-use alternator_dns::sim::{Fault, HOST_IDS_PER_RESPONSE};
+use alternator_sim::{Fault, HOST_IDS_PER_RESPONSE};
 use support::*;
 
 /// The usual refresh interval and per-request timeout of these tests.
@@ -160,7 +160,7 @@ fn added_node_appears_within_two_refresh_intervals() {
 /// served: only a refresher that reached a live node can know it.
 fn assert_refresher_reaches_live_node(
     r: &Responder,
-    sim: &alternator_dns::sim::SimCluster,
+    sim: &alternator_sim::SimCluster,
     new: IpAddr,
 ) {
     sim.add_node(new).expect("add a node");
@@ -756,7 +756,7 @@ fn names_keep_their_case_and_only_the_apex_has_addresses() {
 fn ipv6_nodes_are_served_as_aaaa() {
     let v4 = node(34, 1);
     let v6: IpAddr = "::1".parse().expect("an IPv6 address");
-    let sim = alternator_dns::sim::SimCluster::start(&[v4, v6], 0).expect("start the cluster");
+    let sim = alternator_sim::SimCluster::start(&[v4, v6], 0).expect("start the cluster");
     let args = with(
         cluster_args(&sim, &[v4], INTERVAL_MS, TIMEOUT_MS),
         &["--answers", "all"],

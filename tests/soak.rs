@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
-use alternator_dns::sim::{Fault, SimCluster, SimNode, SimOptions};
+use alternator_sim::{Fault, SimCluster, SimNode, SimOptions};
 use support::*;
 
 /// Node addresses 127.0.180.x.

@@ -592,8 +592,8 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::sim::test_pki::{TempDir, TestCa};
-    use crate::sim::{Fault, SimCluster};
+    use alternator_sim::test_pki::{TempDir, TestCa};
+    use alternator_sim::{Fault, SimCluster};
 
     const T: Duration = Duration::from_secs(5);
 

@@ -11,3 +11,6 @@ pub mod snapshot;
 pub mod tracker;
 
 pub use snapshot::{NodeSet, NodeSource, SharedSnapshot, Snapshot};
+
+#[cfg(test)]
+mod client_sim_tests;

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use alternator_dns::sim::SimCluster;
+use alternator_sim::SimCluster;
 
 /// Flags for a responder serving `domain` from `sim`, learning the list from
 /// `seed`, for the case tables (conformance and the Knot differential).

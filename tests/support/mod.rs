@@ -20,7 +20,7 @@ use domain::base::iana::{Class, Rcode, Rtype};
 use domain::base::{Message, MessageBuilder, Name};
 use domain::rdata::AllRecordData;
 
-use alternator_dns::sim::SimCluster;
+use alternator_sim::SimCluster;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_alternator-dns");

@@ -1,7 +1,6 @@
 //! Test certificates made with rcgen (a CA, server and client certificates
-//! signed by it, self-signed servers) and a temporary directory for PEM files.
-//! Built for the crate's unit tests, and included by `tests/cluster.rs`
-//! (where `super::SimTls` is the library's, imported there).
+//! signed by it, self-signed servers) and a temporary directory for PEM files,
+//! for the HTTPS tests of the simulated cluster and of alternator-dns.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,18 +10,18 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::SimTls;
+use crate::SimTls;
 
 /// A PEM certificate (chain) and its private key.
 #[derive(Debug, Clone)]
-pub(crate) struct CertKey {
-    pub(crate) cert_pem: String,
-    pub(crate) key_pem: String,
+pub struct CertKey {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl CertKey {
     /// Server TLS for the simulated cluster, without client authentication.
-    pub(crate) fn sim_tls(&self) -> SimTls {
+    pub fn sim_tls(&self) -> SimTls {
         SimTls {
             cert_chain_pem: self.cert_pem.clone(),
             key_pem: self.key_pem.clone(),
@@ -32,13 +31,13 @@ impl CertKey {
 }
 
 /// A test certificate authority.
-pub(crate) struct TestCa {
-    pub(crate) cert_pem: String,
+pub struct TestCa {
+    pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    pub(crate) fn new(name: &str) -> TestCa {
+    pub fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -57,12 +56,12 @@ impl TestCa {
 
     /// A server certificate with these subject alternative names (IP
     /// addresses or DNS names).
-    pub(crate) fn server(&self, sans: &[impl AsRef<str>]) -> CertKey {
+    pub fn server(&self, sans: &[impl AsRef<str>]) -> CertKey {
         self.leaf(sans, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate.
-    pub(crate) fn client(&self, name: &str) -> CertKey {
+    pub fn client(&self, name: &str) -> CertKey {
         self.leaf(&[name], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
@@ -93,7 +92,7 @@ fn leaf_params(
 }
 
 /// A self-signed server certificate (no CA anyone trusts).
-pub(crate) fn self_signed_server(sans: &[impl AsRef<str>]) -> CertKey {
+pub fn self_signed_server(sans: &[impl AsRef<str>]) -> CertKey {
     let (params, key) = leaf_params(sans, ExtendedKeyUsagePurpose::ServerAuth);
     let cert = params.self_signed(&key).expect("self-signed server");
     CertKey {
@@ -103,12 +102,19 @@ pub(crate) fn self_signed_server(sans: &[impl AsRef<str>]) -> CertKey {
 }
 
 /// A directory under the system's temp dir, removed on drop.
-pub(crate) struct TempDir {
+pub struct TempDir {
     path: PathBuf,
 }
 
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
+    }
+}
+
 impl TempDir {
-    pub(crate) fn new() -> TempDir {
+    /// A fresh, empty directory, unique to this process and call.
+    pub fn new() -> TempDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "alternator-dns-test-{}-{}",
@@ -120,12 +126,12 @@ impl TempDir {
         TempDir { path }
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Writes `contents` to `name` in the directory; returns its path.
-    pub(crate) fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let file = self.path.join(name);
         std::fs::write(&file, contents).expect("write temp file");
         file

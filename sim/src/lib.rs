@@ -1,5 +1,7 @@
-//! A simulated ScyllaDB Alternator cluster, in-process, for integration tests
-//! and the demo.
+//! A simulated ScyllaDB Alternator cluster, in-process, for alternator-dns's
+//! tests, benchmarks and demo. A crate of its own so that the production
+//! binary carries none of it (fault injection such as 100 MB bodies); its
+//! binary, `alternator-sim`, runs a cluster from the command line and the demo.
 //!
 //! [`SimCluster::start`] (or [`SimCluster::start_with`], for datacenters,
 //! racks, HTTPS and older Scylla versions) runs one HTTP/1.1 server per node,
@@ -39,12 +41,9 @@
 //! no blackholed SYNs, no slow reads).
 
 mod server;
-#[cfg(test)]
-pub(crate) mod test_pki;
+pub mod test_pki;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_client;
 
 use std::collections::HashMap;
 use std::fmt;

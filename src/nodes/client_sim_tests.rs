@@ -1,6 +1,7 @@
-//! Tests of the simulated cluster's datacenters and racks, HTTPS and hostile
-//! faults, through [`AlternatorClient`] (and a raw socket where the bytes on
-//! the wire matter). Loopback only; every wait is bounded.
+//! The Alternator client against the simulated cluster: datacenters and
+//! racks, HTTPS, and hostile faults, through [`AlternatorClient`] (and a raw
+//! socket where the bytes on the wire matter). Loopback only; every wait is
+//! bounded.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,12 +10,12 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::test_pki::{self_signed_server, CertKey, TempDir, TestCa};
-use super::{
+use crate::nodes::client::{AlternatorClient, FetchError, Scheme, TlsSettings};
+use alternator_sim::test_pki::{self_signed_server, CertKey, TempDir, TestCa};
+use alternator_sim::{
     Fault, SimCluster, SimNode, SimOptions, SimTls, ENDLESS_CHUNK_BYTES, HUGE_BODY_BYTES,
     MANY_ENTRIES,
 };
-use crate::nodes::client::{AlternatorClient, FetchError, Scheme, TlsSettings};
 
 /// Bound on every exchange that is expected to succeed.
 const T: Duration = Duration::from_secs(5);

@@ -1,0 +1,300 @@
+//! `alternator-sim`: a simulated Alternator cluster from the command line,
+//! and the demo (that cluster with the real `alternator-dns` in front of it).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alternator_sim::{Fault, SimCluster};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alternator-sim",
+    version,
+    about = "A simulated ScyllaDB Alternator cluster, for alternator-dns's tests, benchmarks \
+             and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Run a simulated cluster until SIGINT or SIGTERM.
+    Cluster(ClusterArgs),
+    /// Start a simulated cluster on 127.0.0.1..N and alternator-dns in front of
+    /// it, listening on 127.0.0.1:5353; prints how to query it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Address of one simulated node (repeatable).
+    #[arg(long = "node", value_name = "IP", default_values_t = [
+        IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])
+    ])]
+    nodes: Vec<IpAddr>,
+    /// Port every node listens on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Membership churn for benchmarks: take the last node out of /localnodes and
+    /// put it back, this many changes per second (0: none)
+    #[arg(long, default_value_t = 0, value_name = "PER_SECOND")]
+    churn_per_second: u32,
+    /// Read commands from standard input, one a line, each answered on standard
+    /// output with `ok` or `error: ...`: `down IP` (refuse connections, close
+    /// open ones), `hang IP` (accept, never answer), `up IP` (healthy again),
+    /// `unlist IP` and `list IP` (leave or join /localnodes)
+    #[arg(long)]
+    control_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Where the responder listens (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    listen: SocketAddr,
+    /// Number of simulated nodes, on 127.0.0.1, 127.0.0.2, ...
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=250))]
+    nodes: u8,
+    /// The name served.
+    #[arg(long, default_value = "alternator.localhost")]
+    domain: String,
+    /// Port of the simulated nodes' Alternator API (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    alternator_port: u16,
+    /// Stop after this long (e.g. `30s`); runs until Ctrl-C when not given.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Worker threads of the responder.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The alternator-dns binary [default: alternator-dns beside this program]
+    #[arg(long, value_name = "PATH")]
+    responder: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match cli.command {
+        Mode::Cluster(args) => run_cluster(&args),
+        Mode::Demo(args) => run_demo(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alternator-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs only the simulated cluster until SIGINT or SIGTERM.
+fn run_cluster(args: &ClusterArgs) -> anyhow::Result<()> {
+    let cluster = SimCluster::start(&args.nodes, args.port)
+        .context("cannot start the simulated Alternator cluster")?;
+    let shown: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, cluster.port()).to_string())
+        .collect();
+    println!("Simulated Alternator nodes: {}", shown.join(" "));
+    let churning = churn(&cluster, args.churn_per_second);
+    if args.control_stdin {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || control_from_stdin(&cluster));
+    }
+    wait_for_signal(None, || false)?;
+    if let Some((stop, thread)) = churning {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
+    cluster.shutdown();
+    Ok(())
+}
+
+/// Starts a simulated cluster on 127.0.0.1..N and the responder against it.
+fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let nodes: Vec<IpAddr> = (1..=args.nodes)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let cluster = SimCluster::start(&nodes, args.alternator_port)
+        .context("cannot start the simulated Alternator cluster")?;
+    let port = cluster.port();
+    let responder = match &args.responder {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("alternator-dns"),
+    };
+    let mut command = Command::new(&responder);
+    command
+        .args([
+            "--listen",
+            &args.listen.to_string(),
+            "--domain",
+            &args.domain,
+        ])
+        .args(["--alternator-port", &port.to_string()])
+        .args([
+            "--threads",
+            &args.threads.to_string(),
+            "--refresh-interval",
+            "1s",
+        ]);
+    for ip in &nodes {
+        command.args(["--seed", &SocketAddr::new(*ip, port).to_string()]);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start the responder {}", responder.display()))?;
+    let shown: Vec<String> = nodes.iter().map(|ip| format!("{ip}:{port}")).collect();
+    println!("Simulated Alternator cluster: {}", shown.join(" "));
+    println!(
+        "alternator-dns (pid {}) answers {} on {} (UDP and TCP). Try:",
+        child.id(),
+        args.domain,
+        args.listen
+    );
+    let (ip, dns_port) = (args.listen.ip(), args.listen.port());
+    println!("  dig @{ip} -p {dns_port} {} A +short", args.domain);
+    println!("  kdig @{ip} -p {dns_port} {} A +tcp", args.domain);
+    match args.duration {
+        Some(d) => println!("Stopping after {}.", humantime::format_duration(d)),
+        None => println!("Ctrl-C stops the demo."),
+    }
+    let exited = wait_for_signal(args.duration, || !matches!(child.try_wait(), Ok(None)));
+    let status = stop(&mut child);
+    cluster.shutdown();
+    exited?;
+    match status {
+        Some(status) if !status.success() && status.signal() != Some(libc::SIGTERM) => {
+            bail!("the responder exited with {status}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Ends the responder with SIGTERM (by PID) and waits for it.
+fn stop(child: &mut Child) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).ok()?;
+    // SAFETY: kill(2) has no memory effects; `pid` is our child, not yet
+    // reaped, so it names no other process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    child.wait().ok()
+}
+
+/// Waits for SIGINT or SIGTERM, for `limit` to pass, or for `done` to say so
+/// (checked every 100 ms).
+fn wait_for_signal(limit: Option<Duration>, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let deadline = tokio::time::sleep(limit.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = int.recv() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+                _ = &mut deadline => return Ok(()),
+                _ = tick.tick() => if done() { return Ok(()) },
+            }
+        }
+    })
+}
+
+/// Applies the `--control-stdin` commands until standard input closes.
+fn control_from_stdin(cluster: &SimCluster) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match control_command(cluster, line.trim()) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+}
+
+/// One `--control-stdin` command: `down|hang|up|list|unlist IP`.
+fn control_command(cluster: &SimCluster, line: &str) -> Result<(), String> {
+    let (verb, addr) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("expected VERB IP, got {line:?}"))?;
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("not an IP address: {addr:?}"))?;
+    if !cluster.nodes().contains(&addr) {
+        return Err(format!("no simulated node {addr}"));
+    }
+    let fault = match verb {
+        "down" => Fault::Down,
+        "hang" => Fault::Hang,
+        "up" => Fault::None,
+        "list" | "unlist" => {
+            cluster.set_listed(addr, verb == "list");
+            return Ok(());
+        }
+        _ => {
+            return Err(format!(
+                "unknown command {verb:?}: down, hang, up, list or unlist"
+            ))
+        }
+    };
+    cluster
+        .try_set_fault(addr, fault)
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+type Churn = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// Toggles whether the last node is listed, `per_second` times a second, so
+/// that a responder polling often swaps its snapshot that often.
+fn churn(cluster: &SimCluster, per_second: u32) -> Option<Churn> {
+    let node = *cluster.nodes().last()?;
+    if per_second == 0 {
+        return None;
+    }
+    let period = Duration::from_secs(1) / per_second;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::spawn({
+        let (cluster, stop) = (cluster.clone(), Arc::clone(&stop));
+        move || {
+            let mut listed = true;
+            let mut next = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                listed = !listed;
+                cluster.set_listed(node, listed);
+                next += period;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+            cluster.set_listed(node, true);
+        }
+    });
+    println!("Churn: {node} leaves and rejoins /localnodes, {per_second} changes per second");
+    Some((stop, thread))
+}

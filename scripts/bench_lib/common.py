@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BINARY = ROOT / "target" / "release" / "alternator-dns"
+SIM_BINARY = ROOT / "target" / "release" / "alternator-sim"
 REFLECTOR_SRC = ROOT / "scripts" / "reflector.c"
 REFLECTOR = ROOT / "target" / "reflector"
 DOMAIN = "alternator.bench"

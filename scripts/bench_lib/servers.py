@@ -6,7 +6,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from .common import (ALTERNATOR, BINARY, CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR,
+from .common import (ALTERNATOR, BINARY, SIM_BINARY, CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR,
                      REFLECTOR_SRC, ROOT, SIM_NODES, BenchError, Child, find_tool, fmt_cpus,
                      free_port, log, run_checked, wait_answering, wait_line, warn)
 
@@ -41,13 +41,16 @@ def ensure_tools(args):
 
 
 def build(args):
-    """cargo build --release --locked (unless --no-build); the reflector (cc -O2) when
-    building, or with --no-build when it is missing or older than its source."""
+    """cargo build --release --locked --workspace (unless --no-build): alternator-dns and
+    the simulated cluster; the reflector (cc -O2) when building, or with --no-build when
+    it is missing or older than its source."""
     if args.no_build:
-        if not BINARY.is_file():
-            raise BenchError(f"--no-build, but {BINARY} does not exist")
+        for binary in (BINARY, SIM_BINARY):
+            if not binary.is_file():
+                raise BenchError(f"--no-build, but {binary} does not exist")
     else:
-        run_checked(["cargo", "build", "--release", "--locked"], timeout=3600, cwd=ROOT)
+        run_checked(["cargo", "build", "--release", "--locked", "--workspace"], timeout=3600,
+                    cwd=ROOT)
     if args.memory_only:
         return
     stale = (not REFLECTOR.is_file()
@@ -60,7 +63,7 @@ def build(args):
 
 
 def start_sim(args, workdir, children, churn=0, nodes=SIM_NODES, name=None):
-    argv = ["taskset", "-c", fmt_cpus(args.client_cpus), BINARY, "sim"]
+    argv = ["taskset", "-c", fmt_cpus(args.client_cpus), SIM_BINARY, "cluster"]
     for node in nodes:
         argv += ["--node", node]
     argv += ["--port", "0", "--churn-per-second", str(churn)]

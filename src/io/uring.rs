@@ -15,12 +15,13 @@
 //! - `SINGLE_ISSUER | DEFER_TASKRUN` lets the kernel skip locking and run
 //!   completion work only when this thread waits; [`probe`] falls back to
 //!   fewer flags on kernels that refuse them.
-//! - Under load, a wait asks for a batch of completions, but once
-//!   `BUSY_MIN_WAIT_US` have passed since it began it returns with whatever
-//!   is there, or at the next completion (the kernel's minimum-wait timeout,
-//!   Linux 6.12): fewer, fuller loops for at most that much added latency. An
-//!   idle worker waits for one completion, so a lightly loaded server answers
-//!   at once. `benches/README.md` has the numbers.
+//! - Saturated (the last loop drained at least `BUSY_BATCH` datagrams), a
+//!   wait asks for a batch of completions, but once `BUSY_MIN_WAIT_US` have
+//!   passed since it began it returns with whatever is there, or at the next
+//!   completion (the kernel's minimum-wait timeout, Linux 6.12): fewer,
+//!   fuller loops for at most that much added latency. Otherwise a wait is
+//!   for one completion, so a lightly or moderately loaded server answers at
+//!   once and pays no timer. `benches/README.md` has the numbers.
 //!
 //! Shutdown: each wait times out after 200 ms, so the flag is seen within
 //! about 200 ms. Before any memory the kernel may touch is freed, the worker
@@ -63,8 +64,12 @@ const WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for cancelled requests before leaking instead.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
 /// A loop that collected at least this many receive completions makes the
-/// next wait a batched one.
-const BUSY_BATCH: usize = 4;
+/// next wait a batched one. Only a worker that is falling behind collects
+/// this many: at moderate loads clients send in bursts of a few datagrams,
+/// and a batched wait after such a burst costs a timer and a wake-up for
+/// nothing (with 4 here, io_uring took 1.19x recvmmsg's CPU per query at
+/// 50k qps; benches/README.md has the numbers).
+const BUSY_BATCH: usize = 32;
 /// Completions a batched wait asks for (the sends submitted with it, which
 /// mostly complete at once, count too: asking for 16 more than those was
 /// measured no better, see `benches/README.md`)...

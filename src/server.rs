@@ -240,7 +240,14 @@ fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
             .map(|()| Backend::Uring)
             .map_err(RunError::UringUnavailable),
         IoMode::Auto => match io::uring::probe() {
-            Ok(()) => Ok(Backend::Uring),
+            Ok(()) => {
+                info!(
+                    "--io auto: io_uring, which this kernel offers (multishot receives, buffer \
+                     rings, waits with a timeout); measured at recvmmsg's cost or below at \
+                     every load (benches/README.md), and fewer system calls at full load"
+                );
+                Ok(Backend::Uring)
+            }
             Err(e) => {
                 warn!(reason = %e, "io_uring unavailable; falling back to recvmmsg/sendmmsg");
                 Ok(Backend::Mmsg)

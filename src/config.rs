@@ -310,6 +310,15 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub forward_max_outstanding: Option<usize>,
 
+    /// With --forward: forward only for sources in this network, e.g. 10.0.0.0/8
+    /// (repeatable; a list replaces the default, so give 127.0.0.0/8 too to keep
+    /// this machine). Other sources asking for names outside --domain get REFUSED,
+    /// as without --forward. Takes effect on reload (SIGHUP)
+    /// [default: 127.0.0.0/8 and ::1, this machine only]
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_allow: Vec<String>,
+
     /// Where to serve Prometheus metrics (/metrics) and health checks (/healthz,
     /// /readyz) over HTTP; an empty value turns it off [default: 127.0.0.1:9153]
     #[arg(long, value_name = "ADDR:PORT")]
@@ -634,6 +643,9 @@ pub struct Config {
     pub tcp: TcpSettings,
     /// Forwarding of names outside the zone; None answers them REFUSED.
     pub forward: Option<ForwardSettings>,
+    /// With forwarding: the sources whose queries for names outside the zone
+    /// are forwarded; others get REFUSED. Never empty (loopback by default).
+    pub forward_allow: AccessList,
     /// None: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     pub user: Option<String>,
@@ -696,6 +708,7 @@ impl Config {
             return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
         }
         let forward = forward_settings(&o.forward, o.forward_timeout, o.forward_max_outstanding)?;
+        let forward_allow = forward_allow(forward.is_some(), &o.forward_allow)?;
         let ns = match o.ns.is_empty() {
             true => default_ns(&domain, &listen)?,
             false => o.ns,
@@ -741,8 +754,8 @@ impl Config {
                 ))
             })?),
         };
-        let access =
-            AccessList::parse(&o.allow).map_err(|e| ConfigError::Invalid(format!("allow: {e}")))?;
+        let access = AccessList::parse(&o.allow)
+            .map_err(|e| ConfigError::Invalid(format!("--allow: {e}")))?;
         let rate_limit = match o.rate_limit.unwrap_or(0) {
             0 => None,
             rate => {
@@ -772,6 +785,7 @@ impl Config {
             io: o.io.unwrap_or_default(),
             tcp,
             forward,
+            forward_allow,
             metrics_listen,
             user: o.user.filter(|u| !u.is_empty()),
             access,
@@ -780,6 +794,20 @@ impl Config {
             log_format: o.log_format.unwrap_or_default(),
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
+    }
+
+    /// Who may recurse, in words, for the start-up log and `--check`; None
+    /// without forwarding.
+    pub fn forwarding_summary(&self) -> Option<String> {
+        let forward = self.forward.as_ref()?;
+        let upstreams: Vec<String> = forward.upstreams.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "names outside {} are forwarded to {} for sources in {} (--forward-allow); \
+             other sources get REFUSED for them",
+            self.zone.domain,
+            upstreams.join(", "),
+            self.forward_allow
+        ))
     }
 
     /// The scheme as the Alternator client knows it.
@@ -889,6 +917,15 @@ impl Config {
                 .unwrap_or_default(),
             forward_timeout: self.forward.as_ref().map(|f| HumanDuration(f.timeout)),
             forward_max_outstanding: self.forward.as_ref().map(|f| f.max_outstanding),
+            forward_allow: match self.forward {
+                Some(_) => self
+                    .forward_allow
+                    .cidrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                None => Vec::new(),
+            },
             metrics_listen: Some(
                 self.metrics_listen
                     .map(|a| a.to_string())
@@ -995,6 +1032,7 @@ fn merge(file: Options, flags: Options) -> Options {
         forward_max_outstanding: flags
             .forward_max_outstanding
             .or(file.forward_max_outstanding),
+        forward_allow: list(flags.forward_allow, file.forward_allow),
         metrics_listen: flags.metrics_listen.or(file.metrics_listen),
         user: flags.user.or(file.user),
         allow: list(flags.allow, file.allow),
@@ -1111,6 +1149,23 @@ fn forward_settings(
         ));
     }
     Ok(Some(settings))
+}
+
+/// Who may have names outside the zone forwarded: the list given, or this
+/// machine (loopback). A list without `--forward` would do nothing, which is
+/// surely not what was meant.
+fn forward_allow(forwarding: bool, given: &[String]) -> Result<AccessList, ConfigError> {
+    if given.is_empty() {
+        return Ok(AccessList::loopback());
+    }
+    if !forwarding {
+        return Err(ConfigError::Invalid(
+            "--forward-allow needs --forward: it says which sources may have names outside \
+             --domain forwarded"
+                .into(),
+        ));
+    }
+    AccessList::parse(given).map_err(|e| ConfigError::Invalid(format!("--forward-allow: {e}")))
 }
 
 /// The CPUs this process may run on (its affinity mask), in ascending order.

@@ -311,6 +311,15 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
             tracker.stop.send_replace(true);
             let known = (&mut tracker.task).await.ok();
             *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published, known);
+            if applied.config.forward_allow != plane.config.forward_allow {
+                plane
+                    .policy
+                    .forward_allow
+                    .store(Arc::new(applied.config.forward_allow.clone()));
+                if let Some(summary) = applied.config.forwarding_summary() {
+                    info!("{summary}");
+                }
+            }
             plane.config = applied.config;
             info!(
                 generation = plane.published.load().generation,

@@ -52,6 +52,9 @@ fn check(config: &Config) -> ExitCode {
     for warning in config.resolver_warnings() {
         eprintln!("alternator-dns: warning: {warning}");
     }
+    if let Some(summary) = config.forwarding_summary() {
+        eprintln!("alternator-dns: {summary}");
+    }
     let (resolved, failures) = config.resolve_seeds();
     for failure in &failures {
         eprintln!("alternator-dns: warning: seed not resolved: {failure}");

@@ -4,12 +4,14 @@
 //! Served names, seeds, TTL, answer mode, SOA, the Alternator scheme and TLS
 //! files, refresh and health settings take effect at once: a new zone and
 //! snapshot are swapped in (each name keeps the nodes it served), then the
-//! node tracker restarts with the new settings. Workers never stop answering:
-//! they read whichever snapshot is current. Settings bound to sockets,
-//! threads or privileges (listen addresses, CPUs, I/O backend, metrics
-//! address, user, TCP limits, forwarding, access list, rate limit, logging)
-//! need a restart: a changed one is reported and the running value kept. A
-//! file that does not load, or does not validate, changes nothing.
+//! node tracker restarts with the new settings. The sources that may recurse
+//! (`--forward-allow`) are swapped in too, for UDP and TCP alike. Workers
+//! never stop answering: they read whichever snapshot is current. Settings
+//! bound to sockets, threads or privileges (listen addresses, CPUs, I/O
+//! backend, metrics address, user, TCP limits, the forwarding upstreams and
+//! their limits, access list, rate limit, logging) need a restart: a changed
+//! one is reported and the running value kept. A file that does not load, or
+//! does not validate, changes nothing.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -105,6 +105,7 @@ pub fn run(
     let policy = Policy {
         access: Arc::new(config.access.clone()),
         denied: config.denied,
+        forward_allow: Arc::new(ArcSwap::from_pointee(config.forward_allow.clone())),
     };
     let control = control::spawn(
         ControlPlane {
@@ -180,6 +181,9 @@ fn forwarding(
     let Some(settings) = &config.forward else {
         return Ok(Forwarding::default());
     };
+    if let Some(summary) = config.forwarding_summary() {
+        info!("{summary}");
+    }
     let forwarder = Forwarder::new(settings.clone()).with_metrics(Arc::clone(metrics));
     let (queue, jobs) = forwarder.queue();
     let replies = reply_sockets(per_worker)?;

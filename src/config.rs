@@ -549,7 +549,7 @@ impl FromStr for Seed {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = |why: &str| format!("seed {s:?}: {why}");
+        let bad = |why: &str| format!("--seed {s:?}: {why}");
         if s.is_empty() {
             return Err(bad("empty"));
         }
@@ -604,12 +604,12 @@ fn parse_port(p: &str) -> Result<u16, String> {
 /// Why the configuration cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("--config {}: cannot read it: {source}", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
+    #[error("--config {}: {message}", .path.display())]
     Parse { path: PathBuf, message: String },
     #[error("--domain is required (the name to serve, e.g. --domain alternator.example.com)")]
     MissingDomain,
@@ -619,7 +619,7 @@ pub enum ConfigError {
     Invalid(String),
     #[error(transparent)]
     Zone(#[from] ZoneError),
-    #[error("no seed could be resolved: {0}")]
+    #[error("no --seed could be resolved: {0}")]
     Unresolvable(String),
 }
 
@@ -696,7 +696,8 @@ impl Config {
             || refresh_timeout < Duration::from_millis(10)
         {
             return Err(ConfigError::Invalid(
-                "refresh-interval must be at least 1ms and refresh-timeout at least 10ms".into(),
+                "--refresh-interval must be at least 1ms and --refresh-timeout at least 10ms"
+                    .into(),
             ));
         }
         let alternator_scheme = o.alternator_scheme.unwrap_or(Scheme::Http);
@@ -705,7 +706,9 @@ impl Config {
             Scheme::Https => DEFAULT_ALTERNATOR_HTTPS_PORT,
         });
         if alternator_port == 0 {
-            return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
+            return Err(ConfigError::Invalid(
+                "--alternator-port must not be 0".into(),
+            ));
         }
         let forward = forward_settings(&o.forward, o.forward_timeout, o.forward_max_outstanding)?;
         let forward_allow = forward_allow(forward.is_some(), &o.forward_allow)?;
@@ -738,7 +741,7 @@ impl Config {
         };
         if tcp.max_connections == 0 || tcp.idle_timeout.is_zero() {
             return Err(ConfigError::Invalid(
-                "tcp-max-connections and tcp-idle-timeout must be above 0".into(),
+                "--tcp-max-connections and --tcp-idle-timeout must be above 0".into(),
             ));
         }
         let metrics_listen = match o.metrics_listen.as_deref().map(str::trim) {
@@ -750,7 +753,7 @@ impl Config {
             Some("") => None,
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
                 ConfigError::Invalid(format!(
-                    "metrics-listen {text:?} is not ADDR:PORT (or empty to turn metrics off)"
+                    "--metrics-listen {text:?} is not ADDR:PORT (or empty to turn metrics off)"
                 ))
             })?),
         };
@@ -765,7 +768,7 @@ impl Config {
                 }
                 settings
                     .validate()
-                    .map_err(|e| ConfigError::Invalid(format!("rate-limit: {e}")))?;
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 Some(settings)
             }
         };
@@ -1084,15 +1087,32 @@ fn tls_settings(o: &Options, scheme: Scheme) -> Result<TlsSettings, ConfigError>
     };
     if scheme == Scheme::Http && tls != TlsSettings::default() {
         return Err(ConfigError::Invalid(
-            "ca-file, client-cert, client-key, tls-server-name and tls-insecure-skip-verify \
-             need --alternator-scheme https"
+            "--ca-file, --client-cert, --client-key, --tls-server-name and \
+             --tls-insecure-skip-verify need --alternator-scheme https"
                 .into(),
         ));
     }
-    if tls.client_cert.is_some() != tls.client_key.is_some() {
-        return Err(ConfigError::Invalid(
-            "client-cert and client-key must be given together".into(),
-        ));
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), None) => {
+            return Err(ConfigError::Invalid(format!(
+                "--client-cert {} is given without --client-key: give both",
+                cert.display()
+            )))
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::Invalid(format!(
+                "--client-key {} is given without --client-cert: give both",
+                key.display()
+            )))
+        }
+        _ => {}
+    }
+    if let (true, Some(ca)) = (tls.insecure_skip_verify, &tls.ca_file) {
+        return Err(ConfigError::Invalid(format!(
+            "--tls-insecure-skip-verify true and --ca-file {} exclude each other: either the \
+             nodes' certificates are verified against that CA, or not at all",
+            ca.display()
+        )));
     }
     Ok(tls)
 }
@@ -1105,13 +1125,14 @@ fn health_settings(o: &Options) -> Result<HealthSettings, ConfigError> {
         timeout: o.health_timeout.map_or(defaults.timeout, |d| d.0),
         failures: o.health_failures.unwrap_or(defaults.failures),
     };
-    if health.interval < Duration::from_millis(10)
-        || health.timeout < Duration::from_millis(10)
-        || health.failures == 0
-    {
+    if health.interval < Duration::from_millis(10) || health.timeout < Duration::from_millis(10) {
         return Err(ConfigError::Invalid(
-            "health-interval and health-timeout must be at least 10ms, health-failures at least 1"
-                .into(),
+            "--health-interval and --health-timeout must be at least 10ms".into(),
+        ));
+    }
+    if health.failures == 0 {
+        return Err(ConfigError::Invalid(
+            "--health-failures must be at least 1".into(),
         ));
     }
     Ok(health)
@@ -1133,7 +1154,8 @@ fn forward_settings(
                 .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
                 .map_err(|_| {
                     ConfigError::Invalid(format!(
-                        "forward {u:?} is not an IP address with an optional port                          (e.g. 127.0.0.53, 10.0.0.2:5353, [::1]:53)"
+                        "--forward {u:?} is not an IP address with an optional port \
+                         (e.g. 127.0.0.53, 10.0.0.2:5353, [::1]:53)"
                     ))
                 })
         })
@@ -1145,7 +1167,7 @@ fn forward_settings(
     };
     if settings.timeout < Duration::from_millis(10) || settings.max_outstanding == 0 {
         return Err(ConfigError::Invalid(
-            "forward-timeout must be at least 10ms and forward-max-outstanding above 0".into(),
+            "--forward-timeout must be at least 10ms and --forward-max-outstanding above 0".into(),
         ));
     }
     Ok(Some(settings))
@@ -1189,7 +1211,7 @@ fn worker_cpus(
     available: &[usize],
 ) -> Result<Vec<usize>, ConfigError> {
     if threads == Some(0) {
-        return Err(ConfigError::Invalid("threads must be at least 1".into()));
+        return Err(ConfigError::Invalid("--threads must be at least 1".into()));
     }
     match listed {
         Some(cpus) => {

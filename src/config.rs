@@ -54,6 +54,7 @@ const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
         name without the dashes in front (e.g. `refresh-interval = \"1s\"`, \
         `seed = [\"10.0.0.1\"]`); flags override the file.\n\n\
         Example: alternator-dns --domain alternator.example.com --seed 10.0.0.1 --listen 0.0.0.0:53",
+    after_help = crate::exit::HELP,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -68,7 +69,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Load and validate the configuration (resolving seeds), print the effective
-    /// configuration as TOML, and exit: 0 if it is usable, non-zero with the reason if not.
+    /// configuration as TOML, and exit: 0 if it is usable, else the exit status of
+    /// the failure (see below) with the reason.
     #[arg(long)]
     pub check: bool,
 }

@@ -22,7 +22,8 @@
 //! their next packet without locking.
 //!
 //! # The rest
-//! - [`config`]: flags and TOML, checked once into a [`config::Config`].
+//! - [`config`]: flags and TOML, checked once into a [`config::Config`];
+//!   [`exit`]: the exit status of each kind of failure.
 //! - [`server`]: start-up order, worker threads, shutdown.
 //! - [`tcp`]: DNS over TCP on the control plane.
 //! - [`forward`]: with `--forward`, names outside the zone go to upstream
@@ -35,6 +36,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod dns;
+pub mod exit;
 pub mod forward;
 pub mod io;
 pub mod metrics;

@@ -7,9 +7,12 @@ use clap::Parser;
 
 use alternator_dns::config::{Cli, Command, Config, IoMode, LogFormat};
 use alternator_dns::control::Shutdown;
+use alternator_dns::exit;
 use alternator_dns::reload::ReloadSource;
+use alternator_dns::server::{self, RunError};
 
 fn main() -> ExitCode {
+    // A command line that does not parse exits here with exit::USAGE.
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Demo(args)) => {
@@ -29,7 +32,7 @@ fn serve(cli: &Cli) -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("alternator-dns: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIG);
         }
     };
     if cli.check {
@@ -40,10 +43,10 @@ fn serve(cli: &Cli) -> ExitCode {
         path,
         flags: cli.options.clone(),
     });
-    report(
-        alternator_dns::server::run(&config, reload_from, Shutdown::new())
-            .map_err(anyhow::Error::from),
-    )
+    match server::run(&config, reload_from, Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
 }
 
 /// `--check`: print the effective configuration; fail if no seed resolves.
@@ -57,27 +60,37 @@ fn check(config: &Config) -> ExitCode {
     }
     let (resolved, failures) = config.resolve_seeds();
     for failure in &failures {
-        eprintln!("alternator-dns: warning: seed not resolved: {failure}");
+        eprintln!("alternator-dns: warning: --seed not resolved, ignored: {failure}");
     }
     match alternator_dns::io::uring::probe() {
         Ok(()) => eprintln!("alternator-dns: io_uring is available"),
         Err(e) if config.io == IoMode::Uring => {
-            eprintln!("alternator-dns: --io uring, but io_uring is unavailable: {e}");
-            return ExitCode::from(2);
+            eprintln!("alternator-dns: --io uring: io_uring cannot be used here: {e}");
+            return ExitCode::from(exit::CONFIG);
         }
         Err(e) => eprintln!("alternator-dns: io_uring is unavailable ({e}); mmsg would be used"),
     }
     if resolved.is_empty() {
-        eprintln!("alternator-dns: no seed could be resolved");
-        return ExitCode::from(2);
+        eprintln!("alternator-dns: no --seed could be resolved");
+        return ExitCode::from(exit::CONFIG);
     }
-    eprintln!("alternator-dns: configuration OK");
+    eprintln!("alternator-dns: configuration OK (the listen addresses are not bound by --check)");
     ExitCode::SUCCESS
+}
+
+/// Prints why the server did not start or stopped, and the exit status of
+/// that kind of failure.
+fn failed(e: &RunError) -> ExitCode {
+    eprintln!("alternator-dns: {e}");
+    ExitCode::from(match e.is_configuration() {
+        true => exit::CONFIG,
+        false => exit::RUNTIME,
+    })
 }
 
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
-        eprintln!("alternator-dns: bad log level {level:?} ({e}); using info");
+        eprintln!("alternator-dns: --log-level {level:?} is not understood ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -94,7 +107,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("alternator-dns: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::RUNTIME)
         }
     }
 }

@@ -36,7 +36,7 @@ pub enum RunError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("no seed could be resolved ({0})")]
+    #[error("no --seed could be resolved ({0})")]
     NoSeeds(String),
     #[error(transparent)]
     Io(#[from] IoError),
@@ -45,7 +45,7 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("io_uring was requested (--io uring) but cannot be used: {0}")]
+    #[error("--io uring: io_uring cannot be used here: {0}")]
     UringUnavailable(IoError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -60,6 +60,33 @@ pub enum RunError {
     Privileges(#[from] PrivilegeError),
     #[error(transparent)]
     RateLimit(#[from] RrlError),
+}
+
+impl RunError {
+    /// Whether the configuration is at fault (an option, a file it names, a
+    /// seed that does not resolve) rather than the running system (a socket
+    /// that cannot be bound, a thread that cannot start, a worker that
+    /// failed): the exit status differs, see [`crate::exit`].
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            RunError::Zone(_)
+            | RunError::Client(_)
+            | RunError::NoSeeds(_)
+            | RunError::UringUnavailable(_)
+            | RunError::RateLimit(_) => true,
+            RunError::Privileges(e) => !matches!(
+                e,
+                PrivilegeError::Lookup { .. }
+                    | PrivilegeError::Syscall { .. }
+                    | PrivilegeError::Verify { .. }
+            ),
+            RunError::Io(_)
+            | RunError::TcpBind { .. }
+            | RunError::Thread(_)
+            | RunError::WorkersFailed(_)
+            | RunError::MetricsBind { .. } => false,
+        }
+    }
 }
 
 /// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger
@@ -228,7 +255,7 @@ fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
 fn seeds_with_ports(config: &Config) -> Result<Vec<SocketAddr>, RunError> {
     let (addrs, failures) = config.resolve_seeds();
     for failure in &failures {
-        warn!(seed = %failure, "seed not resolved; ignoring it");
+        warn!(seed = %failure, "--seed not resolved; ignoring it");
     }
     if addrs.is_empty() {
         return Err(RunError::NoSeeds(failures.join("; ")));

@@ -68,9 +68,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", global = false)]
     pub config: Option<PathBuf>,
 
-    /// Load and validate the configuration (resolving seeds), print the effective
-    /// configuration as TOML, and exit: 0 if it is usable, else the exit status of
-    /// the failure (see below) with the reason.
+    /// Load and check everything start-up loads (seeds resolved, TLS files read,
+    /// --user looked up, io_uring probed), print the effective configuration as
+    /// TOML, and exit: 0 if the server would start (short of binding its
+    /// addresses), else the exit status of the real start, with the reason.
     #[arg(long)]
     pub check: bool,
 }

@@ -23,6 +23,7 @@
 //!
 //! # The rest
 //! - [`config`]: flags and TOML, checked once into a [`config::Config`];
+//!   [`server::plan`] builds from it what start-up and `--check` both need;
 //!   [`exit`]: the exit status of each kind of failure.
 //! - [`server`]: start-up order, worker threads, shutdown.
 //! - [`tcp`]: DNS over TCP on the control plane.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Command, Config, IoMode, LogFormat};
+use alternator_dns::config::{Cli, Command, Config, LogFormat};
 use alternator_dns::control::Shutdown;
 use alternator_dns::exit;
 use alternator_dns::reload::ReloadSource;
@@ -49,30 +49,36 @@ fn serve(cli: &Cli) -> ExitCode {
     }
 }
 
-/// `--check`: print the effective configuration; fail if no seed resolves.
+/// `--check`: everything start-up loads, through the same assembly
+/// ([`server::plan`]); the effective configuration on stdout, what start-up
+/// would warn about on stderr.
 fn check(config: &Config) -> ExitCode {
     print!("{}", config.to_toml());
     for warning in config.resolver_warnings() {
         eprintln!("alternator-dns: warning: {warning}");
     }
-    if let Some(summary) = config.forwarding_summary() {
-        eprintln!("alternator-dns: {summary}");
-    }
-    let (resolved, failures) = config.resolve_seeds();
-    for failure in &failures {
+    let plan = match server::plan(config) {
+        Ok(plan) => plan,
+        Err(e) => return failed(&e),
+    };
+    for failure in &plan.unresolved {
         eprintln!("alternator-dns: warning: --seed not resolved, ignored: {failure}");
     }
-    match alternator_dns::io::uring::probe() {
-        Ok(()) => eprintln!("alternator-dns: io_uring is available"),
-        Err(e) if config.io == IoMode::Uring => {
-            eprintln!("alternator-dns: --io uring: io_uring cannot be used here: {e}");
-            return ExitCode::from(exit::CONFIG);
-        }
-        Err(e) => eprintln!("alternator-dns: io_uring is unavailable ({e}); mmsg would be used"),
+    if config.tls.insecure_skip_verify {
+        eprintln!(
+            "alternator-dns: warning: --tls-insecure-skip-verify: the nodes' certificates are \
+             not verified; anyone on the path can impersonate a node"
+        );
     }
-    if resolved.is_empty() {
-        eprintln!("alternator-dns: no --seed could be resolved");
-        return ExitCode::from(exit::CONFIG);
+    match &plan.uring_unavailable {
+        None => eprintln!("alternator-dns: UDP I/O backend: {}", plan.backend.name()),
+        Some(reason) => eprintln!(
+            "alternator-dns: io_uring is unavailable ({reason}); {} would be used",
+            plan.backend.name()
+        ),
+    }
+    if let Some(summary) = config.forwarding_summary() {
+        eprintln!("alternator-dns: {summary}");
     }
     eprintln!("alternator-dns: configuration OK (the listen addresses are not bound by --check)");
     ExitCode::SUCCESS

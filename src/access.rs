@@ -221,6 +221,20 @@ impl AccessList {
         list
     }
 
+    /// This machine only: `127.0.0.0/8` and `::1`.
+    pub fn loopback() -> AccessList {
+        AccessList::new([
+            Cidr::V4 {
+                network: u32::from(Ipv4Addr::LOCALHOST) & mask_v4(8),
+                len: 8,
+            },
+            Cidr::V6 {
+                network: u128::from(Ipv6Addr::LOCALHOST),
+                len: 128,
+            },
+        ])
+    }
+
     /// Parses each string as a [`Cidr`]; the first bad one is the error.
     pub fn parse<I, S>(items: I) -> Result<AccessList, CidrError>
     where

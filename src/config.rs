@@ -54,7 +54,8 @@ const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
         name without the dashes in front (e.g. `refresh-interval = \"1s\"`, \
         `seed = [\"10.0.0.1\"]`); flags override the file.\n\n\
         Example: alternator-dns --domain alternator.example.com --seed 10.0.0.1 --listen 0.0.0.0:53 \
-        --ns ns1.alternator.example.com=10.0.0.53"
+        --ns ns1.alternator.example.com=10.0.0.53",
+    after_help = crate::exit::HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -64,8 +65,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", global = false)]
     pub config: Option<PathBuf>,
 
-    /// Load and validate the configuration (resolving seeds), print the effective
-    /// configuration as TOML, and exit: 0 if it is usable, non-zero with the reason if not.
+    /// Load and check everything start-up loads (seeds resolved, TLS files read,
+    /// --user looked up, io_uring probed), print the effective configuration as
+    /// TOML, and exit: 0 if the server would start (short of binding its
+    /// addresses), else the exit status of the real start, with the reason.
     #[arg(long)]
     pub check: bool,
 }
@@ -253,6 +256,15 @@ pub struct Options {
     /// Forwarded queries in progress at once; more get SERVFAIL [default: 1024]
     #[arg(long, value_name = "N")]
     pub forward_max_outstanding: Option<usize>,
+
+    /// With --forward: forward only for sources in this network, e.g. 10.0.0.0/8
+    /// (repeatable; a list replaces the default, so give 127.0.0.0/8 too to keep
+    /// this machine). Other sources asking for names outside --domain get REFUSED,
+    /// as without --forward. Takes effect on reload (SIGHUP)
+    /// [default: 127.0.0.0/8 and ::1, this machine only]
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_allow: Vec<String>,
 
     /// Where to serve Prometheus metrics (/metrics) and health checks (/healthz,
     /// /readyz) over HTTP; an empty value turns it off [default: 127.0.0.1:9153]
@@ -484,7 +496,7 @@ impl FromStr for Seed {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = |why: &str| format!("seed {s:?}: {why}");
+        let bad = |why: &str| format!("--seed {s:?}: {why}");
         if s.is_empty() {
             return Err(bad("empty"));
         }
@@ -539,12 +551,12 @@ fn parse_port(p: &str) -> Result<u16, String> {
 /// Why the configuration cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("--config {}: cannot read it: {source}", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
+    #[error("--config {}: {message}", .path.display())]
     Parse { path: PathBuf, message: String },
     #[error("--domain is required (the name to serve, e.g. --domain alternator.example.com)")]
     MissingDomain,
@@ -554,7 +566,7 @@ pub enum ConfigError {
     Invalid(String),
     #[error(transparent)]
     Zone(#[from] ZoneError),
-    #[error("no seed could be resolved: {0}")]
+    #[error("no --seed could be resolved: {0}")]
     Unresolvable(String),
 }
 
@@ -578,6 +590,9 @@ pub struct Config {
     pub tcp: TcpSettings,
     /// Forwarding of names outside the zone; None answers them REFUSED.
     pub forward: Option<ForwardSettings>,
+    /// With forwarding: the sources whose queries for names outside the zone
+    /// are forwarded; others get REFUSED. Never empty (loopback by default).
+    pub forward_allow: AccessList,
     /// None: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     pub user: Option<String>,
@@ -628,7 +643,8 @@ impl Config {
             || refresh_timeout < Duration::from_millis(10)
         {
             return Err(ConfigError::Invalid(
-                "refresh-interval must be at least 1ms and refresh-timeout at least 10ms".into(),
+                "--refresh-interval must be at least 1ms and --refresh-timeout at least 10ms"
+                    .into(),
             ));
         }
         let alternator_scheme = o.alternator_scheme.unwrap_or(Scheme::Http);
@@ -637,9 +653,12 @@ impl Config {
             Scheme::Https => DEFAULT_ALTERNATOR_HTTPS_PORT,
         });
         if alternator_port == 0 {
-            return Err(ConfigError::Invalid("alternator-port must not be 0".into()));
+            return Err(ConfigError::Invalid(
+                "--alternator-port must not be 0".into(),
+            ));
         }
         let forward = forward_settings(&o.forward, o.forward_timeout, o.forward_max_outstanding)?;
+        let forward_allow = forward_allow(forward.is_some(), &o.forward_allow)?;
         let ns = match o.ns.is_empty() {
             true => default_ns(&domain, &listen)?,
             false => o.ns,
@@ -669,7 +688,7 @@ impl Config {
         };
         if tcp.max_connections == 0 || tcp.idle_timeout.is_zero() {
             return Err(ConfigError::Invalid(
-                "tcp-max-connections and tcp-idle-timeout must be above 0".into(),
+                "--tcp-max-connections and --tcp-idle-timeout must be above 0".into(),
             ));
         }
         let metrics_listen = match o.metrics_listen.as_deref().map(str::trim) {
@@ -681,12 +700,12 @@ impl Config {
             Some("") => None,
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
                 ConfigError::Invalid(format!(
-                    "metrics-listen {text:?} is not ADDR:PORT (or empty to turn metrics off)"
+                    "--metrics-listen {text:?} is not ADDR:PORT (or empty to turn metrics off)"
                 ))
             })?),
         };
-        let access =
-            AccessList::parse(&o.allow).map_err(|e| ConfigError::Invalid(format!("allow: {e}")))?;
+        let access = AccessList::parse(&o.allow)
+            .map_err(|e| ConfigError::Invalid(format!("--allow: {e}")))?;
         let rate_limit = match o.rate_limit.unwrap_or(0) {
             0 => None,
             rate => {
@@ -696,7 +715,7 @@ impl Config {
                 }
                 settings
                     .validate()
-                    .map_err(|e| ConfigError::Invalid(format!("rate-limit: {e}")))?;
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 Some(settings)
             }
         };
@@ -716,6 +735,7 @@ impl Config {
             io: o.io.unwrap_or_default(),
             tcp,
             forward,
+            forward_allow,
             metrics_listen,
             user: o.user.filter(|u| !u.is_empty()),
             access,
@@ -724,6 +744,20 @@ impl Config {
             log_format: o.log_format.unwrap_or_default(),
             log_level: o.log_level.unwrap_or_else(|| "info".into()),
         })
+    }
+
+    /// Who may recurse, in words, for the start-up log and `--check`; None
+    /// without forwarding.
+    pub fn forwarding_summary(&self) -> Option<String> {
+        let forward = self.forward.as_ref()?;
+        let upstreams: Vec<String> = forward.upstreams.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "names outside {} are forwarded to {} for sources in {} (--forward-allow); \
+             other sources get REFUSED for them",
+            self.zone.domain,
+            upstreams.join(", "),
+            self.forward_allow
+        ))
     }
 
     /// The scheme as the Alternator client knows it.
@@ -833,6 +867,15 @@ impl Config {
                 .unwrap_or_default(),
             forward_timeout: self.forward.as_ref().map(|f| HumanDuration(f.timeout)),
             forward_max_outstanding: self.forward.as_ref().map(|f| f.max_outstanding),
+            forward_allow: match self.forward {
+                Some(_) => self
+                    .forward_allow
+                    .cidrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                None => Vec::new(),
+            },
             metrics_listen: Some(
                 self.metrics_listen
                     .map(|a| a.to_string())
@@ -939,6 +982,7 @@ fn merge(file: Options, flags: Options) -> Options {
         forward_max_outstanding: flags
             .forward_max_outstanding
             .or(file.forward_max_outstanding),
+        forward_allow: list(flags.forward_allow, file.forward_allow),
         metrics_listen: flags.metrics_listen.or(file.metrics_listen),
         user: flags.user.or(file.user),
         allow: list(flags.allow, file.allow),
@@ -990,15 +1034,32 @@ fn tls_settings(o: &Options, scheme: Scheme) -> Result<TlsSettings, ConfigError>
     };
     if scheme == Scheme::Http && tls != TlsSettings::default() {
         return Err(ConfigError::Invalid(
-            "ca-file, client-cert, client-key, tls-server-name and tls-insecure-skip-verify \
-             need --alternator-scheme https"
+            "--ca-file, --client-cert, --client-key, --tls-server-name and \
+             --tls-insecure-skip-verify need --alternator-scheme https"
                 .into(),
         ));
     }
-    if tls.client_cert.is_some() != tls.client_key.is_some() {
-        return Err(ConfigError::Invalid(
-            "client-cert and client-key must be given together".into(),
-        ));
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), None) => {
+            return Err(ConfigError::Invalid(format!(
+                "--client-cert {} is given without --client-key: give both",
+                cert.display()
+            )))
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::Invalid(format!(
+                "--client-key {} is given without --client-cert: give both",
+                key.display()
+            )))
+        }
+        _ => {}
+    }
+    if let (true, Some(ca)) = (tls.insecure_skip_verify, &tls.ca_file) {
+        return Err(ConfigError::Invalid(format!(
+            "--tls-insecure-skip-verify true and --ca-file {} exclude each other: either the \
+             nodes' certificates are verified against that CA, or not at all",
+            ca.display()
+        )));
     }
     Ok(tls)
 }
@@ -1011,13 +1072,14 @@ fn health_settings(o: &Options) -> Result<HealthSettings, ConfigError> {
         timeout: o.health_timeout.map_or(defaults.timeout, |d| d.0),
         failures: o.health_failures.unwrap_or(defaults.failures),
     };
-    if health.interval < Duration::from_millis(10)
-        || health.timeout < Duration::from_millis(10)
-        || health.failures == 0
-    {
+    if health.interval < Duration::from_millis(10) || health.timeout < Duration::from_millis(10) {
         return Err(ConfigError::Invalid(
-            "health-interval and health-timeout must be at least 10ms, health-failures at least 1"
-                .into(),
+            "--health-interval and --health-timeout must be at least 10ms".into(),
+        ));
+    }
+    if health.failures == 0 {
+        return Err(ConfigError::Invalid(
+            "--health-failures must be at least 1".into(),
         ));
     }
     Ok(health)
@@ -1039,7 +1101,8 @@ fn forward_settings(
                 .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
                 .map_err(|_| {
                     ConfigError::Invalid(format!(
-                        "forward {u:?} is not an IP address with an optional port                          (e.g. 127.0.0.53, 10.0.0.2:5353, [::1]:53)"
+                        "--forward {u:?} is not an IP address with an optional port \
+                         (e.g. 127.0.0.53, 10.0.0.2:5353, [::1]:53)"
                     ))
                 })
         })
@@ -1051,10 +1114,27 @@ fn forward_settings(
     };
     if settings.timeout < Duration::from_millis(10) || settings.max_outstanding == 0 {
         return Err(ConfigError::Invalid(
-            "forward-timeout must be at least 10ms and forward-max-outstanding above 0".into(),
+            "--forward-timeout must be at least 10ms and --forward-max-outstanding above 0".into(),
         ));
     }
     Ok(Some(settings))
+}
+
+/// Who may have names outside the zone forwarded: the list given, or this
+/// machine (loopback). A list without `--forward` would do nothing, which is
+/// surely not what was meant.
+fn forward_allow(forwarding: bool, given: &[String]) -> Result<AccessList, ConfigError> {
+    if given.is_empty() {
+        return Ok(AccessList::loopback());
+    }
+    if !forwarding {
+        return Err(ConfigError::Invalid(
+            "--forward-allow needs --forward: it says which sources may have names outside \
+             --domain forwarded"
+                .into(),
+        ));
+    }
+    AccessList::parse(given).map_err(|e| ConfigError::Invalid(format!("--forward-allow: {e}")))
 }
 
 /// The CPUs this process may run on (its affinity mask), in ascending order.
@@ -1078,7 +1158,7 @@ fn worker_cpus(
     available: &[usize],
 ) -> Result<Vec<usize>, ConfigError> {
     if threads == Some(0) {
-        return Err(ConfigError::Invalid("threads must be at least 1".into()));
+        return Err(ConfigError::Invalid("--threads must be at least 1".into()));
     }
     match listed {
         Some(cpus) => {

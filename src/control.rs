@@ -18,8 +18,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
-use crate::metrics::{Metrics, SnapshotFacts};
+use crate::metrics::{Metrics, ReadyCheck};
 use crate::nodes::client::AlternatorClient;
+use crate::nodes::degraded;
 use crate::nodes::membership::Membership;
 use crate::nodes::tracker::{self, TrackerSettings};
 use crate::nodes::{NodeSource, SharedSnapshot};
@@ -142,7 +143,7 @@ pub fn spawn(
 async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdown) {
     let mut tasks = JoinSet::new();
     let ready = ready_check(&plane);
-    spawn_listeners(&mut plane, &mut tasks, &ready, &shutdown);
+    spawn_listeners(&mut plane, &mut tasks, &shutdown);
     if let Some(notifier) = plane.notifier.clone() {
         tasks.spawn(notify_systemd(
             notifier,
@@ -158,20 +159,33 @@ async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdo
     while tasks.join_next().await.is_some() {}
 }
 
-/// The `/readyz` and watchdog condition.
+/// The systemd readiness and watchdog condition: answering at all (every
+/// worker up and some node to answer with), seeds included, so that a
+/// cluster unreachable at start does not keep the service from starting.
 fn ready_check(plane: &ControlPlane) -> Arc<dyn Fn() -> bool + Send + Sync> {
     let readiness = Arc::clone(&plane.readiness);
     let published = Arc::clone(&plane.published);
     Arc::new(move || readiness.workers_up() && published.load().node_count() > 0)
 }
 
+/// `/readyz`: stricter than [`ready_check`], with reasons; see
+/// [`degraded`](crate::nodes::degraded).
+fn readyz_check(plane: &ControlPlane) -> ReadyCheck {
+    let readiness = Arc::clone(&plane.readiness);
+    let published = Arc::clone(&plane.published);
+    let metrics = Arc::clone(&plane.metrics);
+    Arc::new(move || {
+        let problem = metrics.control().refresh_problem();
+        degraded::readyz(
+            &published.load(),
+            readiness.workers_up(),
+            problem.as_deref(),
+        )
+    })
+}
+
 /// Starts TCP, forwarding and the metrics endpoint.
-fn spawn_listeners(
-    plane: &mut ControlPlane,
-    tasks: &mut JoinSet<()>,
-    ready: &Arc<dyn Fn() -> bool + Send + Sync>,
-    shutdown: &Shutdown,
-) {
+fn spawn_listeners(plane: &mut ControlPlane, tasks: &mut JoinSet<()>, shutdown: &Shutdown) {
     for listener in std::mem::take(&mut plane.tcp) {
         match async_listener(listener) {
             Ok(listener) => {
@@ -208,7 +222,7 @@ fn spawn_listeners(
                 tasks.spawn(crate::metrics::serve(
                     listener,
                     Arc::clone(&plane.metrics),
-                    Arc::clone(ready),
+                    readyz_check(plane),
                     shutdown.subscribe(),
                 ));
             }
@@ -218,13 +232,8 @@ fn spawn_listeners(
     let published = Arc::clone(&plane.published);
     plane.metrics.set_snapshot_source(move || {
         let snapshot = published.load();
-        SnapshotFacts {
-            live_nodes: (0..snapshot.zone.name_count())
-                .map(|i| (snapshot.zone.name_text(i), snapshot.set(i).len()))
-                .collect(),
-            generation: snapshot.generation,
-            age: (snapshot.source == NodeSource::Cluster).then(|| snapshot.built.elapsed()),
-        }
+        let age = (snapshot.source == NodeSource::Cluster).then(|| snapshot.built.elapsed());
+        degraded::facts(&snapshot, age)
     });
 }
 
@@ -311,6 +320,15 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
             tracker.stop.send_replace(true);
             let known = (&mut tracker.task).await.ok();
             *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published, known);
+            if applied.config.forward_allow != plane.config.forward_allow {
+                plane
+                    .policy
+                    .forward_allow
+                    .store(Arc::new(applied.config.forward_allow.clone()));
+                if let Some(summary) = applied.config.forwarding_summary() {
+                    info!("{summary}");
+                }
+            }
             plane.config = applied.config;
             info!(
                 generation = plane.published.load().generation,

@@ -22,7 +22,9 @@
 //! their next packet without locking.
 //!
 //! # The rest
-//! - [`config`]: flags and TOML, checked once into a [`config::Config`].
+//! - [`config`]: flags and TOML, checked once into a [`config::Config`];
+//!   [`server::plan`] builds from it what start-up and `--check` both need;
+//!   [`exit`]: the exit status of each kind of failure.
 //! - [`server`]: start-up order, worker threads, shutdown.
 //! - [`tcp`]: DNS over TCP on the control plane.
 //! - [`forward`]: with `--forward`, names outside the zone go to upstream
@@ -36,6 +38,7 @@ pub mod access;
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod exit;
 pub mod forward;
 pub mod io;
 pub mod metrics;

@@ -5,11 +5,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Config, IoMode, LogFormat};
+use alternator_dns::config::{Cli, Config, LogFormat};
 use alternator_dns::control::Shutdown;
+use alternator_dns::exit;
 use alternator_dns::reload::ReloadSource;
+use alternator_dns::server::{self, RunError};
 
 fn main() -> ExitCode {
+    // A command line that does not parse exits here with exit::USAGE.
     let cli = Cli::parse();
     serve(&cli)
 }
@@ -19,7 +22,7 @@ fn serve(cli: &Cli) -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("alternator-dns: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIG);
         }
     };
     if cli.check {
@@ -30,41 +33,60 @@ fn serve(cli: &Cli) -> ExitCode {
         path,
         flags: cli.options.clone(),
     });
-    report(
-        alternator_dns::server::run(&config, reload_from, Shutdown::new())
-            .map_err(anyhow::Error::from),
-    )
+    match server::run(&config, reload_from, Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
 }
 
-/// `--check`: print the effective configuration; fail if no seed resolves.
+/// `--check`: everything start-up loads, through the same assembly
+/// ([`server::plan`]); the effective configuration on stdout, what start-up
+/// would warn about on stderr.
 fn check(config: &Config) -> ExitCode {
     print!("{}", config.to_toml());
     for warning in config.resolver_warnings() {
         eprintln!("alternator-dns: warning: {warning}");
     }
-    let (resolved, failures) = config.resolve_seeds();
-    for failure in &failures {
-        eprintln!("alternator-dns: warning: seed not resolved: {failure}");
+    let plan = match server::plan(config) {
+        Ok(plan) => plan,
+        Err(e) => return failed(&e),
+    };
+    for failure in &plan.unresolved {
+        eprintln!("alternator-dns: warning: --seed not resolved, ignored: {failure}");
     }
-    match alternator_dns::io::uring::probe() {
-        Ok(()) => eprintln!("alternator-dns: io_uring is available"),
-        Err(e) if config.io == IoMode::Uring => {
-            eprintln!("alternator-dns: --io uring, but io_uring is unavailable: {e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => eprintln!("alternator-dns: io_uring is unavailable ({e}); mmsg would be used"),
+    if config.tls.insecure_skip_verify {
+        eprintln!(
+            "alternator-dns: warning: --tls-insecure-skip-verify: the nodes' certificates are \
+             not verified; anyone on the path can impersonate a node"
+        );
     }
-    if resolved.is_empty() {
-        eprintln!("alternator-dns: no seed could be resolved");
-        return ExitCode::from(2);
+    match &plan.uring_unavailable {
+        None => eprintln!("alternator-dns: UDP I/O backend: {}", plan.backend.name()),
+        Some(reason) => eprintln!(
+            "alternator-dns: io_uring is unavailable ({reason}); {} would be used",
+            plan.backend.name()
+        ),
     }
-    eprintln!("alternator-dns: configuration OK");
+    if let Some(summary) = config.forwarding_summary() {
+        eprintln!("alternator-dns: {summary}");
+    }
+    eprintln!("alternator-dns: configuration OK (the listen addresses are not bound by --check)");
     ExitCode::SUCCESS
+}
+
+/// Prints why the server did not start or stopped, and the exit status of
+/// that kind of failure.
+fn failed(e: &RunError) -> ExitCode {
+    eprintln!("alternator-dns: {e}");
+    ExitCode::from(match e.is_configuration() {
+        true => exit::CONFIG,
+        false => exit::RUNTIME,
+    })
 }
 
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
-        eprintln!("alternator-dns: bad log level {level:?} ({e}); using info");
+        eprintln!("alternator-dns: --log-level {level:?} is not understood ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -73,15 +95,5 @@ fn init_tracing(level: &str, format: LogFormat) {
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("alternator-dns: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -31,6 +31,8 @@
 //! metrics.set_io_backend("uring");
 //! metrics.set_snapshot_source(|| SnapshotFacts {
 //!     live_nodes: vec![("alternator.example.com".into(), 3)],
+//!     fail_open_nodes: vec![("alternator.example.com".into(), 0)],
+//!     unverified_seeds: false,
 //!     generation: 7,
 //!     age: Some(std::time::Duration::from_millis(400)),
 //! });
@@ -56,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod http;
 
-pub use http::serve;
+pub use http::{serve, ReadyCheck, Readyz};
 
 /// `alternator_dns_build_info{version,io_backend} 1`.
 pub const BUILD_INFO: &str = "alternator_dns_build_info";
@@ -84,8 +86,15 @@ pub const HEALTH_PROBES_TOTAL: &str = "alternator_dns_health_probes_total";
 pub const TCP_CONNECTIONS: &str = "alternator_dns_tcp_connections";
 /// Forwarded queries waiting for an upstream answer now.
 pub const FORWARD_OUTSTANDING: &str = "alternator_dns_forward_outstanding_queries";
-/// Live nodes in the current snapshot, by served name.
+/// Nodes served that pass their health checks, by served name (seeds and
+/// nodes not probed count too; nodes served in fail open do not).
 pub const LIVE_NODES: &str = "alternator_dns_live_nodes";
+/// Nodes served although they fail their health checks (fail open), by name.
+pub const FAIL_OPEN_NODES: &str = "alternator_dns_fail_open_nodes";
+/// 1 while a name serves nodes that fail their health checks (fail open).
+pub const FAIL_OPEN: &str = "alternator_dns_fail_open";
+/// 1 while seeds are served that no `/localnodes` answer has confirmed.
+pub const UNVERIFIED_SEEDS: &str = "alternator_dns_unverified_seeds";
 /// Generation number of the current snapshot (grows with each publication).
 pub const SNAPSHOT_GENERATION: &str = "alternator_dns_snapshot_generation";
 /// Seconds since the current snapshot was published.
@@ -360,6 +369,9 @@ pub struct ControlMetrics {
     probes: Mutex<BTreeMap<String, [u64; Outcome::COUNT]>>,
     tcp_connections: AtomicU64,
     forward_outstanding: AtomicU64,
+    /// Why the latest `/localnodes` round failed, and what to check; None
+    /// once a round succeeds. For `/readyz`'s reason text.
+    refresh_problem: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -412,6 +424,16 @@ impl ControlMetrics {
         self.tcp_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Records why the latest `/localnodes` round failed (None: it did not).
+    pub fn set_refresh_problem(&self, problem: Option<String>) {
+        *lock(&self.refresh_problem) = problem;
+    }
+
+    /// Why the latest `/localnodes` round failed, if it did.
+    pub fn refresh_problem(&self) -> Option<String> {
+        lock(&self.refresh_problem).clone()
+    }
+
     /// Sets the gauge of forwarded queries awaiting an answer.
     pub fn set_forward_outstanding(&self, n: u64) {
         self.forward_outstanding.store(n, Ordering::Relaxed);
@@ -422,8 +444,16 @@ impl ControlMetrics {
 /// scrape time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SnapshotFacts {
-    /// Live nodes per served name (`alternator_dns_live_nodes{name}`).
+    /// Nodes served that pass their health checks, per served name
+    /// (`alternator_dns_live_nodes{name}`).
     pub live_nodes: Vec<(String, usize)>,
+    /// Nodes served in fail open, per served name
+    /// (`alternator_dns_fail_open_nodes{name}`, and
+    /// `alternator_dns_fail_open{name}` 1 when above 0).
+    pub fail_open_nodes: Vec<(String, usize)>,
+    /// Whether seeds no `/localnodes` answer confirmed are served
+    /// (`alternator_dns_unverified_seeds`).
+    pub unverified_seeds: bool,
     /// The snapshot's generation (`alternator_dns_snapshot_generation`).
     pub generation: u64,
     /// Time since the snapshot was published; `None` omits
@@ -686,11 +716,33 @@ impl Metrics {
             out.family(
                 LIVE_NODES,
                 "gauge",
-                "Live nodes in the current snapshot, by served name.",
+                "Nodes served that pass their health checks, by served name.",
             );
             for (name, n) in &facts.live_nodes {
                 out.sample(LIVE_NODES, &[("name", name)], *n);
             }
+            out.family(
+                FAIL_OPEN_NODES,
+                "gauge",
+                "Nodes served although they fail their health checks (fail open), by served name.",
+            );
+            for (name, n) in &facts.fail_open_nodes {
+                out.sample(FAIL_OPEN_NODES, &[("name", name)], *n);
+            }
+            out.family(
+                FAIL_OPEN,
+                "gauge",
+                "1 while the name serves nodes that fail their health checks (fail open).",
+            );
+            for (name, n) in &facts.fail_open_nodes {
+                out.sample(FAIL_OPEN, &[("name", name)], u8::from(*n > 0));
+            }
+            out.family(
+                UNVERIFIED_SEEDS,
+                "gauge",
+                "1 while seeds are served that no /localnodes answer has confirmed.",
+            );
+            out.sample(UNVERIFIED_SEEDS, &[], u8::from(facts.unverified_seeds));
             out.family(
                 SNAPSHOT_GENERATION,
                 "gauge",

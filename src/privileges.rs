@@ -43,26 +43,26 @@ use thiserror::Error;
 /// Why privileges could not be dropped. Every variant names the user.
 #[derive(Debug, Error)]
 pub enum PrivilegeError {
-    #[error("user name {0:?} is not valid (empty, or contains a NUL byte)")]
+    #[error("--user {0:?} is not a valid user name (empty, or contains a NUL byte)")]
     InvalidName(String),
-    #[error("user {0:?} does not exist")]
+    #[error("--user {0:?}: no such user")]
     UnknownUser(String),
-    #[error("cannot look up user {name:?}: {source}")]
+    #[error("--user {name:?}: cannot look the user up: {source}")]
     Lookup { name: String, source: io::Error },
     #[error(
-        "cannot switch to user {name:?}: running as uid {euid}, not as root \
-         (start as root to bind and then switch, or leave out the user option)"
+        "--user {name:?}: cannot switch to that user: running as uid {euid}, not as root \
+         (start as root to bind and then switch, or leave out --user)"
     )]
     NotRoot { name: String, euid: u32 },
-    #[error("user {name:?} has uid 0: switching to it would not drop any privilege")]
+    #[error("--user {name:?} has uid 0: switching to it would not drop any privilege")]
     TargetIsRoot { name: String },
-    #[error("switching to user {name:?}: {call} failed: {source}")]
+    #[error("--user {name:?}: switching to the user failed: {call}: {source}")]
     Syscall {
         name: String,
         call: &'static str,
         source: io::Error,
     },
-    #[error("switched to user {name:?}, but the check failed: {what}")]
+    #[error("--user {name:?}: switched to the user, but the check failed: {what}")]
     Verify { name: String, what: &'static str },
 }
 
@@ -140,6 +140,25 @@ pub fn lookup_user(name: &str) -> Result<User, PrivilegeError> {
 pub fn drop_to_user(name: &str) -> Result<(), PrivilegeError> {
     let user = lookup_user(name)?;
     drop_to(&user)
+}
+
+/// What [`drop_to_user`] checks before any system call: the user exists,
+/// is not root, and this process is root. For start-up's assembly and
+/// `--check`, before any socket is bound.
+pub fn check_user(name: &str) -> Result<User, PrivilegeError> {
+    let user = lookup_user(name)?;
+    if user.uid == 0 {
+        return Err(PrivilegeError::TargetIsRoot { name: user.name });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(PrivilegeError::NotRoot {
+            name: user.name,
+            euid,
+        });
+    }
+    Ok(user)
 }
 
 /// [`drop_to_user`] for a user already looked up. Only system calls, no
@@ -267,7 +286,7 @@ mod tests {
         assert!(matches!(err, PrivilegeError::UnknownUser(_)), "{err:?}");
         assert_eq!(
             err.to_string(),
-            "user \"alternator-dns-no-such-user\" does not exist"
+            "--user \"alternator-dns-no-such-user\": no such user"
         );
     }
 

@@ -4,12 +4,14 @@
 //! Served names, seeds, TTL, answer mode, SOA, the Alternator scheme and TLS
 //! files, refresh and health settings take effect at once: a new zone and
 //! snapshot are swapped in (each name keeps the nodes it served), then the
-//! node tracker restarts with the new settings. Workers never stop answering:
-//! they read whichever snapshot is current. Settings bound to sockets,
-//! threads or privileges (listen addresses, CPUs, I/O backend, metrics
-//! address, user, TCP limits, forwarding, access list, rate limit, logging)
-//! need a restart: a changed one is reported and the running value kept. A
-//! file that does not load, or does not validate, changes nothing.
+//! node tracker restarts with the new settings. The sources that may recurse
+//! (`--forward-allow`) are swapped in too, for UDP and TCP alike. Workers
+//! never stop answering: they read whichever snapshot is current. Settings
+//! bound to sockets, threads or privileges (listen addresses, CPUs, I/O
+//! backend, metrics address, user, TCP limits, the forwarding upstreams and
+//! their limits, access list, rate limit, logging) need a restart: a changed
+//! one is reported and the running value kept. A file that does not load, or
+//! does not validate, changes nothing.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use crate::dns::{Zone, ZoneError};
 use crate::metrics::Metrics;
 use crate::nodes::client::{AlternatorClient, ClientError};
 use crate::nodes::tracker::TrackerSettings;
-use crate::nodes::{SharedSnapshot, Snapshot};
+use crate::nodes::{Basis, SharedSnapshot, Snapshot};
 
 /// Where the configuration is re-read from: the file, and the command-line
 /// flags that still override it.
@@ -42,7 +44,7 @@ pub enum ReloadError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("no seed could be resolved ({0})")]
+    #[error("no --seed could be resolved ({0})")]
     NoSeeds(String),
 }
 
@@ -65,7 +67,7 @@ pub fn apply(
     keep_restart_only(running, &mut config);
     let (seeds, failures) = config.resolve_seeds();
     for failure in &failures {
-        warn!(seed = %failure, "seed not resolved; ignoring it");
+        warn!(seed = %failure, "--seed not resolved; ignoring it");
     }
     if seeds.is_empty() {
         return Err(ReloadError::NoSeeds(failures.join("; ")));
@@ -76,16 +78,22 @@ pub fn apply(
     let tracker = config.tracker_settings(seeds, Arc::clone(metrics));
 
     let current = published.load();
-    let sets: Vec<Vec<IpAddr>> = (0..zone.name_count())
+    // Each name keeps what it served; a new name starts with the apex's.
+    let old: Vec<usize> = (0..zone.name_count())
         .map(|i| {
             let name = zone.name_text(i);
-            let old = (0..current.zone.name_count())
+            (0..current.zone.name_count())
                 .find(|&j| current.zone.name_text(j) == name)
-                .unwrap_or(0);
-            current.set_nodes(old).collect()
+                .unwrap_or(0)
         })
         .collect();
-    let snapshot = Snapshot::with_sets(current.generation + 1, zone, current.source, &sets);
+    let sets: Vec<Vec<IpAddr>> = old
+        .iter()
+        .map(|&j| current.set_nodes(j).collect())
+        .collect();
+    let bases: Vec<Basis> = old.iter().map(|&j| current.basis(j)).collect();
+    let snapshot =
+        Snapshot::with_sets(current.generation + 1, zone, current.source, &sets).with_bases(&bases);
     published.store(Arc::new(snapshot));
     Ok(Applied {
         config,

@@ -98,9 +98,9 @@ pub struct RrlSettings {
 /// Why [`RrlSettings`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RrlError {
-    #[error("rate-limit rate must be 1 to {MAX_RATE} responses per second, not {0}")]
+    #[error("--rate-limit must be 0 (off) or 1 to {MAX_RATE} responses per second, not {0}")]
     Rate(u32),
-    #[error("rate-limit slip must be 0 (drop all) to 100, not {0}")]
+    #[error("--rate-limit-slip must be 0 (drop all) to 100, not {0}")]
     Slip(u32),
     #[error("rate-limit IPv4 prefix length must be 8 to 32, not {0}")]
     Ipv4Prefix(u8),

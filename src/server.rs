@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::nodes::client::{AlternatorClient, ClientError};
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use crate::notify::Notifier;
-use crate::privileges::{self, PrivilegeError};
+use crate::privileges::{self, PrivilegeError, User};
 use crate::reload::ReloadSource;
 use crate::rrl::{RateLimiter, RrlError};
 use crate::worker::{Policy, UdpResponder};
@@ -36,7 +36,7 @@ pub enum RunError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("no seed could be resolved ({0})")]
+    #[error("no --seed could be resolved ({0})")]
     NoSeeds(String),
     #[error(transparent)]
     Io(#[from] IoError),
@@ -45,7 +45,7 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("io_uring was requested (--io uring) but cannot be used: {0}")]
+    #[error("--io uring: io_uring cannot be used here: {0}")]
     UringUnavailable(IoError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -62,6 +62,84 @@ pub enum RunError {
     RateLimit(#[from] RrlError),
 }
 
+impl RunError {
+    /// Whether the configuration is at fault (an option, a file it names, a
+    /// seed that does not resolve) rather than the running system (a socket
+    /// that cannot be bound, a thread that cannot start, a worker that
+    /// failed): the exit status differs, see [`crate::exit`].
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            RunError::Zone(_)
+            | RunError::Client(_)
+            | RunError::NoSeeds(_)
+            | RunError::UringUnavailable(_)
+            | RunError::RateLimit(_) => true,
+            RunError::Privileges(e) => !matches!(
+                e,
+                PrivilegeError::Lookup { .. }
+                    | PrivilegeError::Syscall { .. }
+                    | PrivilegeError::Verify { .. }
+            ),
+            RunError::Io(_)
+            | RunError::TcpBind { .. }
+            | RunError::Thread(_)
+            | RunError::WorkersFailed(_)
+            | RunError::MetricsBind { .. } => false,
+        }
+    }
+}
+
+/// Everything start-up builds from the configuration before it binds a
+/// socket. [`plan`] makes it for [`run`] and for `--check` alike, so a
+/// configuration that `--check` accepts starts, short of an address that
+/// cannot be bound.
+pub struct Plan {
+    /// The seeds, resolved, with their ports.
+    pub seeds: Vec<SocketAddr>,
+    /// Seeds that did not resolve, each with why (the others are used).
+    pub unresolved: Vec<String>,
+    pub zone: Arc<Zone>,
+    /// The Alternator client: every TLS file read and checked.
+    pub client: AlternatorClient,
+    pub backend: Backend,
+    /// With `--io auto`: why io_uring cannot be used, if it cannot.
+    pub uring_unavailable: Option<String>,
+    /// With `--user`: the user to switch to after binding.
+    pub user: Option<User>,
+}
+
+/// Builds the [`Plan`]: resolves the seeds, builds the zone and the
+/// Alternator client (reading every TLS file), probes io_uring, looks up
+/// `--user` and checks the rate limiter. Logs nothing; the caller says what
+/// it wants of it.
+pub fn plan(config: &Config) -> Result<Plan, RunError> {
+    let (seeds, unresolved) = config.resolve_seeds();
+    if seeds.is_empty() {
+        return Err(RunError::NoSeeds(unresolved.join("; ")));
+    }
+    let (extra_names, _) = config.name_rules();
+    let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
+    let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
+    let (backend, uring_unavailable) = choose_backend(config.io)?;
+    let user = config
+        .user
+        .as_deref()
+        .map(privileges::check_user)
+        .transpose()?;
+    if let Some(rate_limit) = &config.rate_limit {
+        RateLimiter::new(&rate_limit.per_worker(config.cpus.len()))?;
+    }
+    Ok(Plan {
+        seeds,
+        unresolved,
+        zone,
+        client,
+        backend,
+        uring_unavailable,
+        user,
+    })
+}
+
 /// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger
 /// it). `reload_from` is where SIGHUP re-reads the configuration.
 pub fn run(
@@ -69,9 +147,27 @@ pub fn run(
     reload_from: Option<ReloadSource>,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    let seeds = seeds_with_ports(config)?;
-    let (extra_names, _) = config.name_rules();
-    let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
+    let Plan {
+        seeds,
+        unresolved,
+        zone,
+        client,
+        backend,
+        uring_unavailable,
+        user,
+    } = plan(config)?;
+    for failure in &unresolved {
+        warn!(seed = %failure, "--seed not resolved; ignoring it");
+    }
+    match uring_unavailable {
+        Some(reason) => warn!(%reason, "io_uring unavailable; falling back to recvmmsg/sendmmsg"),
+        None if config.io == IoMode::Auto => info!(
+            "--io auto: io_uring, which this kernel offers (multishot receives, buffer rings, \
+             waits with a timeout); measured at recvmmsg's cost or below at every load \
+             (benches/README.md), with fewer system calls at full load"
+        ),
+        None => {}
+    }
     info!(
         zone = %zone.apex(),
         serial = zone.serial(),
@@ -82,17 +178,15 @@ pub fn run(
         warn!("{warning}");
     }
     let published = first_snapshot(zone, &seeds);
-    let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
-    let backend = choose_backend(config.io)?;
     let Bound {
         per_worker,
         addrs: bound,
         tcp,
     } = bind_all(&config.listen, config.cpus.len())?;
     let metrics_listener = bind_metrics(config.metrics_listen)?;
-    if let Some(user) = &config.user {
-        privileges::drop_to_user(user)?;
-        info!(%user, "dropped root privileges");
+    if let Some(user) = &user {
+        privileges::drop_to(user)?;
+        info!(user = %user.name, "dropped root privileges");
     }
     let metrics = Arc::new(Metrics::new(config.cpus.len()));
     metrics.set_io_backend(backend.name());
@@ -105,6 +199,7 @@ pub fn run(
     let policy = Policy {
         access: Arc::new(config.access.clone()),
         denied: config.denied,
+        forward_allow: Arc::new(ArcSwap::from_pointee(config.forward_allow.clone())),
     };
     let control = control::spawn(
         ControlPlane {
@@ -180,6 +275,9 @@ fn forwarding(
     let Some(settings) = &config.forward else {
         return Ok(Forwarding::default());
     };
+    if let Some(summary) = config.forwarding_summary() {
+        info!("{summary}");
+    }
     let forwarder = Forwarder::new(settings.clone()).with_metrics(Arc::clone(metrics));
     let (queue, jobs) = forwarder.queue();
     let replies = reply_sockets(per_worker)?;
@@ -221,37 +319,17 @@ fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
     Arc::new(ArcSwap::from_pointee(snapshot))
 }
 
-fn seeds_with_ports(config: &Config) -> Result<Vec<SocketAddr>, RunError> {
-    let (addrs, failures) = config.resolve_seeds();
-    for failure in &failures {
-        warn!(seed = %failure, "seed not resolved; ignoring it");
-    }
-    if addrs.is_empty() {
-        return Err(RunError::NoSeeds(failures.join("; ")));
-    }
-    Ok(addrs)
-}
-
-/// Probes io_uring once; `auto` falls back to recvmmsg/sendmmsg and says why.
-fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
+/// Probes io_uring once; `auto` falls back to recvmmsg/sendmmsg and says
+/// why.
+fn choose_backend(mode: IoMode) -> Result<(Backend, Option<String>), RunError> {
     match mode {
-        IoMode::Mmsg => Ok(Backend::Mmsg),
+        IoMode::Mmsg => Ok((Backend::Mmsg, None)),
         IoMode::Uring => io::uring::probe()
-            .map(|()| Backend::Uring)
+            .map(|()| (Backend::Uring, None))
             .map_err(RunError::UringUnavailable),
         IoMode::Auto => match io::uring::probe() {
-            Ok(()) => {
-                info!(
-                    "--io auto: io_uring, which this kernel offers (multishot receives, buffer \
-                     rings, waits with a timeout); measured at recvmmsg's cost or below at \
-                     every load (benches/README.md), and fewer system calls at full load"
-                );
-                Ok(Backend::Uring)
-            }
-            Err(e) => {
-                warn!(reason = %e, "io_uring unavailable; falling back to recvmmsg/sendmmsg");
-                Ok(Backend::Mmsg)
-            }
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(e) => Ok((Backend::Mmsg, Some(e.to_string()))),
         },
     }
 }

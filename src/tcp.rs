@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::access::Denied;
 use crate::dns::wire;
-use crate::dns::{respond, Outcome, Rng, Transport};
+use crate::dns::{respond, respond_local, Outcome, Rng, Transport};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::nodes::SharedSnapshot;
@@ -155,6 +155,8 @@ pub async fn serve(
             published: Arc::clone(&published),
             forwarder: forwarder.clone(),
             allowed,
+            peer: peer.ip(),
+            policy: policy.clone(),
             metrics: Arc::clone(&metrics),
             rng: Rng::from_rng(&mut seeds),
             idle_timeout: settings.idle_timeout,
@@ -186,6 +188,10 @@ struct ConnectionTask {
     forwarder: Option<Forwarder>,
     /// False: the source is outside the allow list and gets REFUSED.
     allowed: bool,
+    peer: std::net::IpAddr,
+    /// Who may recurse, read for each query that would be forwarded, so a
+    /// reload applies to open connections too.
+    policy: Policy,
     metrics: Arc<Metrics>,
     rng: Rng,
     idle_timeout: Duration,
@@ -251,13 +257,22 @@ impl ConnectionTask {
                 continue;
             }
             let snapshot = self.published.load();
-            let outcome = respond(
+            let mut outcome = respond(
                 &query[..len],
                 Transport::Tcp,
                 &snapshot,
                 &mut self.rng,
                 &mut reply,
             );
+            if outcome == Outcome::Forward && !self.policy.may_recurse(self.peer) {
+                outcome = respond_local(
+                    &query[..len],
+                    Transport::Tcp,
+                    &snapshot,
+                    &mut self.rng,
+                    &mut reply,
+                );
+            }
             let forwarded;
             let answer = match (outcome, &self.forwarder) {
                 (Outcome::Reply(rcode), _) => {

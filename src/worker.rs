@@ -10,23 +10,49 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::Cache;
+use arc_swap::{ArcSwap, Cache};
 
 use crate::access::{AccessList, Denied};
 use crate::dns::wire;
-use crate::dns::{respond, DropReason, Outcome, Rng, Transport};
+use crate::dns::{respond, respond_local, DropReason, Outcome, Rng, Transport};
 use crate::forward::{ForwardJob, ForwardQueue};
 use crate::io::PacketHandler;
 use crate::metrics::{self, QueryType, WorkerMetrics};
 use crate::nodes::{SharedSnapshot, Snapshot};
 use crate::rrl::{self, RateLimiter, Verdict};
 
-/// Who may ask, and how much: fixed at start-up.
-#[derive(Debug, Clone, Default)]
+/// Who may ask, and who may recurse.
+#[derive(Debug, Clone)]
 pub struct Policy {
-    /// Empty: everyone.
+    /// Empty: everyone. Fixed at start-up.
     pub access: Arc<AccessList>,
     pub denied: Denied,
+    /// With forwarding: the sources whose queries for names outside the zone
+    /// are forwarded; others get REFUSED. Swapped on reload; read only for
+    /// queries that would be forwarded, never on the zone's answers.
+    pub forward_allow: SharedAccessList,
+}
+
+/// An access list that a reload may replace while workers read it.
+pub type SharedAccessList = Arc<ArcSwap<AccessList>>;
+
+impl Default for Policy {
+    /// Everyone may ask; only this machine may recurse.
+    fn default() -> Self {
+        Policy {
+            access: Arc::default(),
+            denied: Denied::default(),
+            forward_allow: Arc::new(ArcSwap::from_pointee(AccessList::loopback())),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `source` may have a name outside the zone forwarded.
+    #[inline]
+    pub fn may_recurse(&self, source: std::net::IpAddr) -> bool {
+        self.forward_allow.load().allows(source)
+    }
 }
 
 /// Answers UDP queries on one worker.
@@ -111,7 +137,11 @@ impl PacketHandler for UdpResponder {
             return self.refuse(query, reply);
         }
         let snapshot = self.snapshot.load();
-        match respond(query, Transport::Udp, snapshot, &mut self.rng, reply) {
+        let mut outcome = respond(query, Transport::Udp, snapshot, &mut self.rng, reply);
+        if outcome == Outcome::Forward && !self.policy.may_recurse(source.ip()) {
+            outcome = respond_local(query, Transport::Udp, snapshot, &mut self.rng, reply);
+        }
+        match outcome {
             Outcome::Reply(rcode) => {
                 count_answer(&self.metrics, query, rcode.to_int(), reply);
                 self.within_rate(source, reply)

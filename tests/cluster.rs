@@ -711,7 +711,8 @@ fn first_list_leaves_out_a_listed_node_that_fails_its_first_probe() {
     expect_served(&r, &mut client, DOMAIN, &n);
 }
 
-// 6. Every listed node failing its health check: serve them anyway.
+// 6. Every listed node failing its health check: serve them anyway, and
+// say so in the log, the gauges and /readyz until it ends.
 #[test]
 fn every_node_failing_its_health_check_fails_open() {
     let (sim, n) = cluster(106, 3);
@@ -719,8 +720,17 @@ fn every_node_failing_its_health_check_fails_open() {
     r.wait_for_cluster_list();
     let mut client = r.client();
     expect_served(&r, &mut client, DOMAIN, &n);
+    let fqdn = format!("{DOMAIN}.");
+    let name = [("name", fqdn.as_str())];
+    assert!(
+        r.wait_for_metric("alternator_dns_live_nodes", &name, 3.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert_eq!(r.metric("alternator_dns_fail_open", &name), Some(0.0));
     // `GET /` and `/localnodes` both answer 500: the last list is kept, its
     // nodes fail their probes, and the answers never go empty.
+    let logged_before = r.logs().len();
     sim.set_fault_all(Fault::Status500);
     let deadline = Instant::now() + SETTLE;
     while r.log_count("fail open") == 0 {
@@ -737,16 +747,53 @@ fn every_node_failing_its_health_check_fails_open() {
         );
         std::thread::sleep(QUERY_EVERY);
     }
-    let line = log_lines(&r, &["fail open"]).remove(0);
+    let line = log_lines(&r, &["every listed node fails its health check"]).remove(0);
     assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("HTTP status 500") && line.contains("check="),
+        "the cause and what to check are not named: {line}"
+    );
+    // The gauges and /readyz say it; the count of live nodes drops to 0.
+    assert!(
+        r.wait_for_metric("alternator_dns_fail_open", &name, 1.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert_eq!(r.metric("alternator_dns_fail_open_nodes", &name), Some(3.0));
+    assert_eq!(r.metric("alternator_dns_live_nodes", &name), Some(0.0));
+    let (status, body) = r.readyz().expect("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("ready, degraded") && body.contains("fail open"),
+        "{body}"
+    );
     assert_stays(
         &r,
         &mut client,
         &[(DOMAIN, n.clone())],
         Duration::from_millis(800),
     );
-    assert_eq!(r.log_count("fail open"), 1, "{}", r.log_text());
-    // Healthy again: served as such, and said so.
+    let fail_open_lines = log_lines(&r, &["fail open"]);
+    assert!(
+        fail_open_lines
+            .iter()
+            .all(|l| !l.contains("still serving nodes")),
+        "reminded before 30 s: {fail_open_lines:#?}"
+    );
+    // Dead nodes are never logged as added.
+    let adds_nodes = |line: &String| {
+        line.split_once(" added=")
+            .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with(' '))
+    };
+    let since_fault = r.logs().split_off(logged_before);
+    assert!(
+        !since_fault
+            .iter()
+            .filter(|l| l.contains("membership changed"))
+            .any(adds_nodes),
+        "{since_fault:#?}"
+    );
+    // Healthy again: served as such, and said so; the gauges clear.
     sim.set_fault_all(Fault::None);
     assert!(
         r.wait_for_log("serving this name's own nodes again", SETTLE),
@@ -754,6 +801,14 @@ fn every_node_failing_its_health_check_fails_open() {
         r.log_text()
     );
     expect_served(&r, &mut client, DOMAIN, &n);
+    assert!(
+        r.wait_for_metric("alternator_dns_fail_open", &name, 0.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert!(r.wait_for_metric("alternator_dns_live_nodes", &name, 3.0, SETTLE));
+    assert_eq!(r.metric("alternator_dns_fail_open_nodes", &name), Some(0.0));
+    assert_eq!(r.readyz(), Some((200, "ready\n".to_string())));
 }
 
 // 7. Without health checks, a listed node is served even when it is down.
@@ -861,27 +916,61 @@ fn https_with_a_ca_file_learns_the_cluster() {
     );
 }
 
-// 8b. A CA that did not sign the nodes' certificate: nothing is learnt, and
-// the log says why.
+// 8b. A CA that did not sign the nodes' certificate: nothing is learnt, the
+// log says which side failed and what to check, the seeds are reported as
+// unverified; a reload with the right CA file ends it.
 #[test]
 fn https_with_the_wrong_ca_keeps_the_seeds_and_logs_the_certificate_error() {
+    const UNCONFIRMED: &str = "which no /localnodes answer has confirmed";
     let dir = pki::TempDir::new();
     let ca = pki::TestCa::new("cluster CA");
     let other = pki::TestCa::new("some other CA");
     let (sim, n) = https_cluster(109, 3, ca.server(&ip_sans(&nodes(109, 3))).sim_tls());
     let wrong = dir.write("other-ca.pem", &other.cert_pem);
-    let r = Responder::start(&https_args(&sim, &n[..1], &["--ca-file", path_str(&wrong)]));
+    let right = dir.write("ca.pem", &ca.cert_pem);
+    let config = |ca_file: &Path| format!("ca-file = \"{}\"\n", path_str(ca_file));
+    let file = dir.write("alternator-dns.toml", config(&wrong));
+    let mut r = Responder::start(&https_args(&sim, &n[..1], &["--config", path_str(&file)]));
+    assert!(r.wait_for_log(UNCONFIRMED, SETTLE), "{}", r.log_text());
+    let line = log_lines(&r, &[UNCONFIRMED]).remove(0);
     assert!(
-        r.wait_for_log("no node answered /localnodes", SETTLE),
-        "{}",
-        r.log_text()
+        line.contains("ERROR")
+            && line.contains(&format!(
+                "our verification of node {}'s certificate failed: it is not signed by a CA in \
+                 --ca-file {}",
+                sim.socket_addr(n[0]),
+                wrong.display()
+            ))
+            && line.contains("check --ca-file"),
+        "the failing side, the node, the CA file and the option are not named: {line}"
     );
-    let line = log_lines(&r, &["no node answered /localnodes"]).remove(0);
+    assert!(!line.contains("UnknownIssuer"), "{line}");
     assert!(
-        line.contains("certificate") && line.contains("UnknownIssuer"),
-        "the certificate error is not named: {line}"
+        r.wait_for_metric("alternator_dns_unverified_seeds", &[], 1.0, SETTLE),
+        "{:?}",
+        r.metrics()
     );
+    let (status, body) = r.readyz().expect("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("--ca-file"), "{body}");
     assert_never_learns(&r, &n[..1], Duration::from_millis(1000));
+
+    // The right CA, on reload: the cluster is learnt and the state clears.
+    std::fs::write(&file, config(&right)).expect("rewrite the config file");
+    let (exited, _) = r.signal(libc::SIGHUP, Duration::ZERO);
+    assert!(exited.is_none());
+    r.wait_for_cluster_list();
+    expect_served(&r, &mut r.client(), DOMAIN, &n);
+    assert!(
+        r.wait_for_metric("alternator_dns_unverified_seeds", &[], 0.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert!(
+        wait_until(SETTLE, || r.readyz() == Some((200, "ready\n".to_string()))),
+        "{:?}",
+        r.readyz()
+    );
 }
 
 // 8c. A cluster requiring client certificates (require_client_auth).
@@ -922,10 +1011,42 @@ fn https_client_certificates_are_needed_where_the_cluster_requires_them() {
     with_cert.wait_for_cluster_list();
     expect_served(&with_cert, &mut with_cert.client(), DOMAIN, &n);
     assert_never_learns(&without, &n[..1], Duration::from_millis(1000));
+    // Logged as the node's refusal of a client certificate we lack, naming
+    // the node and the options.
+    let refused = log_lines(&without, &["no node answered /localnodes"]);
     assert!(
-        without.log_count("no node answered /localnodes") > 0,
+        refused.iter().any(
+            |l| l.contains("wants a client certificate, and none is configured")
+                && l.contains(&sim.socket_addr(n[0]).to_string())
+                && l.contains("--client-cert")
+        ),
         "{}",
         without.log_text()
+    );
+    // A certificate the nodes do not trust: refused as such.
+    let stranger = pki::TestCa::new("stranger CA").client("alternator-dns.test");
+    let stranger_cert = dir.write("stranger.pem", &stranger.cert_pem);
+    let stranger_key = dir.write("stranger.key", &stranger.key_pem);
+    let untrusted = Responder::start(&https_args(
+        &sim,
+        &n[..1],
+        &[
+            "--ca-file",
+            path_str(&ca_file),
+            "--client-cert",
+            path_str(&stranger_cert),
+            "--client-key",
+            path_str(&stranger_key),
+        ],
+    ));
+    let needle = format!(
+        "refused our client certificate --client-cert {}",
+        stranger_cert.display()
+    );
+    assert!(
+        untrusted.wait_for_log(&needle, SETTLE),
+        "{}",
+        untrusted.log_text()
     );
 }
 

@@ -3,7 +3,8 @@
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -175,4 +176,136 @@ fn a_dead_upstream_gives_servfail_in_time_while_the_zone_stays_fast() {
         took >= Duration::from_millis(250) && took < Duration::from_millis(800),
         "{took:?}"
     );
+}
+
+/// One query for `name` from `source` over UDP (with retries) and over TCP.
+fn ask_from(source: IpAddr, server: (SocketAddr, SocketAddr), name: &str) -> (Reply, Reply) {
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0)).expect("bind a UDP client");
+    socket.connect(server.0).expect("connect");
+    socket.set_read_timeout(Some(UDP_TIMEOUT)).expect("timeout");
+    let mut udp = None;
+    let mut buf = [0u8; 4096];
+    'tries: for id in 0..UDP_TRIES as u16 {
+        socket
+            .send(&build_query(0x4700 + id, name, Rtype::A))
+            .expect("send");
+        while let Ok(n) = socket.recv(&mut buf) {
+            if let Some(reply) = Reply::parse(buf[..n].to_vec()) {
+                if reply.id() == 0x4700 + id {
+                    udp = Some(reply);
+                    break 'tries;
+                }
+            }
+        }
+    }
+    let tcp = tcp_query_from(source, server.1, name);
+    (
+        udp.unwrap_or_else(|| panic!("no UDP reply to {source} for {name}")),
+        tcp.unwrap_or_else(|| panic!("no TCP reply to {source} for {name}")),
+    )
+}
+
+/// One A query over TCP from `source`.
+fn tcp_query_from(source: IpAddr, server: SocketAddr, name: &str) -> Option<Reply> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
+    socket
+        .connect_timeout(&server.into(), Duration::from_secs(5))
+        .ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let query = build_query(0x4747, name, Rtype::A);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut bytes).ok()?;
+    Reply::parse(bytes)
+}
+
+fn forwarded(reply: &Reply) -> bool {
+    reply.rcode() == Rcode::NOERROR && reply.addrs() == vec![IpAddr::from([192, 0, 2, 7])]
+}
+
+#[test]
+fn forwarding_is_refused_to_sources_outside_forward_allow() {
+    let upstream = FakeUpstream::start();
+    let (sim, addrs) = cluster(47, 2);
+    let mut args = cluster_args(&sim, &addrs, 200, 300);
+    args.extend(
+        [
+            "--forward",
+            &upstream.addr.to_string(),
+            "--forward-allow",
+            "127.0.47.0/24",
+        ]
+        .map(String::from),
+    );
+    let r = Responder::start(&args);
+    let server = (r.udp_addr(), r.tcp_addr());
+    assert!(
+        r.logs()
+            .iter()
+            .any(|l| l.contains("for sources in 127.0.47.0/24 (--forward-allow)")),
+        "the start-up log does not say who may recurse:\n{}",
+        r.log_text()
+    );
+
+    let inside = IpAddr::from([127, 0, 47, 9]);
+    let (udp, tcp) = ask_from(inside, server, "www.example.org");
+    assert!(forwarded(&udp) && forwarded(&tcp), "{udp:?} {tcp:?}");
+    let asked = upstream.queries.load(Ordering::Relaxed);
+    assert!(asked >= 2, "{asked}");
+
+    // Loopback is not in the list given: REFUSED, as without --forward, and
+    // the upstream is not asked.
+    let outside = IpAddr::from([127, 0, 0, 1]);
+    let (udp, tcp) = ask_from(outside, server, "www.example.org");
+    for reply in [&udp, &tcp] {
+        assert_eq!(reply.rcode(), Rcode::REFUSED);
+        assert!(reply.addrs().is_empty());
+        assert!(!reply.aa());
+    }
+    assert_eq!(upstream.queries.load(Ordering::Relaxed), asked);
+    // The zone itself is answered to every source.
+    let (udp, tcp) = ask_from(outside, server, DOMAIN);
+    assert!(addrs.contains(&udp.addrs()[0]) && addrs.contains(&tcp.addrs()[0]));
+}
+
+#[test]
+fn forward_allow_takes_effect_on_reload() {
+    let upstream = FakeUpstream::start();
+    let (sim, addrs) = cluster(48, 2);
+    let config = |allow: &str| {
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nforward = [\"{}\"]\nforward-allow = [\"{allow}\"]\n",
+            upstream.addr
+        )
+    };
+    let file = TempFile::new("forward-allow-reload", &config("127.0.48.0/24"));
+    let mut args = cluster_args(&sim, &addrs, 200, 300);
+    args.extend(["--config", file.path_str()].map(String::from));
+    let mut r = Responder::start(&args);
+    let server = (r.udp_addr(), r.tcp_addr());
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let (udp, tcp) = ask_from(loopback, server, "www.example.org");
+    assert_eq!((udp.rcode(), tcp.rcode()), (Rcode::REFUSED, Rcode::REFUSED));
+
+    let replaced = file.path.with_extension("new");
+    std::fs::write(&replaced, config("127.0.0.0/8")).expect("write the file");
+    std::fs::rename(&replaced, &file.path).expect("replace the file");
+    let (still_running, _) = r.signal(libc::SIGHUP, Duration::ZERO);
+    assert!(still_running.is_none());
+    assert!(
+        r.wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        r.log_text()
+    );
+    let (udp, tcp) = ask_from(loopback, server, "www.example.org");
+    assert!(forwarded(&udp) && forwarded(&tcp), "{udp:?} {tcp:?}");
+    let (udp, tcp) = ask_from(IpAddr::from([127, 0, 48, 1]), server, "www.example.org");
+    assert!(forwarded(&udp) && forwarded(&tcp), "{udp:?} {tcp:?}");
 }

@@ -1047,7 +1047,7 @@ fn hostile_peer(test_no: u8, fault: Fault, https: bool, reasons: &[&str], health
     let health_failures: Vec<String> = probes
         .logs()
         .into_iter()
-        .filter(|l| l.contains("node fails its health check; no longer serving it"))
+        .filter(|l| l.contains("node fails its health check;"))
         .collect();
     let growth: Vec<i64> = (0..2)
         .map(|i| rss_max[i] as i64 - rss_before[i] as i64)

@@ -1081,3 +1081,64 @@ fn sigterm_during_a_flood_exits_cleanly_within_a_second() {
     );
     assert!(received > 0, "the flood got no answer before SIGTERM");
 }
+
+// 10. A degraded state made visible: seeds that no /localnodes answer has
+// confirmed raise the gauge, fail /readyz with the reason, and log an ERROR
+// naming the cause and what to check; all clear once the cluster answers.
+#[test]
+fn unverified_seeds_are_reported_until_the_cluster_confirms_them() {
+    const UNCONFIRMED: &str = "which no /localnodes answer has confirmed";
+    let (sim, addrs) = cluster(160, 2);
+    sim.set_fault_all(alternator_sim::Fault::Garbage);
+    let r = Responder::start(&cluster_args(&sim, &addrs[..1], INTERVAL_MS, TIMEOUT_MS));
+    let wait = Duration::from_secs(10);
+    assert!(
+        r.wait_for_metric("alternator_dns_unverified_seeds", &[], 1.0, wait),
+        "{:?}",
+        r.metrics()
+    );
+    assert!(r.wait_for_log(UNCONFIRMED, wait), "{}", r.log_text());
+    let line = r
+        .logs()
+        .into_iter()
+        .find(|l| l.contains(UNCONFIRMED))
+        .expect("the line");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("not a JSON array")
+            && line.contains("check=")
+            && line.contains(&addrs[0].to_string()),
+        "the cause, the node and what to check are not named: {line}"
+    );
+    assert!(
+        wait_until(wait, || r
+            .readyz()
+            .is_some_and(|(_, body)| body.contains("the latest poll failed"))),
+        "{:?}",
+        r.readyz()
+    );
+    let (status, body) = r.readyz().expect("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready\n")
+            && body.contains(&format!("serving the seeds ({})", addrs[0]))
+            && body.contains("not a JSON array")
+            && body.contains("--alternator-port"),
+        "{body}"
+    );
+    assert_eq!(r.client().a(DOMAIN), vec![addrs[0]]);
+
+    sim.set_fault_all(alternator_sim::Fault::None);
+    assert!(
+        r.wait_for_metric("alternator_dns_unverified_seeds", &[], 0.0, wait),
+        "{:?}\n{}",
+        r.metrics(),
+        r.log_text()
+    );
+    assert!(
+        wait_until(wait, || r.readyz() == Some((200, "ready\n".to_string()))),
+        "{:?}",
+        r.readyz()
+    );
+    assert_eq!(r.log_count(UNCONFIRMED), 1, "{}", r.log_text());
+}

@@ -66,6 +66,20 @@ impl Config {
                 zone.edns_udp_size
             ));
         }
+        if self.forward.is_some() {
+            for cidr in self
+                .forward_allow
+                .cidrs()
+                .iter()
+                .filter(|c| c.prefix_len() == 0)
+            {
+                warnings.push(format!(
+                    "--forward-allow {cidr}: every source may have any name resolved through \
+                     the --forward upstreams, an open resolver that others can use to amplify \
+                     attacks; list only your clients' networks"
+                ));
+            }
+        }
         warnings
     }
 }
@@ -151,6 +165,11 @@ mod tests {
         assert!(warns(|o| o.soa_expire = Some(86_400)).contains("--soa-expire 86400"));
         assert!(warns(|o| o.soa_minimum = Some(60)).contains("--soa-minimum 60"));
         assert!(warns(|o| o.edns_udp_size = Some(4096)).contains("--edns-udp-size 4096"));
+        assert!(warns(|o| {
+            o.forward = vec!["127.0.0.53".into()];
+            o.forward_allow = vec!["0.0.0.0/0".into()];
+        })
+        .contains("--forward-allow 0.0.0.0/0: every source"));
     }
 
     #[test]

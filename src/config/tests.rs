@@ -376,3 +376,59 @@ fn name_servers_and_soa_timers_are_set_and_printed_back() {
     let err = Config::from_options(o).unwrap_err().to_string();
     assert!(err.contains("--ns ns1.alt.example"), "{err}");
 }
+
+#[test]
+fn forwarding_answers_only_loopback_unless_told_otherwise() {
+    let mut o = options("a.example", "10.0.0.1");
+    o.forward = vec!["127.0.0.53".into()];
+    let c = Config::from_options(o.clone()).unwrap();
+    let loopback = ["127.0.0.1", "127.1.2.3", "::1"];
+    for ip in loopback {
+        assert!(c.forward_allow.allows(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["10.0.0.7", "192.0.2.1", "fd00::1"] {
+        assert!(!c.forward_allow.allows(ip.parse().unwrap()), "{ip}");
+    }
+    let printed: toml::Table = toml::from_str(&c.to_toml()).unwrap();
+    assert_eq!(
+        printed["forward-allow"].as_array().unwrap().len(),
+        2,
+        "{printed}"
+    );
+
+    // A list replaces the default.
+    o.forward_allow = vec!["10.0.0.0/8".into()];
+    let c = Config::from_options(o.clone()).unwrap();
+    assert!(c.forward_allow.allows("10.1.2.3".parse().unwrap()));
+    assert!(!c.forward_allow.allows("127.0.0.1".parse().unwrap()));
+
+    // Named in the errors.
+    o.forward_allow = vec!["10.0.0.1/8".into()];
+    let err = Config::from_options(o.clone()).unwrap_err().to_string();
+    assert!(err.contains("--forward-allow"), "{err}");
+    o.forward.clear();
+    o.forward_allow = vec!["10.0.0.0/8".into()];
+    let err = Config::from_options(o).unwrap_err().to_string();
+    assert!(
+        err.contains("--forward-allow") && err.contains("--forward"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_file_and_the_flags_give_forward_allow_alike() {
+    let file = write_temp(
+        "forward-allow.toml",
+        "domain = \"a.example\"\nseed = [\"10.0.0.1\"]\nns = [\"ns.example.net\"]\n\
+         forward = [\"127.0.0.53\"]\nforward-allow = [\"192.0.2.0/24\"]\n",
+    );
+    let c = Config::load(Some(&file), &Options::default()).unwrap();
+    assert!(c.forward_allow.allows("192.0.2.9".parse().unwrap()));
+    let flags = Options {
+        forward_allow: vec!["198.51.100.0/24".into()],
+        ..Options::default()
+    };
+    let c = Config::load(Some(&file), &flags).unwrap();
+    assert!(!c.forward_allow.allows("192.0.2.9".parse().unwrap()));
+    assert!(c.forward_allow.allows("198.51.100.9".parse().unwrap()));
+}

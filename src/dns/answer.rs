@@ -95,7 +95,20 @@ pub fn respond(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    answer(query, transport, snapshot, rng, reply, true)
+    answer(query, transport, snapshot, rng, reply, true, true)
+}
+
+/// [`respond`] for a source that may not recurse (outside `--forward-allow`):
+/// names outside the zone get REFUSED, exactly as when forwarding is off.
+/// Never returns [`Outcome::Forward`].
+pub fn respond_local(
+    query: &[u8],
+    transport: Transport,
+    snapshot: &Snapshot,
+    rng: &mut Rng,
+    reply: &mut Vec<u8>,
+) -> Outcome {
+    answer(query, transport, snapshot, rng, reply, true, false)
 }
 
 /// [`respond`] without the fast path: every query goes through `domain`.
@@ -110,11 +123,12 @@ pub fn respond_general(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    answer(query, transport, snapshot, rng, reply, false)
+    answer(query, transport, snapshot, rng, reply, false, true)
 }
 
 /// Cheap rejects, then the fast path when allowed and applicable, then the
-/// general path.
+/// general path. `may_forward`: whether names outside the zone may go to the
+/// forwarder (when the zone forwards at all).
 fn answer(
     query: &[u8],
     transport: Transport,
@@ -122,6 +136,7 @@ fn answer(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
     fast_path: bool,
+    may_forward: bool,
 ) -> Outcome {
     reply.clear();
     if let Some(reason) = cheap_reject(query) {
@@ -132,7 +147,7 @@ fn answer(
             return outcome;
         }
     }
-    general(query, transport, snapshot, rng, reply)
+    general(query, transport, snapshot, rng, reply, may_forward)
 }
 
 /// Packets never answered: shorter than a header, or responses (QR=1).
@@ -165,6 +180,7 @@ fn general(
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
+    may_forward: bool,
 ) -> Outcome {
     let Ok(msg) = Message::from_slice(query) else {
         return Outcome::Drop(DropReason::TooShort);
@@ -181,7 +197,7 @@ fn general(
         ));
     };
     let limit = reply_limit(transport, edns.map(|e| e.payload_size), zone);
-    match build(msg, edns, limit, snapshot, rng, reply) {
+    match build(msg, edns, limit, snapshot, rng, reply, may_forward) {
         Ok(outcome) => outcome,
         // Only a header, question and OPT above `limit` get here, and
         // `limit` is at least 512, where those always fit.
@@ -268,6 +284,7 @@ fn build(
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
+    may_forward: bool,
 ) -> Result<Outcome, PushError> {
     let zone = &*snapshot.zone;
     let question = sole_question(msg);
@@ -302,7 +319,7 @@ fn build(
         )));
     };
     let place = zone.find(&question.qname());
-    if place == Place::Outside && zone.forwarding {
+    if place == Place::Outside && zone.forwarding && may_forward {
         return Ok(Outcome::Forward);
     }
     let (rcode, authoritative) = match place {

@@ -4,5 +4,5 @@ pub mod answer;
 pub mod wire;
 pub mod zone;
 
-pub use answer::{respond, DropReason, Outcome, Rng, Transport};
+pub use answer::{respond, respond_local, DropReason, Outcome, Rng, Transport};
 pub use zone::{AnswerMode, Zone, ZoneError, ZoneSettings};

@@ -169,11 +169,11 @@ pub enum ZoneError {
     },
     #[error("the served domain must not be the root")]
     RootDomain,
-    #[error("edns-udp-size must be from 512 to {max}, got {got}")]
+    #[error("--edns-udp-size must be from 512 to {max}, got {got}")]
     EdnsUdpSize { got: u16, max: u16 },
-    #[error("served name {name:?} is not below the domain {apex:?}")]
+    #[error("--name {name:?} is not below --domain {apex:?}")]
     NameOutsideZone { name: String, apex: String },
-    #[error("served name {0:?} is given twice")]
+    #[error("--name {0:?} is given twice")]
     DuplicateName(String),
     #[error(
         "--ns {name}: this name server is inside the zone {apex} but has no address, so \
@@ -187,7 +187,7 @@ pub enum ZoneError {
     #[error("--ns {spec:?}: {reason}")]
     BadNs { spec: String, reason: String },
     #[error(
-        "{0:?} is both a served name and a name server; name servers need a name of their own"
+        "{0:?} is both a served name and an --ns name server; name servers need a name of their own"
     )]
     NsIsServedName(String),
     #[error("--ns: at least one name server is needed")]
@@ -211,7 +211,7 @@ impl NameServer {
             Some((name, addrs)) => (name, Some(addrs)),
             None => (spec, None),
         };
-        let name = parse_name("NS name", name_text)?;
+        let name = parse_name("--ns name", name_text)?;
         let shown = || name_text.trim().trim_end_matches('.').to_ascii_lowercase();
         let mut ns = NameServer {
             name,
@@ -275,7 +275,7 @@ pub struct Zone {
 
 impl Zone {
     pub fn new(settings: &ZoneSettings) -> Result<Zone, ZoneError> {
-        let apex = parse_name("domain", &settings.domain)?;
+        let apex = parse_name("--domain", &settings.domain)?;
         if apex.is_root() {
             return Err(ZoneError::RootDomain);
         }
@@ -312,12 +312,15 @@ impl Zone {
             }
         }
         let mname = match &settings.soa_mname {
-            Some(n) => parse_name("SOA mname", n)?,
+            Some(n) => parse_name("--soa-mname", n)?,
             None => ns[0].name.clone(),
         };
         let rname = match &settings.soa_rname {
-            Some(n) => parse_name("SOA rname", n)?,
-            None => parse_name("SOA rname", &format!("hostmaster.{apex}"))?,
+            Some(n) => parse_name("--soa-rname", n)?,
+            None => parse_name(
+                "--soa-rname (default hostmaster.<domain>)",
+                &format!("hostmaster.{apex}"),
+            )?,
         };
         let soa_ttl = Ttl::from_secs(settings.soa_ttl);
         let soa = Soa::new(
@@ -417,7 +420,7 @@ impl Zone {
     /// their indexes follow the apex's 0 in the order given.
     pub fn with_names(mut self, names: &[String]) -> Result<Zone, ZoneError> {
         for text in names {
-            let name = parse_name("served name", text)?;
+            let name = parse_name("--name", text)?;
             if name == self.apex || !name.ends_with(&self.apex) {
                 return Err(ZoneError::NameOutsideZone {
                     name: text.clone(),
@@ -766,7 +769,7 @@ mod tests {
         );
         let mut s = ZoneSettings::new("a.example");
         s.ns = vec!["ns..bad".into()];
-        assert!(Zone::new(&s).unwrap_err().to_string().contains("NS name"));
+        assert!(Zone::new(&s).unwrap_err().to_string().contains("--ns name"));
     }
 
     #[test]

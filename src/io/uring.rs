@@ -163,6 +163,25 @@ struct SetupFlags {
 }
 
 impl SetupFlags {
+    /// The flags set, as the kernel names them (for the log).
+    fn names(&self) -> String {
+        let named = [
+            (self.single_issuer, "SINGLE_ISSUER"),
+            (self.defer_taskrun, "DEFER_TASKRUN"),
+            (self.coop_taskrun, "COOP_TASKRUN"),
+            (self.submit_all, "SUBMIT_ALL"),
+        ];
+        let set: Vec<&str> = named
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        match set.is_empty() {
+            true => "none".to_string(),
+            false => set.join(","),
+        }
+    }
+
     /// Tried in order; the first the kernel accepts is used by every worker.
     ///
     /// None has SQPOLL, and no request is punted to io-wq: batched waits
@@ -199,7 +218,7 @@ fn chosen_flags() -> Result<SetupFlags, IoError> {
             match build_ring(flags) {
                 Ok(ring) => {
                     let batched_waits = ring.params().is_feature_min_timeout();
-                    tracing::info!(?flags, batched_waits, "io_uring setup flags");
+                    tracing::info!(flags = %flags.names(), batched_waits, "io_uring setup flags");
                     return Ok(flags);
                 }
                 Err(e) => last = e.raw_os_error().unwrap_or(libc::EINVAL),

@@ -34,6 +34,17 @@ pub const MAX_HEADERS: usize = 32;
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// What `/readyz` answers: 200 when `ready`, else 503, with `text` (the
+/// reasons, one a line) as the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readyz {
+    pub ready: bool,
+    pub text: String,
+}
+
+/// Builds the `/readyz` answer; called on the control plane for each request.
+pub type ReadyCheck = Arc<dyn Fn() -> Readyz + Send + Sync>;
+
 /// Serves HTTP/1.1 on `listener` until `shutdown` becomes `true` (or its
 /// sender is dropped), then closes the listener and every connection and
 /// returns.
@@ -41,8 +52,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// - `GET /metrics`: 200, [`Metrics::render`], `Content-Type:`
 ///   [`super::CONTENT_TYPE`].
 /// - `GET /healthz`: 200 `ok` while the process runs (liveness).
-/// - `GET /readyz`: 200 `ready` when `ready()` is true, else 503 `not ready`
-///   (readiness: e.g. sockets bound and a first snapshot published).
+/// - `GET /readyz`: what `ready()` says: 200 when ready, else 503, the
+///   reasons in the body.
 /// - `HEAD` works like `GET`; another method on those paths gets 405;
 ///   any other path 404.
 ///
@@ -54,7 +65,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    ready: ReadyCheck,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = http1::Builder::new();
@@ -106,7 +117,7 @@ async fn connection(
     builder: http1::Builder,
     stream: TcpStream,
     metrics: Arc<Metrics>,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    ready: ReadyCheck,
 ) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| {
@@ -124,7 +135,7 @@ async fn connection(
 fn respond(
     req: &Request<Incoming>,
     metrics: &Metrics,
-    ready: &(dyn Fn() -> bool + Send + Sync),
+    ready: &(dyn Fn() -> Readyz + Send + Sync),
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
@@ -147,13 +158,19 @@ fn respond(
             r
         }
         "/healthz" => text(StatusCode::OK, "ok"),
-        _ if ready() => text(StatusCode::OK, "ready"),
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        _ => {
+            let report = ready();
+            let status = match report.ready {
+                true => StatusCode::OK,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            text(status, report.text)
+        }
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,

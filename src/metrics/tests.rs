@@ -146,6 +146,11 @@ fn render_gives_the_exact_samples() {
             ("alternator.example.com".into(), 3),
             ("we\"ird\\name\n".into(), 0)
         ],
+        fail_open_nodes: vec![
+            ("alternator.example.com".into(), 0),
+            ("we\"ird\\name\n".into(), 2)
+        ],
+        unverified_seeds: true,
         generation: 42,
         age: Some(Duration::from_millis(1500)),
     }));
@@ -297,6 +302,19 @@ fn render_gives_the_exact_samples() {
         get("alternator_dns_live_nodes{name=\"we\\\"ird\\\\name\\n\"}"),
         0.0
     );
+    assert_eq!(
+        get("alternator_dns_fail_open_nodes{name=\"we\\\"ird\\\\name\\n\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("alternator_dns_fail_open{name=\"we\\\"ird\\\\name\\n\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("alternator_dns_fail_open{name=\"alternator.example.com\"}"),
+        0.0
+    );
+    assert_eq!(get("alternator_dns_unverified_seeds"), 1.0);
     assert_eq!(get("alternator_dns_snapshot_generation"), 42.0);
     assert_eq!(get("alternator_dns_snapshot_age_seconds"), 1.5);
 
@@ -342,6 +360,7 @@ fn without_a_snapshot_source_the_snapshot_families_are_absent() {
         live_nodes: vec![],
         generation: 0,
         age: None,
+        ..SnapshotFacts::default()
     });
     let s = parse(&m.render());
     assert_eq!(s["alternator_dns_snapshot_generation"], 0.0);
@@ -461,9 +480,15 @@ async fn serve_answers_the_three_paths_and_stops() {
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(known_metrics());
     let is_ready = Arc::new(AtomicBool::new(false));
-    let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
+    let ready: ReadyCheck = {
         let is_ready = is_ready.clone();
-        Arc::new(move || is_ready.load(Ordering::Relaxed))
+        Arc::new(move || {
+            let ready = is_ready.load(Ordering::Relaxed);
+            Readyz {
+                ready,
+                text: if ready { "ready" } else { "not ready: why" }.into(),
+            }
+        })
     };
     let (stop, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, metrics.clone(), ready, stop_rx));
@@ -485,7 +510,7 @@ async fn serve_answers_the_three_paths_and_stops() {
     let (status, _, body) = http(addr, &get("/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, _, body) = http(addr, &get("/readyz")).await;
-    assert_eq!((status, body.as_str()), (503, "not ready"));
+    assert_eq!((status, body.as_str()), (503, "not ready: why"));
     is_ready.store(true, Ordering::Relaxed);
     let (status, _, body) = http(addr, &get("/readyz?verbose")).await;
     assert_eq!((status, body.as_str()), (200, "ready"));

@@ -48,6 +48,7 @@ use tokio_rustls::TlsConnector;
 use tracing::warn;
 
 use super::probe::{HealthProbe, ProbeTls};
+use super::tls_failure::TlsContext;
 
 /// Cap on the TCP connect of the underlying connector. Every request is
 /// bounded by its own `timeout` anyway; this only bounds connects that the
@@ -115,41 +116,78 @@ impl TlsSettings {
     }
 }
 
-/// A configuration problem found by [`AlternatorClient::new`].
+/// A configuration problem found by [`AlternatorClient::new`]; each names
+/// the option and the file involved.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("TLS settings are given but the scheme is http; use https or drop them")]
+    #[error(
+        "--ca-file, --client-cert, --client-key, --tls-server-name and \
+         --tls-insecure-skip-verify need --alternator-scheme https"
+    )]
     TlsWithHttp,
-    #[error("insecure_skip_verify and a CA file ({}) exclude each other", .0.display())]
+    #[error(
+        "--tls-insecure-skip-verify true and --ca-file {} exclude each other: either the \
+         nodes' certificates are verified against that CA, or not at all",
+        .0.display()
+    )]
     InsecureWithCaFile(PathBuf),
-    #[error("cannot read {}: {error}", .file.display())]
-    Read { file: PathBuf, error: io::Error },
-    #[error("{}: not valid PEM: {reason}", .file.display())]
-    Pem { file: PathBuf, reason: String },
-    #[error("{}: no certificate in it (expected PEM \"BEGIN CERTIFICATE\" blocks)", .file.display())]
-    NoCertificate { file: PathBuf },
-    #[error("{}: certificate #{index} is not usable as a trust anchor: {reason}", .file.display())]
+    #[error("{flag} {}: cannot read it: {error}", .file.display())]
+    Read {
+        flag: &'static str,
+        file: PathBuf,
+        error: io::Error,
+    },
+    #[error("{flag} {}: not a valid PEM file: {reason}", .file.display())]
+    Pem {
+        flag: &'static str,
+        file: PathBuf,
+        reason: String,
+    },
+    #[error("{flag} {}: no certificate in it ({})", .file.display(), match .holds_key {
+        true => "it holds a private key; give the certificate's file",
+        false => "expected PEM \"BEGIN CERTIFICATE\" blocks",
+    })]
+    NoCertificate {
+        flag: &'static str,
+        file: PathBuf,
+        /// It holds a private key instead.
+        holds_key: bool,
+    },
+    #[error("--ca-file {}: certificate #{index} is not usable as a trust anchor: {reason}", .file.display())]
     BadCaCertificate {
         file: PathBuf,
         index: usize,
         reason: String,
     },
-    #[error("{}: no private key in it (expected PEM PKCS#8, PKCS#1 or SEC1)", .file.display())]
-    NoPrivateKey { file: PathBuf },
-    #[error("client certificate {} given without its private key (client_key)", .0.display())]
+    #[error("--client-key {}: no private key in it ({})", .file.display(), match .holds_certificate {
+        true => "it holds a certificate; give the key's file",
+        false => "expected a PEM PKCS#8, PKCS#1 or SEC1 private key",
+    })]
+    NoPrivateKey {
+        file: PathBuf,
+        /// It holds a certificate instead.
+        holds_certificate: bool,
+    },
+    #[error("--client-cert {} is given without --client-key", .0.display())]
     CertWithoutKey(PathBuf),
-    #[error("client key {} given without its certificate (client_cert)", .0.display())]
+    #[error("--client-key {} is given without --client-cert", .0.display())]
     KeyWithoutCert(PathBuf),
-    #[error("client certificate {} and key {} are not usable together: {reason}", .cert.display(), .key.display())]
+    #[error(
+        "--client-key {} is not the private key of the certificate in --client-cert {}",
+        .key.display(),
+        .cert.display()
+    )]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("--client-cert {} and --client-key {} are not usable together: {reason}", .cert.display(), .key.display())]
     ClientAuth {
         cert: PathBuf,
         key: PathBuf,
         reason: String,
     },
-    #[error("no usable CA certificate in the system's trust store{0}; set a CA file")]
+    #[error("no usable CA certificate in the system's trust store{0}; give --ca-file")]
     NoSystemRoots(String),
-    #[error("invalid TLS server name {name:?}: {reason}")]
-    ServerName { name: String, reason: String },
+    #[error("--tls-server-name {name:?} is not a DNS name or IP address")]
+    ServerName { name: String },
     #[error("TLS configuration failed: {0}")]
     Tls(String),
 }
@@ -180,6 +218,41 @@ pub enum FetchError {
     /// The address and path do not make a valid URI.
     #[error("invalid request URI {0}")]
     InvalidUri(String),
+    /// Our verification of the node's certificate failed; the message names
+    /// the CA and the name checked.
+    #[error("TLS: {0}")]
+    NodeCertificate(String),
+    /// The node refused our client certificate, or its absence (a TLS alert
+    /// about certificates).
+    #[error("TLS: {0}")]
+    ClientCertificate(String),
+    /// Another TLS failure: not TLS on that port, no common version, ...
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl FetchError {
+    /// What to check, in words for a log line: the options that most often
+    /// cause this failure.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            FetchError::Timeout(_) => {
+                "check that the node is up and reachable from here, and the timeout \
+                 (--refresh-timeout, --health-timeout)"
+            }
+            FetchError::Connect(_) => {
+                "check that the node is up, and --seed, --alternator-port and --alternator-scheme"
+            }
+            FetchError::Request(_) => "check --alternator-scheme and --alternator-port",
+            FetchError::TooLarge(_) | FetchError::Body(_) => {
+                "check --alternator-port: is it Alternator's API?"
+            }
+            FetchError::InvalidUri(_) => "check --seed and --tls-server-name",
+            FetchError::NodeCertificate(_) => "check --ca-file and --tls-server-name",
+            FetchError::ClientCertificate(_) => "check --client-cert and --client-key",
+            FetchError::Tls(_) => "check --alternator-scheme and --alternator-port",
+        }
+    }
 }
 
 /// A response of any status (a `3xx` is not followed, a `5xx` is not an
@@ -199,6 +272,8 @@ pub struct AlternatorClient {
     server_name: Option<Arc<str>>,
     /// With https: how [`HealthProbe`]s open their own TLS connections.
     probe_tls: Option<ProbeTls>,
+    /// With https: what TLS failure messages name.
+    tls_context: Option<Arc<TlsContext>>,
 }
 
 #[derive(Clone)]
@@ -246,6 +321,11 @@ impl AlternatorClient {
                 let probe_tls = ProbeTls {
                     connector: TlsConnector::from(Arc::new(config.clone())),
                     server_name: fixed_name.clone(),
+                    context: Arc::new(TlsContext {
+                        ca_file: tls.ca_file.clone(),
+                        server_name: tls.server_name.clone(),
+                        client_cert: tls.client_cert.clone(),
+                    }),
                 };
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(config)
@@ -264,6 +344,7 @@ impl AlternatorClient {
             inner,
             scheme,
             server_name: tls.server_name.as_deref().map(Arc::from),
+            tls_context: probe_tls.as_ref().map(|p| Arc::clone(&p.context)),
             probe_tls,
         })
     }
@@ -294,7 +375,7 @@ impl AlternatorClient {
         max_body: usize,
     ) -> Result<Response, FetchError> {
         let request = self.request(node, path_and_query)?;
-        match tokio::time::timeout(timeout, self.exchange(request, max_body)).await {
+        match tokio::time::timeout(timeout, self.exchange(node, request, max_body)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(timeout)),
         }
@@ -333,6 +414,7 @@ impl AlternatorClient {
 
     async fn exchange(
         &self,
+        node: SocketAddr,
         request: Request<Empty<Bytes>>,
         max_body: usize,
     ) -> Result<Response, FetchError> {
@@ -341,6 +423,9 @@ impl AlternatorClient {
             Inner::Https(client) => client.request(request).await,
         };
         let response = sent.map_err(|e| {
+            if let Some(failure) = self.tls_context.as_ref().and_then(|c| c.failure(node, &e)) {
+                return failure;
+            }
             // The legacy client's own message ("client error (Connect)") adds
             // nothing to the variant; its sources say what happened.
             let detail = e.source().map_or_else(|| e.to_string(), error_chain);
@@ -402,9 +487,8 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 fn server_name(name: &str) -> Result<ServerName<'static>, ClientError> {
-    ServerName::try_from(name.to_owned()).map_err(|e| ClientError::ServerName {
+    ServerName::try_from(name.to_owned()).map_err(|_| ClientError::ServerName {
         name: name.to_owned(),
-        reason: e.to_string(),
     })
 }
 
@@ -415,6 +499,9 @@ fn provider() -> Arc<CryptoProvider> {
 /// The rustls configuration for `tls`: trust anchors or the insecure
 /// verifier, and the client certificate if any.
 fn tls_config(tls: &TlsSettings) -> Result<ClientConfig, ClientError> {
+    if let (true, Some(ca)) = (tls.insecure_skip_verify, &tls.ca_file) {
+        return Err(ClientError::InsecureWithCaFile(ca.clone()));
+    }
     if let Some(name) = &tls.server_name {
         server_name(name)?;
     }
@@ -423,12 +510,9 @@ fn tls_config(tls: &TlsSettings) -> Result<ClientConfig, ClientError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     let builder = if tls.insecure_skip_verify {
-        if let Some(ca) = &tls.ca_file {
-            return Err(ClientError::InsecureWithCaFile(ca.clone()));
-        }
         warn!(
             "TLS certificate verification of Alternator nodes is DISABLED \
-             (insecure_skip_verify): anyone on the path can impersonate a node"
+             (--tls-insecure-skip-verify): anyone on the path can impersonate a node"
         );
         builder
             .dangerous()
@@ -445,64 +529,104 @@ fn tls_config(tls: &TlsSettings) -> Result<ClientConfig, ClientError> {
         (Some(cert), None) => Err(ClientError::CertWithoutKey(cert.clone())),
         (None, Some(key)) => Err(ClientError::KeyWithoutCert(key.clone())),
         (Some(cert), Some(key)) => {
-            let chain = certificates(cert)?;
+            let chain = certificates(cert, "--client-cert")?;
             let key_der = private_key(key)?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(|e| ClientError::ClientAuth {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    reason: e.to_string(),
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => ClientError::KeyMismatch {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    other => ClientError::ClientAuth {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        reason: other.to_string(),
+                    },
                 })
         }
     }
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, ClientError> {
+fn read(file: &Path, flag: &'static str) -> Result<Vec<u8>, ClientError> {
     std::fs::read(file).map_err(|error| ClientError::Read {
+        flag,
         file: file.to_owned(),
         error,
     })
 }
 
-/// Every certificate in a PEM file (other PEM items are skipped); at least one.
-fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let pem = read(file)?;
+/// Every certificate in a PEM file given with `flag` (other PEM items are
+/// skipped); at least one.
+fn certificates(
+    file: &Path,
+    flag: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let pem = read(file, flag)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ClientError::Pem {
+            flag,
             file: file.to_owned(),
-            reason: e.to_string(),
+            reason: pem_words(&e),
         })?;
     if certs.is_empty() {
         return Err(ClientError::NoCertificate {
+            flag,
             file: file.to_owned(),
+            holds_key: PrivateKeyDer::from_pem_slice(&pem).is_ok(),
         });
     }
     Ok(certs)
 }
 
-/// The first private key in a PEM file.
+/// The first private key in the `--client-key` file.
 fn private_key(file: &Path) -> Result<PrivateKeyDer<'static>, ClientError> {
-    let pem = read(file)?;
+    let pem = read(file, "--client-key")?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => ClientError::NoPrivateKey {
             file: file.to_owned(),
+            holds_certificate: CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()),
         },
         other => ClientError::Pem {
+            flag: "--client-key",
             file: file.to_owned(),
-            reason: other.to_string(),
+            reason: pem_words(&other),
         },
     })
 }
 
+/// A PEM parsing error in words (the library's own text prints bytes and
+/// enum names).
+fn pem_words(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section is not closed (no \"{}\" line)",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a section begins inside another: \"{}\"",
+            String::from_utf8_lossy(line).trim()
+        ),
+        Error::Base64Decode(_) => "a section's content is not valid base64".to_string(),
+        Error::NoItemsFound => "nothing in it".to_string(),
+        other => other.to_string(),
+    }
+}
+
 fn ca_roots(file: &Path) -> Result<RootCertStore, ClientError> {
     let mut roots = RootCertStore::empty();
-    for (i, cert) in certificates(file)?.into_iter().enumerate() {
+    for (i, cert) in certificates(file, "--ca-file")?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| ClientError::BadCaCertificate {
             file: file.to_owned(),
             index: i + 1,
-            reason: e.to_string(),
+            reason: match e {
+                rustls::Error::InvalidCertificate(_) => {
+                    "it is not a well-formed X.509 certificate".to_string()
+                }
+                other => other.to_string(),
+            },
         })?;
     }
     Ok(roots)
@@ -525,7 +649,7 @@ fn system_roots() -> Result<RootCertStore, ClientError> {
         warn!(
             added,
             ignored,
-            errors = ?errors,
+            errors = %errors.join("; "),
             "some of the system's CA certificates could not be loaded"
         );
     }
@@ -725,8 +849,13 @@ mod tests {
         // A key that is not the certificate's.
         let other_key = dir.write("other.key", &ca.client("other.test").key_pem);
         let err = https(&settings(Some(&cert), Some(&other_key))).unwrap_err();
-        assert!(matches!(err, ClientError::ClientAuth { .. }), "{err:?}");
+        assert!(matches!(err, ClientError::KeyMismatch { .. }), "{err:?}");
         assert!(names(&err, &cert) && names(&err, &other_key), "{err}");
+        assert!(
+            err.to_string().starts_with("--client-key ")
+                && err.to_string().contains("is not the private key of"),
+            "{err}"
+        );
     }
 
     #[test]

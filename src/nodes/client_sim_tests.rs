@@ -111,7 +111,13 @@ fn start_https(addrs: &[IpAddr], tls: SimTls) -> SimCluster {
 
 /// A failed handshake or a connection closed under the request.
 fn is_handshake_rejection(e: &FetchError) -> bool {
-    matches!(e, FetchError::Connect(_) | FetchError::Request(_))
+    matches!(
+        e,
+        FetchError::Connect(_)
+            | FetchError::Request(_)
+            | FetchError::ClientCertificate(_)
+            | FetchError::Tls(_)
+    )
 }
 
 // ---- datacenters and racks ----
@@ -329,10 +335,15 @@ async fn https_rejects_a_server_signed_by_another_ca() {
         .await
         .unwrap_err();
     match &err {
-        FetchError::Connect(msg) => assert!(msg.contains("UnknownIssuer"), "{msg}"),
-        other => panic!("expected a connect error, got {other:?}"),
+        FetchError::NodeCertificate(msg) => assert!(
+            msg.contains("it is not signed by a CA in --ca-file")
+                && msg.contains("other-ca.pem")
+                && msg.contains(&c.socket_addr(v4(1)).to_string()),
+            "{msg}"
+        ),
+        other => panic!("expected our verification to fail, got {other:?}"),
     }
-    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(err.hint().contains("--ca-file"), "{}", err.hint());
     assert_eq!(c.localnodes_requests(v4(1)), 0);
 }
 
@@ -351,8 +362,14 @@ async fn https_with_required_client_certificates() {
         .get(to, "/localnodes", T, MAX)
         .await
         .unwrap_err();
-    assert!(is_handshake_rejection(&err), "{err:?}");
-    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    assert!(matches!(err, FetchError::ClientCertificate(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(
+            "wants a client certificate, and none is configured (TLS alert: certificate required)"
+        ),
+        "{err}"
+    );
+    assert!(err.hint().contains("--client-cert"), "{}", err.hint());
 
     // A certificate from the right CA works.
     let good = client_ca.client("client.alternator.test");
@@ -373,7 +390,12 @@ async fn https_with_required_client_certificates() {
         .get(to, "/localnodes", T, MAX)
         .await
         .unwrap_err();
-    assert!(is_handshake_rejection(&err), "{err:?}");
+    assert!(matches!(err, FetchError::ClientCertificate(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("refused our client certificate --client-cert"),
+        "{err}"
+    );
     assert_eq!(c.localnodes_requests(v4(1)), 1);
 }
 
@@ -386,7 +408,7 @@ async fn insecure_skip_verify_accepts_a_self_signed_server() {
         .get(to, "/", T, MAX)
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert!(matches!(err, FetchError::NodeCertificate(_)), "{err:?}");
     let insecure = https_client(TlsSettings {
         insecure_skip_verify: true,
         ..TlsSettings::default()
@@ -417,8 +439,14 @@ async fn server_name_verifies_a_certificate_without_ip_addresses() {
         .await
         .unwrap_err();
     match &err {
-        FetchError::Connect(msg) => assert!(msg.contains("not valid for name"), "{msg}"),
-        other => panic!("expected a connect error, got {other:?}"),
+        FetchError::NodeCertificate(msg) => assert!(
+            msg.contains(&format!(
+                "it is not valid for the node's address 127.0.0.2 (no --tls-server-name); \
+                 it names {NAME}"
+            )),
+            "{msg}"
+        ),
+        other => panic!("expected our verification to fail, got {other:?}"),
     }
     // Against the configured name: accepted, and the name is the Host.
     let mut named = pki.trusting();
@@ -435,7 +463,12 @@ async fn server_name_verifies_a_certificate_without_ip_addresses() {
     let mut wrong = pki.trusting();
     wrong.server_name = Some("other.test".into());
     let err = https_client(wrong).get(to, "/", T, MAX).await.unwrap_err();
-    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert!(matches!(err, FetchError::NodeCertificate(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("not valid for the name other.test (--tls-server-name)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -518,7 +551,7 @@ async fn health_probes_over_https() {
     });
     let err = untrusting.health_probe(to, MAX).probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Connect(m) if m.contains("UnknownIssuer")),
+        matches!(&err, FetchError::NodeCertificate(m) if m.contains("not signed by a CA")),
         "{err:?}"
     );
     let d = start_https(&[v4(3)], pki.ca.server(&[NAME]).sim_tls());
@@ -528,7 +561,7 @@ async fn health_probes_over_https() {
         .probe(T)
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert!(matches!(err, FetchError::NodeCertificate(_)), "{err:?}");
     let mut named = pki.trusting();
     named.server_name = Some(NAME.into());
     let mut probe_named = https_client(named).health_probe(named_to, MAX);

@@ -4,13 +4,15 @@
 //! that combines both.
 
 pub mod client;
+pub mod degraded;
 pub mod membership;
 pub mod probe;
 pub mod refresher;
 pub mod snapshot;
+mod tls_failure;
 pub mod tracker;
 
-pub use snapshot::{NodeSet, NodeSource, SharedSnapshot, Snapshot};
+pub use snapshot::{Basis, NodeSet, NodeSource, SharedSnapshot, Snapshot};
 
 #[cfg(test)]
 mod client_sim_tests;

@@ -21,6 +21,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::client::{error_chain, FetchError};
+use super::tls_failure::TlsContext;
 
 /// The probe's buffer: the whole response head must fit (Alternator's is
 /// about 150 bytes, leaving room for what a proxy in front may add); bodies
@@ -54,6 +56,8 @@ const FRAMING_ALLOWANCE: u64 = 16 * 1024;
 pub(crate) struct ProbeTls {
     pub connector: TlsConnector,
     pub server_name: Option<ServerName<'static>>,
+    /// What TLS failure messages name.
+    pub context: Arc<TlsContext>,
 }
 
 /// Probes one node; see the module documentation.
@@ -112,7 +116,16 @@ impl HealthProbe {
     async fn exchange(&mut self) -> Result<StatusCode, FetchError> {
         if let Some(mut stream) = self.kept.take() {
             if is_idle_and_open(&mut stream) {
-                match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
+                let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
+                match exchange_on(
+                    &mut stream,
+                    &self.request,
+                    &mut self.buf,
+                    self.max_body,
+                    tls,
+                )
+                .await
+                {
                     Ok(done) => return Ok(self.keep_if(stream, done)),
                     // Open when checked, closed under the request: sent
                     // once more on a new connection, below.
@@ -122,11 +135,25 @@ impl HealthProbe {
             }
         }
         let mut stream = self.connect().await?;
-        match exchange_on(&mut stream, &self.request, &mut self.buf, self.max_body).await {
+        let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
+        match exchange_on(
+            &mut stream,
+            &self.request,
+            &mut self.buf,
+            self.max_body,
+            tls,
+        )
+        .await
+        {
             Ok(done) => Ok(self.keep_if(stream, done)),
             Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Request(detail)),
             Err(Failure::Fetch(e)) => Err(e),
         }
+    }
+
+    /// Whether this probe speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     fn keep_if(&mut self, stream: Stream, done: Exchanged) -> StatusCode {
@@ -149,11 +176,11 @@ impl HealthProbe {
             Some(name) => name.clone(),
             None => ServerName::IpAddress(self.addr.ip().into()),
         };
-        let stream = tls
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| FetchError::Connect(error_chain(&e)))?;
+        let stream = tls.connector.connect(name, tcp).await.map_err(|e| {
+            tls.context
+                .io_failure(self.addr, &e)
+                .unwrap_or_else(|| FetchError::Connect(error_chain(&e)))
+        })?;
         Ok(Stream::Tls(Box::new(stream)))
     }
 }
@@ -215,12 +242,16 @@ async fn exchange_on(
     request: &[u8],
     buf: &mut [u8],
     max_body: usize,
+    tls: Option<(&TlsContext, SocketAddr)>,
 ) -> Result<Exchanged, Failure> {
     let sent = async {
         stream.write_all(request).await?;
         stream.flush().await
     };
     if let Err(e) = sent.await {
+        if let Some(failure) = tls_failure(tls, &e) {
+            return Err(failure.into());
+        }
         return Err(if is_closed(&e) {
             Failure::ClosedBeforeResponse(format!("connection closed: {e}"))
         } else {
@@ -235,6 +266,7 @@ async fn exchange_on(
         read: 0,
         limit: 0,
         max_body,
+        tls,
     };
     let mut interim = 0;
     let head = loop {
@@ -308,12 +340,17 @@ async fn read_head(reader: &mut Reader<'_>) -> Result<Head, Failure> {
                 .into())
             }
             Ok(_) => {}
-            Err(e) if nothing_yet && is_closed(&e) => {
-                return Err(Failure::ClosedBeforeResponse(format!(
-                    "connection closed: {e}"
-                )))
+            Err(e) => {
+                if let Some(failure) = tls_failure(reader.tls, &e) {
+                    return Err(failure.into());
+                }
+                if nothing_yet && is_closed(&e) {
+                    return Err(Failure::ClosedBeforeResponse(format!(
+                        "connection closed: {e}"
+                    )));
+                }
+                return Err(FetchError::Request(format!("reading the response: {e}")).into());
             }
-            Err(e) => return Err(FetchError::Request(format!("reading the response: {e}")).into()),
         }
     }
 }
@@ -402,6 +439,12 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
+/// The TLS failure behind an I/O error on a TLS stream, in words.
+fn tls_failure(tls: Option<(&TlsContext, SocketAddr)>, e: &io::Error) -> Option<FetchError> {
+    let (context, node) = tls?;
+    context.io_failure(node, e)
+}
+
 /// Whether a read or write error means the peer closed the connection.
 fn is_closed(e: &io::Error) -> bool {
     matches!(
@@ -425,6 +468,9 @@ struct Reader<'a> {
     /// Most bytes the body may take `read` to (set once the head is read).
     limit: u64,
     max_body: usize,
+    /// Where a TLS failure is put into words (a refused client certificate
+    /// shows while reading, under TLS 1.3).
+    tls: Option<(&'a TlsContext, SocketAddr)>,
 }
 
 impl Reader<'_> {

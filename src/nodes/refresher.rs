@@ -48,14 +48,68 @@ pub struct RefreshSettings {
 pub enum RefreshError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("HTTP status {0}")]
-    Status(StatusCode),
+    /// A status other than 200, with what the body says (its HTML title or
+    /// first line, cut short), if anything.
+    #[error("HTTP status {status}{}", match .says.is_empty() {
+        true => String::new(),
+        false => format!(": \"{}\"", .says),
+    })]
+    Status { status: StatusCode, says: String },
     #[error("body is not a JSON array of strings: {0}")]
     NotJson(String),
     #[error("no node address in the list")]
     Empty,
     #[error("no node to ask")]
     NoCandidates,
+}
+
+/// Why a poll found no usable list: what the last node asked said.
+#[derive(Debug)]
+pub struct PollError {
+    /// The last node asked (None when there was none to ask).
+    pub node: Option<SocketAddr>,
+    /// How many nodes were asked.
+    pub tried: usize,
+    pub error: RefreshError,
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.node, self.tried) {
+            (None, _) => write!(f, "{}", self.error),
+            (Some(node), 1) => write!(f, "node {node}: {}", self.error),
+            (Some(node), n) => write!(f, "node {node} (the last of {n} asked): {}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for PollError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl RefreshError {
+    /// What to check, in words for a log line.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RefreshError::Fetch(e) => e.hint(),
+            RefreshError::Status { says, .. }
+                if says.to_ascii_lowercase().contains("certificate") =>
+            {
+                "the node, or a proxy in front of it, wants a client certificate: check \
+                 --client-cert and --client-key"
+            }
+            RefreshError::Status { status, .. } if status.is_server_error() => {
+                "the node reports an error: check its state and its log"
+            }
+            RefreshError::Status { .. } | RefreshError::NotJson(_) => {
+                "check --alternator-port and --alternator-scheme: is it Alternator's API?"
+            }
+            RefreshError::Empty => "the node lists no live node: check the cluster",
+            RefreshError::NoCandidates => "check --seed",
+        }
+    }
 }
 
 /// Polls `/localnodes`; owned by the node tracker.
@@ -96,7 +150,7 @@ impl Poller {
         selector: &Selector,
         preferred: &[IpAddr],
         others: &[IpAddr],
-    ) -> Result<(SocketAddr, Vec<IpAddr>), RefreshError> {
+    ) -> Result<(SocketAddr, Vec<IpAddr>), PollError> {
         let port = self.settings.alternator_port;
         let mut candidates =
             Vec::with_capacity(preferred.len() + others.len() + self.settings.seeds.len());
@@ -112,7 +166,11 @@ impl Poller {
                 candidates.push(*seed);
             }
         }
-        let mut last = RefreshError::NoCandidates;
+        let mut failure = PollError {
+            node: None,
+            tried: 0,
+            error: RefreshError::NoCandidates,
+        };
         let path = selector.path();
         for node in candidates {
             let result = self.fetch(node, &path, selector).await;
@@ -126,11 +184,15 @@ impl Poller {
                 Ok(nodes) => return Ok((node, nodes)),
                 Err(e) => {
                     debug!(%node, %selector, error = %e, "/localnodes failed; trying the next node");
-                    last = e;
+                    failure = PollError {
+                        node: Some(node),
+                        tried: failure.tried + 1,
+                        error: e,
+                    };
                 }
             }
         }
-        Err(last)
+        Err(failure)
     }
 
     async fn fetch(
@@ -144,7 +206,10 @@ impl Poller {
             .get(node, path, self.settings.timeout, MAX_BODY_BYTES)
             .await?;
         if response.status != StatusCode::OK {
-            return Err(RefreshError::Status(response.status));
+            return Err(RefreshError::Status {
+                status: response.status,
+                says: body_says(&response.body),
+            });
         }
         let nodes = self.parse(node, &response.body)?;
         if nodes.is_empty() && *selector == Selector::default() {
@@ -177,6 +242,25 @@ impl Poller {
     }
 }
 
+/// What an error page says, short: its HTML title, or its first line, in
+/// printable characters, at most 120 of them.
+fn body_says(body: &[u8]) -> String {
+    const MAX: usize = 120;
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let lower = text.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|start| {
+        let from = start + "<title>".len();
+        let len = lower[from..].find("</title>")?;
+        Some(&text[from..from + len])
+    });
+    let line = title.unwrap_or_else(|| text.lines().find(|l| !l.trim().is_empty()).unwrap_or(""));
+    line.trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX)
+        .collect()
+}
+
 /// A seed for non-cryptographic generators: from the OS, or the clock if the
 /// OS has no entropy to give.
 pub(crate) fn random_seed() -> u64 {
@@ -189,4 +273,41 @@ pub(crate) fn seed_from_time() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_are_summed_up_and_point_at_the_right_option() {
+        let nginx = b"<html>\r\n<head><title>400 No required SSL certificate was sent</title>\
+                      </head>\r\n<body>...</body></html>";
+        let says = body_says(nginx);
+        assert_eq!(says, "400 No required SSL certificate was sent");
+        let e = RefreshError::Status {
+            status: StatusCode::BAD_REQUEST,
+            says,
+        };
+        assert_eq!(
+            e.to_string(),
+            "HTTP status 400 Bad Request: \"400 No required SSL certificate was sent\""
+        );
+        assert!(e.hint().contains("--client-cert"), "{}", e.hint());
+        let e = RefreshError::Status {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            says: body_says(b"\n  overloaded\x07 now\nmore"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "HTTP status 500 Internal Server Error: \"overloaded now\""
+        );
+        assert!(e.hint().contains("the node reports an error"));
+        let e = RefreshError::Status {
+            status: StatusCode::NOT_FOUND,
+            says: body_says(b""),
+        };
+        assert_eq!(e.to_string(), "HTTP status 404 Not Found");
+        assert!(e.hint().contains("--alternator-port"));
+    }
 }

@@ -22,6 +22,21 @@ pub enum NodeSource {
     Cluster,
 }
 
+/// How the nodes of one served name were chosen: what the degraded-state
+/// gauges and `/readyz` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Basis {
+    /// The configured seeds, which no `/localnodes` answer has confirmed.
+    #[default]
+    Seeds,
+    /// Listed by `/localnodes` and passing their health checks (or not
+    /// probed: health checks off, or kept until their first probe).
+    Listed,
+    /// Listed, but every candidate fails its health checks: served anyway
+    /// (fail open).
+    FailOpen,
+}
+
 /// The addresses served for one name, by family.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NodeSet {
@@ -79,6 +94,8 @@ pub struct Snapshot {
     /// The answer records of each set in wire form, for the answer path's
     /// fast path: built here, once per snapshot, instead of per query.
     records: Box<[WireRecords]>,
+    /// How each name's set was chosen, in the zone's order.
+    bases: Box<[Basis]>,
     /// When this snapshot was built, for the metrics' snapshot age.
     pub built: std::time::Instant,
     /// What [`Snapshot::set`] returns for an index it has no set for.
@@ -114,15 +131,39 @@ impl Snapshot {
             .iter()
             .map(|set| WireRecords::new(set, zone.ttl))
             .collect();
+        let basis = match source {
+            NodeSource::Seeds => Basis::Seeds,
+            NodeSource::Cluster => Basis::Listed,
+        };
         Snapshot {
             generation,
             zone,
             source,
+            bases: vec![basis; sets.len()].into_boxed_slice(),
             sets: sets.into_boxed_slice(),
             records,
             built: std::time::Instant::now(),
             empty: NodeSet::default(),
         }
+    }
+
+    /// Says how each name's set was chosen: `bases[i]` for name `i`. Names
+    /// without an entry keep what the source implies (seeds or listed).
+    pub fn with_bases(mut self, bases: &[Basis]) -> Self {
+        for (kept, given) in self.bases.iter_mut().zip(bases) {
+            *kept = *given;
+        }
+        self
+    }
+
+    /// How the nodes of served name `index` were chosen.
+    pub fn basis(&self, index: usize) -> Basis {
+        self.bases.get(index).copied().unwrap_or_default()
+    }
+
+    /// Every name's [`Basis`], in the zone's order.
+    pub fn bases(&self) -> &[Basis] {
+        &self.bases
     }
 
     /// The nodes of served name `index`; empty for an index out of range.

@@ -21,10 +21,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::client::AlternatorClient;
+use super::degraded::{self, Reminder};
 use super::membership::{Choice, Membership, NameRule, Selector};
 use super::probe::HealthProbe;
-use super::refresher::{random_seed, Poller, RefreshError, RefreshSettings};
-use super::snapshot::{NodeSource, SharedSnapshot, Snapshot};
+use super::refresher::{random_seed, PollError, Poller, RefreshSettings};
+use super::snapshot::{Basis, NodeSource, SharedSnapshot, Snapshot};
 use crate::metrics::{Metrics, Outcome};
 
 /// Longest pause between polling rounds while the cluster is unreachable.
@@ -72,13 +73,15 @@ enum Event {
     },
     ListFailed {
         selector: Selector,
-        error: RefreshError,
+        error: PollError,
     },
     RoundDone,
     Probe {
         node: IpAddr,
         passed: bool,
+        /// Why it failed, and what to check.
         detail: String,
+        hint: &'static str,
     },
 }
 
@@ -112,7 +115,11 @@ pub async fn run(
         tx: tx.clone(),
         last_choice: Vec::new(),
         failed_rounds: 0,
-        round_failed: false,
+        round_failure: None,
+        probe_failures: HashMap::new(),
+        seeds_reminder: Reminder::default(),
+        stale_reminder: Reminder::default(),
+        fail_open_reminder: Reminder::default(),
         rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
     };
     // Nodes already listed (after a reload) are probed from the start.
@@ -224,7 +231,16 @@ struct Tracker {
     /// How each name's list was last chosen, to log changes once.
     last_choice: Vec<Choice>,
     failed_rounds: u32,
-    round_failed: bool,
+    /// The first failure of the round under way, if any.
+    round_failure: Option<(Selector, PollError)>,
+    /// The latest failed probe of each node failing now: what it said and
+    /// what to check.
+    probe_failures: HashMap<IpAddr, (String, &'static str)>,
+    /// The ERROR lines of the degraded states, and the stale-list warning,
+    /// at most one per [`degraded::REMIND_EVERY`] each.
+    seeds_reminder: Reminder,
+    stale_reminder: Reminder,
+    fail_open_reminder: Reminder,
     rng: rand_xoshiro::Xoshiro256PlusPlus,
 }
 
@@ -241,28 +257,48 @@ impl Tracker {
                 self.publish(Some((&selector, from)));
             }
             Event::ListFailed { selector, error } => {
-                self.round_failed = true;
-                if self.failed_rounds == 0 {
-                    warn!(%selector, error = %error, "no node answered /localnodes; keeping the last good list");
+                if self.round_failure.is_none() {
+                    self.round_failure = Some((selector, error));
                 }
             }
             Event::Probe {
                 node,
                 passed,
                 detail,
+                hint,
             } => {
                 let outcome = if passed { Outcome::Ok } else { Outcome::Error };
                 self.metrics.control().health_probe(node, outcome);
+                if passed {
+                    self.probe_failures.remove(&node);
+                } else if self.membership.health(node).is_some() {
+                    self.probe_failures.insert(node, (detail.clone(), hint));
+                }
                 if self.membership.record_probe(node, passed) {
-                    if passed {
-                        info!(%node, "node passes its health check; serving it");
-                    } else {
-                        warn!(%node, reason = %detail, "node fails its health check; no longer serving it");
-                    }
                     self.publish(None);
+                    let served = {
+                        let now = self.published.load();
+                        (0..now.zone.name_count()).any(|i| now.set_nodes(i).any(|ip| ip == node))
+                    };
+                    match (passed, served) {
+                        (true, _) => info!(%node, "node passes its health check; serving it"),
+                        (false, false) => warn!(
+                            %node,
+                            reason = %detail,
+                            check = hint,
+                            "node fails its health check; no longer serving it"
+                        ),
+                        (false, true) => warn!(
+                            %node,
+                            reason = %detail,
+                            check = hint,
+                            "node fails its health check; still served, as no node passes (fail open)"
+                        ),
+                    }
                 } else if self.membership.health(node).is_some() && self.published_pending() {
                     self.publish(None);
                 }
+                self.remind_fail_open();
             }
             Event::RoundDone => {}
         }
@@ -274,23 +310,12 @@ impl Tracker {
         self.last_choice.is_empty() || self.last_choice.contains(&Choice::Pending)
     }
 
-    /// Logs the end of a failing streak (or its continuation) and returns the
-    /// pause before the next round.
+    /// Logs a failing round (at most every [`degraded::REMIND_EVERY`]) or
+    /// the end of a failing streak, and returns the pause before the next
+    /// round.
     fn after_round(&mut self, interval: Duration) -> Duration {
-        let failed = std::mem::take(&mut self.round_failed);
-        if failed {
-            self.failed_rounds += 1;
-            if self.failed_rounds.is_multiple_of(30) {
-                warn!(
-                    failed_rounds = self.failed_rounds,
-                    "/localnodes still failing; keeping the last good lists"
-                );
-            }
-            let cap = MAX_BACKOFF.max(interval);
-            interval
-                .saturating_mul(1u32 << self.failed_rounds.saturating_sub(1).min(16))
-                .min(cap)
-        } else {
+        self.remind_fail_open();
+        let Some((selector, failure)) = self.round_failure.take() else {
             if self.failed_rounds > 0 {
                 info!(
                     failed_rounds = self.failed_rounds,
@@ -298,8 +323,77 @@ impl Tracker {
                 );
             }
             self.failed_rounds = 0;
-            interval
+            self.seeds_reminder.clear();
+            self.stale_reminder.clear();
+            self.metrics.control().set_refresh_problem(None);
+            return interval;
+        };
+        self.failed_rounds += 1;
+        let hint = failure.error.hint();
+        self.metrics
+            .control()
+            .set_refresh_problem(Some(format!("{failure}; {hint}")));
+        let now = std::time::Instant::now();
+        if degraded::serves_unverified_seeds(&self.published.load()) {
+            if self.seeds_reminder.due(now) {
+                error!(
+                    %selector,
+                    error = %failure,
+                    check = hint,
+                    failed_rounds = self.failed_rounds,
+                    "no node answered /localnodes: serving the seeds, which no /localnodes \
+                     answer has confirmed"
+                );
+            }
+        } else if self.stale_reminder.due(now) {
+            if self.failed_rounds == 1 {
+                warn!(%selector, error = %failure, check = hint, "no node answered /localnodes; keeping the last good list");
+            } else {
+                warn!(
+                    %selector,
+                    error = %failure,
+                    check = hint,
+                    failed_rounds = self.failed_rounds,
+                    "/localnodes still failing; keeping the last good lists"
+                );
+            }
         }
+        let cap = MAX_BACKOFF.max(interval);
+        interval
+            .saturating_mul(1u32 << self.failed_rounds.saturating_sub(1).min(16))
+            .min(cap)
+    }
+
+    /// While some name serves nodes in fail open: an ERROR line at most every
+    /// [`degraded::REMIND_EVERY`] (the first comes from [`Self::log_choices`]).
+    fn remind_fail_open(&mut self) {
+        let names = degraded::fail_open_names(&self.published.load());
+        if names.is_empty() {
+            self.fail_open_reminder.clear();
+            return;
+        }
+        if self.fail_open_reminder.due(std::time::Instant::now()) {
+            let (cause, hint) = self.probe_cause();
+            error!(
+                names = %names.join(","),
+                cause = %cause,
+                check = hint,
+                "still serving nodes that fail their health check (fail open)"
+            );
+        }
+    }
+
+    /// One failing node's latest probe failure, for the fail-open lines.
+    fn probe_cause(&self) -> (String, &'static str) {
+        let served = self.published.load();
+        self.probe_failures
+            .iter()
+            .find(|(node, _)| served.nodes().any(|ip| ip == **node))
+            .or_else(|| self.probe_failures.iter().next())
+            .map_or_else(
+                || ("no probe has passed".to_string(), "check the nodes"),
+                |(node, (detail, hint))| (format!("node {node}: {detail}"), *hint),
+            )
     }
 
     /// The polling plan of one round: each selector with the nodes to ask
@@ -336,6 +430,7 @@ impl Tracker {
             return;
         }
         let listed = self.membership.all_listed();
+        self.probe_failures.retain(|ip, _| listed.contains(ip));
         let metrics = &self.metrics;
         self.probers.retain(|ip, prober| {
             let keep = listed.contains(ip);
@@ -380,17 +475,20 @@ impl Tracker {
             return;
         }
         let mut sets = Vec::with_capacity(self.names.len());
+        let mut bases = Vec::with_capacity(self.names.len());
         let mut choices = Vec::with_capacity(self.names.len());
         for (i, rule) in self.names.iter().enumerate() {
             let served_now: BTreeSet<IpAddr> = current.set_nodes(i).collect();
             let (nodes, choice) = self.membership.serve(rule, &served_now);
-            let nodes = match choice {
+            let (nodes, basis) = match choice {
                 // Keep what was served: the seeds, or the last healthy list.
-                Choice::Pending => current.set_nodes(i).collect(),
-                Choice::Empty if i == 0 => current.set_nodes(i).collect(),
-                _ => nodes,
+                Choice::Pending => (current.set_nodes(i).collect(), current.basis(i)),
+                Choice::Empty if i == 0 => (current.set_nodes(i).collect(), current.basis(i)),
+                Choice::FailOpen(_) => (nodes, Basis::FailOpen),
+                Choice::Healthy(_) | Choice::Empty => (nodes, Basis::Listed),
             };
             sets.push(nodes);
+            bases.push(basis);
             choices.push(choice);
         }
         let everything_pending = choices.iter().all(|c| *c == Choice::Pending);
@@ -400,6 +498,7 @@ impl Tracker {
             NodeSource::Cluster
         };
         let unchanged = current.source == source_now
+            && current.bases() == bases.as_slice()
             && sets.iter().enumerate().all(|(i, nodes)| {
                 let old: BTreeSet<IpAddr> = current.set_nodes(i).collect();
                 old == nodes.iter().copied().collect()
@@ -407,12 +506,15 @@ impl Tracker {
         // Store first, log after: whoever reads a log line finds its change
         // already served.
         if !unchanged {
-            let snapshot = Arc::new(Snapshot::with_sets(
-                current.generation + 1,
-                Arc::clone(&current.zone),
-                source_now,
-                &sets,
-            ));
+            let snapshot = Arc::new(
+                Snapshot::with_sets(
+                    current.generation + 1,
+                    Arc::clone(&current.zone),
+                    source_now,
+                    &sets,
+                )
+                .with_bases(&bases),
+            );
             self.published.store(Arc::clone(&snapshot));
             log_changes(&current, &snapshot, source);
         }
@@ -420,8 +522,9 @@ impl Tracker {
         self.last_choice = choices;
     }
 
-    fn log_choices(&self, choices: &[Choice]) {
-        let zone = &self.published.load().zone;
+    fn log_choices(&mut self, choices: &[Choice]) {
+        let snapshot = self.published.load();
+        let zone = &snapshot.zone;
         for (i, choice) in choices.iter().enumerate() {
             if self.last_choice.get(i) == Some(choice) {
                 continue;
@@ -435,11 +538,20 @@ impl Tracker {
                 Choice::Healthy(_) if self.last_choice.get(i).is_some() => {
                     info!(%name, serving = %own, "serving this name's own nodes again")
                 }
-                Choice::FailOpen(s) => error!(
-                    %name,
-                    serving = %s,
-                    "every listed node fails its health check; serving them anyway (fail open)"
-                ),
+                Choice::FailOpen(s) => {
+                    let nodes: Vec<String> =
+                        snapshot.set_nodes(i).map(|ip| ip.to_string()).collect();
+                    let (cause, hint) = self.probe_cause();
+                    self.fail_open_reminder.due(std::time::Instant::now());
+                    error!(
+                        %name,
+                        serving = %s,
+                        nodes = %nodes.join(","),
+                        cause = %cause,
+                        check = hint,
+                        "every listed node fails its health check; serving them anyway (fail open)"
+                    )
+                }
                 Choice::Empty if i > 0 => {
                     warn!(%name, wanted = %own, "no node listed for this name; answering with no address")
                 }
@@ -461,7 +573,9 @@ fn log_changes(old: &Snapshot, new: &Snapshot, source: Option<(&Selector, Socket
     for i in 0..new.zone.name_count() {
         let before: BTreeSet<IpAddr> = old.set_nodes(i).collect();
         let after: BTreeSet<IpAddr> = new.set_nodes(i).collect();
-        if before == after {
+        // Nodes served in fail open are not "added": the fail-open line
+        // names them as failing.
+        if before == after || new.basis(i) == Basis::FailOpen {
             continue;
         }
         let added: Vec<String> = after.difference(&before).map(ToString::to_string).collect();
@@ -475,6 +589,18 @@ fn log_changes(old: &Snapshot, new: &Snapshot, source: Option<(&Selector, Socket
             generation = new.generation,
             "membership changed"
         );
+    }
+}
+
+/// What to check when a probe gets `status` back.
+fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
+    if tls && status == hyper::StatusCode::BAD_REQUEST {
+        "a TLS front end answers 400 when it wants a client certificate: check --client-cert \
+         and --client-key, then the node"
+    } else if status.is_server_error() {
+        "the node reports an error: check its state and its log"
+    } else {
+        "check --alternator-port and --alternator-scheme: is it Alternator's API?"
     }
 }
 
@@ -493,16 +619,21 @@ async fn probe_node(
     loop {
         tokio::time::sleep_until(next).await;
         let started = tokio::time::Instant::now();
-        let (passed, detail) = match probe.probe(health.timeout).await {
-            Ok(status) if status.is_success() => (true, String::new()),
-            Ok(status) => (false, format!("HTTP status {status}")),
-            Err(e) => (false, e.to_string()),
+        let (passed, detail, hint) = match probe.probe(health.timeout).await {
+            Ok(status) if status.is_success() => (true, String::new(), ""),
+            Ok(status) => (
+                false,
+                format!("GET / answered HTTP status {status}"),
+                status_hint(status, probe.is_tls()),
+            ),
+            Err(e) => (false, e.to_string(), e.hint()),
         };
         if tx
             .send(Event::Probe {
                 node,
                 passed,
                 detail,
+                hint,
             })
             .await
             .is_err()

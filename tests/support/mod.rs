@@ -795,3 +795,48 @@ impl Responder {
         http_get(self.metrics_addr()?, "/metrics")
     }
 }
+
+// Added for the degraded-state tests: `/readyz` with its status, and one
+// sample of the metrics.
+
+/// `GET path` over HTTP/1.1: the status code and the body, within 5 s.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+impl Responder {
+    /// `/readyz`: its status code and body.
+    pub fn readyz(&self) -> Option<(u16, String)> {
+        http_status(self.metrics_addr()?, "/readyz")
+    }
+
+    /// The value of metric `name` with `labels` (summed), None without a
+    /// scrape.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        Some(metric_sum(&self.metrics()?, name, labels))
+    }
+
+    /// Waits until metric `name` with `labels` reads `value`.
+    pub fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+        timeout: Duration,
+    ) -> bool {
+        wait_until(timeout, || self.metric(name, labels) == Some(value))
+    }
+}

@@ -1072,3 +1072,38 @@ fn the_common_queries_take_the_fast_path() {
         assert!(compare_paths(&snap, &q, Transport::Udp, &rng), "{q:02x?}");
     }
 }
+
+#[test]
+fn sources_that_may_not_recurse_get_the_refusal_of_a_zone_without_forwarding() {
+    let zone_with = |forwarding| {
+        Arc::new(
+            Zone::new(&ZoneSettings {
+                forwarding,
+                ..ZoneSettings::new("alternator.example.com")
+            })
+            .unwrap(),
+        )
+    };
+    let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    let forwarding = Snapshot::new(1, zone_with(true), NodeSource::Cluster, &[ip]);
+    let plain = Snapshot::new(1, zone_with(false), NodeSource::Cluster, &[ip]);
+    let mut rng = Rng::seed_from_u64(1);
+    let mut reply = Vec::with_capacity(TCP_LIMIT);
+    let outside = query("www.example.org", Rtype::A);
+    assert_eq!(
+        respond(&outside, Transport::Udp, &forwarding, &mut rng, &mut reply),
+        Outcome::Forward
+    );
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let local = respond_local(&outside, transport, &forwarding, &mut rng, &mut reply);
+        assert_eq!(local, Outcome::Reply(Rcode::REFUSED.into()));
+        let (expected_outcome, expected) = ask(&plain, &outside, transport);
+        assert_eq!(local, expected_outcome);
+        assert_eq!(reply, expected, "{transport:?}");
+    }
+    // Names in the zone are answered as usual.
+    let inside = query("alternator.example.com", Rtype::A);
+    let local = respond_local(&inside, Transport::Udp, &forwarding, &mut rng, &mut reply);
+    assert_eq!(local, Outcome::Reply(Rcode::NOERROR.into()));
+    assert_eq!(answers(&reply), vec![ip]);
+}

@@ -147,7 +147,9 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub health_failures: Option<u32>,
 
-    /// TTL of the A/AAAA answers, in seconds [default: 4]
+    /// TTL of the A/AAAA answers, in seconds. Behind caching resolvers 0 balances best:
+    /// each lookup then gets its own random node (README: "Deploying behind resolvers")
+    /// [default: 4]
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<u32>,
 

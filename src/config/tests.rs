@@ -432,3 +432,31 @@ fn the_file_and_the_flags_give_forward_allow_alike() {
     assert!(!c.forward_allow.allows("192.0.2.9".parse().unwrap()));
     assert!(c.forward_allow.allows("198.51.100.9".parse().unwrap()));
 }
+
+#[test]
+fn the_sample_config_loads_and_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/alternator-dns.toml");
+    // Every key is commented out in the sample: the required ones come as flags.
+    let c = Config::load(Some(&path), &options("alternator.example.com", "10.0.0.1")).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let documented: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('#')?.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.contains(char::is_whitespace))
+        .collect();
+    let mut o = options("alternator.example.com", "10.0.0.1");
+    o.forward = vec!["127.0.0.53".into()];
+    o.rate_limit = Some(100);
+    o.user = Some("nobody".into());
+    let effective: toml::Table =
+        toml::from_str(&Config::from_options(o).unwrap().to_toml()).unwrap();
+    let effective_default: toml::Table = toml::from_str(&c.to_toml()).unwrap();
+    assert!(effective.len() > 30, "{effective:?}");
+    for key in effective.keys().chain(effective_default.keys()) {
+        assert!(
+            documented.contains(key.as_str()),
+            "dist/alternator-dns.toml does not show `{key}`"
+        );
+    }
+}

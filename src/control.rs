@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -21,7 +21,6 @@ use crate::forward::{ForwardJob, Forwarder};
 use crate::metrics::{Metrics, ReadyCheck};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::degraded;
-use crate::nodes::membership::Membership;
 use crate::nodes::tracker::{self, TrackerSettings};
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
@@ -152,7 +151,7 @@ async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdo
             shutdown.subscribe(),
         ));
     }
-    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published, None);
+    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published);
     watch_signals(&mut plane, &mut tracker, &shutdown).await;
     tracker.stop.send_replace(true);
     let _ = tracker.task.await;
@@ -242,27 +241,32 @@ fn async_listener(listener: StdTcpListener) -> std::io::Result<tokio::net::TcpLi
     tokio::net::TcpListener::from_std(listener)
 }
 
-/// The running node tracker and the way to stop it.
+/// The running node tracker, the way to reload it, and the way to stop it.
 pub(crate) struct RunningTracker {
     pub(crate) stop: watch::Sender<bool>,
-    pub(crate) task: tokio::task::JoinHandle<Membership>,
+    pub(crate) reloads: mpsc::Sender<tracker::Reload>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 pub(crate) fn spawn_tracker(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: &SharedSnapshot,
-    known: Option<Membership>,
 ) -> RunningTracker {
     let stop = watch::Sender::new(false);
+    let (reloads, reload_rx) = mpsc::channel(1);
     let task = tokio::spawn(tracker::run(
         settings,
         client,
         Arc::clone(published),
-        known,
+        reload_rx,
         stop.subscribe(),
     ));
-    RunningTracker { stop, task }
+    RunningTracker {
+        stop,
+        reloads,
+        task,
+    }
 }
 
 /// SIGINT and SIGTERM shut down; SIGHUP reloads. Returns on shutdown, for
@@ -313,13 +317,26 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
         let _ = notifier.reloading();
     }
     info!(file = %source.path.display(), "SIGHUP received; reloading the configuration");
-    match reload::apply(source, &plane.config, &plane.published, &plane.metrics) {
+    match reload::load(source, &plane.config, &plane.metrics) {
         Ok(applied) => {
-            // The new tracker goes on from what the old one knew: the nodes
-            // to poll and their health, not just the seeds.
-            tracker.stop.send_replace(true);
-            let known = (&mut tracker.task).await.ok();
-            *tracker = spawn_tracker(applied.tracker, applied.client, &plane.published, known);
+            // The tracker, the snapshot's one writer, applies it, going on
+            // from what it knew: the nodes to poll and their health.
+            let (done, generation) = oneshot::channel();
+            let sent = tracker.reloads.send(tracker::Reload {
+                zone: applied.zone,
+                settings: applied.tracker,
+                client: applied.client,
+                applied: done,
+            });
+            let generation = match sent.await {
+                Ok(()) => generation.await.ok(),
+                Err(_) => None,
+            };
+            if generation.is_none() {
+                error!(
+                    "the node tracker has stopped; the new zone and node settings are not applied"
+                );
+            }
             if applied.config.forward_allow != plane.config.forward_allow {
                 plane
                     .policy
@@ -331,7 +348,7 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
             }
             plane.config = applied.config;
             info!(
-                generation = plane.published.load().generation,
+                generation = generation.unwrap_or_default(),
                 "configuration reloaded"
             );
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Config, LogFormat};
+use alternator_dns::config::{Cli, Config, IoMode, LogFormat};
 use alternator_dns::control::Shutdown;
 use alternator_dns::exit;
 use alternator_dns::reload::ReloadSource;
@@ -60,12 +60,9 @@ fn check(config: &Config) -> ExitCode {
              not verified; anyone on the path can impersonate a node"
         );
     }
-    match &plan.uring_unavailable {
-        None => eprintln!("alternator-dns: UDP I/O backend: {}", plan.backend.name()),
-        Some(reason) => eprintln!(
-            "alternator-dns: io_uring is unavailable ({reason}); {} would be used",
-            plan.backend.name()
-        ),
+    eprintln!("alternator-dns: UDP I/O backend: {}", plan.backend.name());
+    if config.io == IoMode::Auto {
+        eprintln!("alternator-dns: {}", server::AUTO_CHOICE);
     }
     if let Some(summary) = config.forwarding_summary() {
         eprintln!("alternator-dns: {summary}");

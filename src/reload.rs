@@ -2,9 +2,10 @@
 //! serving.
 //!
 //! Served names, seeds, TTL, answer mode, SOA, the Alternator scheme and TLS
-//! files, refresh and health settings take effect at once: a new zone and
-//! snapshot are swapped in (each name keeps the nodes it served), then the
-//! node tracker restarts with the new settings. The sources that may recurse
+//! files, refresh and health settings take effect at once: this module loads
+//! and checks them, and the node tracker, the only writer of the snapshot,
+//! applies them ([`Reload`](crate::nodes::tracker::Reload)): a snapshot of the new zone in which
+//! each name keeps the nodes it served, then the new rules. The sources that may recurse
 //! (`--forward-allow`) are swapped in too, for UDP and TCP alike. Workers
 //! never stop answering: they read whichever snapshot is current. Settings
 //! bound to sockets, threads or privileges (listen addresses, CPUs, I/O
@@ -13,7 +14,6 @@
 //! one is reported and the running value kept. A file that does not load, or
 //! does not validate, changes nothing.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,7 +25,6 @@ use crate::dns::{Zone, ZoneError};
 use crate::metrics::Metrics;
 use crate::nodes::client::{AlternatorClient, ClientError};
 use crate::nodes::tracker::TrackerSettings;
-use crate::nodes::{Basis, SharedSnapshot, Snapshot};
 
 /// Where the configuration is re-read from: the file, and the command-line
 /// flags that still override it.
@@ -48,21 +47,21 @@ pub enum ReloadError {
     NoSeeds(String),
 }
 
-/// What a successful reload hands back for the tracker's restart.
-pub struct Applied {
+/// What a successful reload hands back: the new configuration, and what the
+/// tracker applies.
+pub struct Loaded {
     pub config: Config,
+    pub zone: Arc<Zone>,
     pub tracker: TrackerSettings,
     pub client: AlternatorClient,
 }
 
-/// Loads and checks the file; on success swaps in a snapshot with the new
-/// zone and returns what the tracker must restart with.
-pub fn apply(
+/// Loads and checks the file, and builds what the running server needs of it.
+pub fn load(
     source: &ReloadSource,
     running: &Config,
-    published: &SharedSnapshot,
     metrics: &Arc<Metrics>,
-) -> Result<Applied, ReloadError> {
+) -> Result<Loaded, ReloadError> {
     let mut config = Config::load(Some(&source.path), &source.flags)?;
     keep_restart_only(running, &mut config);
     let (seeds, failures) = config.resolve_seeds();
@@ -77,26 +76,9 @@ pub fn apply(
     let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
     let tracker = config.tracker_settings(seeds, Arc::clone(metrics));
 
-    let current = published.load();
-    // Each name keeps what it served; a new name starts with the apex's.
-    let old: Vec<usize> = (0..zone.name_count())
-        .map(|i| {
-            let name = zone.name_text(i);
-            (0..current.zone.name_count())
-                .find(|&j| current.zone.name_text(j) == name)
-                .unwrap_or(0)
-        })
-        .collect();
-    let sets: Vec<Vec<IpAddr>> = old
-        .iter()
-        .map(|&j| current.set_nodes(j).collect())
-        .collect();
-    let bases: Vec<Basis> = old.iter().map(|&j| current.basis(j)).collect();
-    let snapshot =
-        Snapshot::with_sets(current.generation + 1, zone, current.source, &sets).with_bases(&bases);
-    published.store(Arc::new(snapshot));
-    Ok(Applied {
+    Ok(Loaded {
         config,
+        zone,
         tracker,
         client,
     })

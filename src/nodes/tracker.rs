@@ -8,7 +8,11 @@
 //! new immutable [`Snapshot`] and swap it in; it logs each change once.
 //!
 //! Helper tasks report through a channel and never touch shared state, so a
-//! hanging node can delay only its own report, never the tracker.
+//! hanging node can delay only its own report, never the tracker. It is the
+//! only writer of the published snapshot: a reload (SIGHUP) reaches it as a
+//! [`Reload`] carrying the new zone and settings, applied between two events,
+//! so no snapshot is ever built from one configuration's names and another's
+//! zone.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::{Rng as _, SeedableRng};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -26,6 +30,7 @@ use super::membership::{Choice, Membership, NameRule, Selector};
 use super::probe::HealthProbe;
 use super::refresher::{random_seed, PollError, Poller, RefreshSettings};
 use super::snapshot::{Basis, NodeSource, SharedSnapshot, Snapshot};
+use crate::dns::Zone;
 use crate::metrics::{Metrics, Outcome};
 
 /// Longest pause between polling rounds while the cluster is unreachable.
@@ -65,6 +70,17 @@ pub struct TrackerSettings {
     pub metrics: Arc<Metrics>,
 }
 
+/// A new configuration for the running tracker (SIGHUP): the zone to serve
+/// from now on, the tracker's settings, and the client they need.
+pub struct Reload {
+    pub zone: Arc<Zone>,
+    pub settings: TrackerSettings,
+    pub client: AlternatorClient,
+    /// Told the generation of the first snapshot of the new zone once it is
+    /// served.
+    pub applied: oneshot::Sender<u64>,
+}
+
 enum Event {
     Listed {
         selector: Selector,
@@ -75,7 +91,8 @@ enum Event {
         selector: Selector,
         error: PollError,
     },
-    RoundDone,
+    /// The polling round with this number is over.
+    RoundDone(u64),
     Probe {
         node: IpAddr,
         passed: bool,
@@ -85,26 +102,21 @@ enum Event {
     },
 }
 
-/// Runs until `shutdown` turns true.
-/// Runs until `shutdown` turns true, and returns what it knew (the lists and
-/// the probe results) so that a tracker started after a reload goes on from
-/// there instead of from the seeds. `known` is that state from the previous
-/// tracker, if any.
+/// Runs until `shutdown` turns true, applying each [`Reload`] that arrives
+/// on `reloads`; it keeps what it knew (the lists and the probe results)
+/// across reloads, so a new configuration goes on from there instead of from
+/// the seeds.
 pub async fn run(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: SharedSnapshot,
-    known: Option<Membership>,
+    mut reloads: mpsc::Receiver<Reload>,
     mut shutdown: watch::Receiver<bool>,
-) -> Membership {
+) {
     let (tx, mut events) = mpsc::channel(1024);
-    let port = settings.refresh.alternator_port;
-    let mut membership =
-        known.unwrap_or_else(|| Membership::new(settings.health.enabled, settings.health.failures));
-    membership.reconfigure(settings.health.enabled, settings.health.failures);
     let mut tracker = Tracker {
-        port,
-        membership,
+        port: settings.refresh.alternator_port,
+        membership: Membership::new(settings.health.enabled, settings.health.failures),
         selectors: needed_selectors(&settings.names),
         metrics: Arc::clone(&settings.metrics),
         names: settings.names,
@@ -122,31 +134,32 @@ pub async fn run(
         fail_open_reminder: Reminder::default(),
         rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(random_seed()),
     };
-    // Nodes already listed (after a reload) are probed from the start.
-    let listed: Vec<IpAddr> = tracker.membership.all_listed().into_iter().collect();
-    tracker.sync_probers(&listed);
     let mut poller = Some(Poller::new(
         settings.refresh,
         client,
         Arc::clone(&settings.metrics),
     ));
-    let mut round: Option<JoinHandle<Poller>> = None;
+    // The round under way, numbered so that the end of a round abandoned by
+    // a reload is not taken for the end of the next one.
+    let mut round: Option<(u64, JoinHandle<Poller>)> = None;
+    let mut rounds = 0u64;
     let next_round = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_round);
     loop {
         tokio::select! {
             () = &mut next_round, if round.is_none() && poller.is_some() => {
                 if let Some(p) = poller.take() {
+                    rounds += 1;
                     let plan = tracker.round_plan();
-                    round = Some(tokio::spawn(poll_round(p, plan, tx.clone())));
+                    round = Some((rounds, tokio::spawn(poll_round(p, plan, rounds, tx.clone()))));
                 }
             }
             Some(event) = events.recv() => {
-                let Event::RoundDone = event else {
+                let Event::RoundDone(done) = event else {
                     tracker.handle(event);
                     continue;
                 };
-                let Some(handle) = round.take() else { continue };
+                let Some((_, handle)) = round.take_if(|(id, _)| *id == done) else { continue };
                 match handle.await {
                     Ok(p) => {
                         let pause = tracker.after_round(p.settings().interval);
@@ -156,16 +169,27 @@ pub async fn run(
                     Err(e) => error!(error = %e, "the /localnodes poller stopped; membership is frozen"),
                 }
             }
+            Some(reload) = reloads.recv() => {
+                if let Some((_, handle)) = round.take() {
+                    handle.abort();
+                }
+                poller = Some(Poller::new(
+                    reload.settings.refresh.clone(),
+                    reload.client.clone(),
+                    Arc::clone(&reload.settings.metrics),
+                ));
+                tracker.reload(reload);
+                next_round.as_mut().reset(tokio::time::Instant::now());
+            }
             () = stopped(&mut shutdown) => break,
         }
     }
-    if let Some(handle) = round {
+    if let Some((_, handle)) = round {
         handle.abort();
     }
     for (_, prober) in tracker.probers.drain() {
         prober.abort();
     }
-    tracker.membership
 }
 
 /// Waits for shutdown; a `watch::Ref` held across the select would make the
@@ -182,7 +206,12 @@ struct PollPlan {
     others: Vec<IpAddr>,
 }
 
-async fn poll_round(mut poller: Poller, plan: Vec<PollPlan>, tx: mpsc::Sender<Event>) -> Poller {
+async fn poll_round(
+    mut poller: Poller,
+    plan: Vec<PollPlan>,
+    id: u64,
+    tx: mpsc::Sender<Event>,
+) -> Poller {
     for PollPlan {
         selector,
         own,
@@ -201,7 +230,7 @@ async fn poll_round(mut poller: Poller, plan: Vec<PollPlan>, tx: mpsc::Sender<Ev
             return poller;
         }
     }
-    let _ = tx.send(Event::RoundDone).await;
+    let _ = tx.send(Event::RoundDone(id)).await;
     poller
 }
 
@@ -300,8 +329,58 @@ impl Tracker {
                 }
                 self.remind_fail_open();
             }
-            Event::RoundDone => {}
+            Event::RoundDone(_) => {}
         }
+    }
+
+    /// Applies a new configuration: swaps in a snapshot of the new zone in
+    /// which each name keeps the nodes it served (a new name starts with the
+    /// apex's), takes the new rules and settings, restarts the probes with
+    /// the new client, and republishes under the new rules.
+    fn reload(&mut self, reload: Reload) {
+        let Reload {
+            zone,
+            settings,
+            client,
+            applied,
+        } = reload;
+        let current = self.published.load();
+        let old: Vec<usize> = (0..zone.name_count())
+            .map(|i| {
+                let name = zone.name_text(i);
+                (0..current.zone.name_count())
+                    .find(|&j| current.zone.name_text(j) == name)
+                    .unwrap_or(0)
+            })
+            .collect();
+        let sets: Vec<Vec<IpAddr>> = old
+            .iter()
+            .map(|&j| current.set_nodes(j).collect())
+            .collect();
+        let bases: Vec<Basis> = old.iter().map(|&j| current.basis(j)).collect();
+        let snapshot = Snapshot::with_sets(current.generation + 1, zone, current.source, &sets)
+            .with_bases(&bases);
+        let generation = snapshot.generation;
+        self.published.store(Arc::new(snapshot));
+        let _ = applied.send(generation);
+
+        self.port = settings.refresh.alternator_port;
+        self.selectors = needed_selectors(&settings.names);
+        self.names = settings.names;
+        self.health = settings.health;
+        self.metrics = settings.metrics;
+        self.membership
+            .reconfigure(settings.health.enabled, settings.health.failures);
+        self.client = client;
+        for (_, prober) in self.probers.drain() {
+            prober.abort();
+        }
+        self.probe_failures.clear();
+        let listed: Vec<IpAddr> = self.membership.all_listed().into_iter().collect();
+        self.sync_probers(&listed);
+        self.last_choice.clear();
+        self.round_failure = None;
+        self.publish(None);
     }
 
     /// Whether some name still serves a stale list because its nodes were not

@@ -66,7 +66,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Load and check everything start-up loads (seeds resolved, TLS files read,
-    /// --user looked up, io_uring probed), print the effective configuration as
+    /// --user looked up, io_uring probed with --io uring), print the effective configuration as
     /// TOML, and exit: 0 if the server would start (short of binding its
     /// addresses), else the exit status of the real start, with the reason.
     #[arg(long)]

@@ -332,11 +332,13 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
                 Ok(()) => generation.await.ok(),
                 Err(_) => None,
             };
-            if generation.is_none() {
-                error!(
-                    "the node tracker has stopped; the new zone and node settings are not applied"
-                );
-            }
+            let Some(generation) = generation else {
+                error!("the node tracker has stopped; the new configuration is not applied");
+                if let Some(notifier) = &plane.notifier {
+                    let _ = notifier.ready(&status_line(&plane.published));
+                }
+                return;
+            };
             if applied.config.forward_allow != plane.config.forward_allow {
                 plane
                     .policy
@@ -347,10 +349,7 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
                 }
             }
             plane.config = applied.config;
-            info!(
-                generation = generation.unwrap_or_default(),
-                "configuration reloaded"
-            );
+            info!(generation, "configuration reloaded");
         }
         Err(e) => {
             error!(error = %e, "the new configuration is rejected; still serving the old one")

@@ -6,8 +6,8 @@
 //!
 //! # How a UDP query flows
 //! 1. [`io`]: a worker thread pinned to one CPU owns an `SO_REUSEPORT` socket per
-//!    listen address and receives datagrams through io_uring ([`io::uring`]) or
-//!    `recvmmsg` ([`io::mmsg`]).
+//!    listen address and receives datagrams through `recvmmsg` ([`io::mmsg`],
+//!    the default) or io_uring ([`io::uring`], `--io uring`).
 //! 2. [`worker`] hands each datagram to [`dns::answer`], the pure answer path,
 //!    which turns the query bytes, the current [`nodes::Snapshot`] and the
 //!    worker's random generator into reply bytes.
@@ -15,11 +15,13 @@
 //!
 //! # Where membership changes enter
 //! [`nodes::tracker`], on the control-plane thread ([`control`]), is the one
-//! place: it takes `/localnodes` lists ([`nodes::refresher`]) and health probe
-//! results ([`nodes::probe`], one kept connection per node), applies the rules of [`nodes::membership`] (listed AND healthy,
-//! rack -> datacenter -> default fallback, fail open), and publishes a new
-//! immutable [`nodes::Snapshot`] through `arc-swap`; workers pick it up on
-//! their next packet without locking.
+//! place and the snapshot's only writer: it takes `/localnodes` lists
+//! ([`nodes::refresher`]), health probe results ([`nodes::probe`], one kept
+//! connection per node) and reloads (SIGHUP: [`reload`] loads the file, the
+//! tracker applies it), applies the rules of [`nodes::membership`] (listed
+//! AND healthy, rack -> datacenter -> default fallback, fail open), and
+//! publishes a new immutable [`nodes::Snapshot`] through `arc-swap`; workers
+//! pick it up on their next packet without locking.
 //!
 //! # The rest
 //! - [`config`]: flags and TOML, checked once into a [`config::Config`];

@@ -63,7 +63,19 @@ pub fn load(
     metrics: &Arc<Metrics>,
 ) -> Result<Loaded, ReloadError> {
     let mut config = Config::load(Some(&source.path), &source.flags)?;
-    keep_restart_only(running, &mut config);
+    if config.listen != running.listen {
+        // What derives from the listen addresses (the default --ns) must
+        // follow the sockets actually bound, which a reload keeps.
+        let flags = Options {
+            listen: running.listen.clone(),
+            ..source.flags.clone()
+        };
+        let kept = Config::load(Some(&source.path), &flags)?;
+        keep_restart_only(running, &mut config);
+        config.zone.ns = kept.zone.ns;
+    } else {
+        keep_restart_only(running, &mut config);
+    }
     let (seeds, failures) = config.resolve_seeds();
     for failure in &failures {
         warn!(seed = %failure, "--seed not resolved; ignoring it");

@@ -12,7 +12,7 @@ from .common import (ALTERNATOR, BINARY, SIM_BINARY, CHURN_REFRESH, DOMAIN, LOOP
 
 # The `default` server logs at warn like the others, except the start-up lines of these
 # modules (once, at start): the "alternator-dns ready ... backend=..." line says which
-# I/O backend `auto` chose, and a fallback to recvmmsg is a warning of the same module.
+# I/O backend `auto` chose, and the line before it why.
 DEFAULT_LOG_LEVEL = "warn,alternator_dns::server=info,alternator_dns::io=info"
 
 

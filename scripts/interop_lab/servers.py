@@ -70,7 +70,9 @@ class Binary:
 
 
 class Sim:
-    """alternator-dns sim with --control-stdin, run in the lab namespace."""
+    """The simulated cluster (`alternator-sim cluster --control-stdin`, or the `sim`
+    subcommand of builds from before it had a crate of its own), run in the lab
+    namespace."""
 
     def __init__(self, lab, binary, name, nodes):
         self.name = name

@@ -20,7 +20,11 @@ impl Config {
         let mut warnings = Vec::new();
         let zone = &self.zone;
         let servers: Vec<(&str, Vec<IpAddr>)> = zone.ns.iter().map(|spec| split_ns(spec)).collect();
-        if servers.len() < 2 {
+        let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
+        let mut distinct: Vec<String> = servers.iter().map(|(n, _)| canonical(n)).collect();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() < 2 {
             warnings.push(format!(
                 "--ns: one name server ({}); resolvers need a second when it is down, and zone \
                  checkers ask for two (RFC 1034 4.1): run another instance and give every \
@@ -41,7 +45,6 @@ impl Config {
             }
         }
         if let Some(mname) = &zone.soa_mname {
-            let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
             if !servers
                 .iter()
                 .any(|(n, _)| canonical(n) == canonical(mname))
@@ -157,6 +160,9 @@ mod tests {
     fn each_problem_is_named_with_its_option() {
         let warns = |edit: fn(&mut Options)| config(edit).resolver_warnings().join("\n");
         assert!(warns(|o| o.ns.truncate(1)).contains("--ns: one name server (ns1.alt.example)"));
+        // The same name twice is one name server.
+        assert!(warns(|o| o.ns[1] = "NS1.alt.example.=192.0.2.9".into())
+            .contains("--ns: one name server"));
         assert!(warns(|o| o.ns[1] = "ns2.alt.example=127.0.0.1".into())
             .contains("--ns ns2.alt.example: address 127.0.0.1 is loopback"));
         assert!(warns(|o| o.soa_mname = Some("other.example".into())).contains("--soa-mname"));

@@ -357,20 +357,18 @@ impl Zone {
     /// they change every few seconds and no zone is transferred. FNV-1a, so
     /// the value is stable across builds and versions.
     fn set_serial(&mut self) {
-        let mut text = String::new();
-        for name in &self.names {
-            text.push_str(&format!("name {name}\n"));
-        }
+        // Sorted, so that the order of --name and --ns does not matter.
+        let mut lines: Vec<String> = self.names.iter().map(|n| format!("name {n}")).collect();
         for ns in &self.ns {
-            text.push_str(&format!("ns {}", ns.name));
-            for ip in &ns.v4 {
-                text.push_str(&format!(" {ip}"));
-            }
-            for ip in &ns.v6 {
-                text.push_str(&format!(" {ip}"));
-            }
-            text.push('\n');
+            let mut addrs: Vec<String> = (ns.v4.iter().map(ToString::to_string))
+                .chain(ns.v6.iter().map(ToString::to_string))
+                .collect();
+            addrs.sort();
+            lines.push(format!("ns {} {}", ns.name, addrs.join(" ")));
         }
+        lines.sort();
+        let mut text = lines.join("\n");
+        text.push('\n');
         let soa = &self.soa;
         text.push_str(&format!(
             "soa {} {} {} {} {} {} {}\nttl {}\n",
@@ -474,10 +472,6 @@ impl Zone {
             return Place::EmptyNonTerminal;
         }
         Place::Missing
-    }
-
-    pub fn answers(&self) -> AnswerMode {
-        self.answers
     }
 
     /// The name servers, as `NAME` or `NAME=ADDR,...` with a trailing dot.
@@ -737,6 +731,17 @@ mod tests {
             .with_names(&["dc2.alt.example".into()])
             .unwrap();
         assert_ne!(with_name.serial(), serial(&base));
+        // The order in which names and name servers are given does not matter.
+        let two_ns = |ns: [&str; 2]| ZoneSettings {
+            ns: ns.iter().map(|s| s.to_string()).collect(),
+            // The SOA MNAME defaults to the first NS: the same for both.
+            soa_mname: Some("ns1.alt.example".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            serial(&two_ns(["ns1.alt.example=127.0.0.1,::1", "ns.example.net"])),
+            serial(&two_ns(["ns.example.net", "ns1.alt.example=::1,127.0.0.1"]))
+        );
         // What is not zone data leaves it alone.
         let same = [
             ZoneSettings {

@@ -141,6 +141,15 @@ impl Membership {
         self.failures_to_down = failures_to_down.max(1);
     }
 
+    /// Forgets the lists of selectors no served name needs any more (after a
+    /// reload) and the health of nodes no remaining list names.
+    pub fn keep_only(&mut self, selectors: &[Selector]) {
+        self.listed
+            .retain(|selector, _| selectors.contains(selector));
+        let all = self.all_listed();
+        self.health.retain(|ip, _| all.contains(ip));
+    }
+
     /// Records the latest good list for a selector; returns the nodes it added
     /// to the set of probed nodes (new nodes start unknown: not served until
     /// a probe passes).

@@ -113,7 +113,7 @@ pub async fn run(
     mut reloads: mpsc::Receiver<Reload>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (tx, mut events) = mpsc::channel(1024);
+    let (mut tx, mut events) = mpsc::channel(1024);
     let mut tracker = Tracker {
         port: settings.refresh.alternator_port,
         membership: Membership::new(settings.health.enabled, settings.health.failures),
@@ -178,6 +178,11 @@ pub async fn run(
                     reload.client.clone(),
                     Arc::clone(&reload.settings.metrics),
                 ));
+                // A fresh channel: what the aborted round and probers had
+                // queued, under the old settings, is dropped with the old one.
+                let (new_tx, new_events) = mpsc::channel(1024);
+                (tx, events) = (new_tx.clone(), new_events);
+                tracker.tx = new_tx;
                 tracker.reload(reload);
                 next_round.as_mut().reset(tokio::time::Instant::now());
             }
@@ -371,6 +376,7 @@ impl Tracker {
         self.metrics = settings.metrics;
         self.membership
             .reconfigure(settings.health.enabled, settings.health.failures);
+        self.membership.keep_only(&self.selectors);
         self.client = client;
         for (_, prober) in self.probers.drain() {
             prober.abort();

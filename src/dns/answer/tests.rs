@@ -256,6 +256,32 @@ fn ns_answers_carry_the_name_servers_addresses_which_are_answered_too() {
 }
 
 #[test]
+fn name_server_addresses_that_do_not_fit_are_left_out_without_tc() {
+    // Twelve NS records fit in 512 bytes; their 24 addresses do not.
+    let ns: Vec<String> = (1..=12)
+        .map(|i| format!("ns{i}.alternator.example.com=192.0.2.{i},2001:db8::{i}"))
+        .collect();
+    let zone = Zone::new(&ZoneSettings {
+        ns,
+        ..ZoneSettings::new("alternator.example.com")
+    })
+    .unwrap();
+    let snap = Snapshot::new(1, Arc::new(zone), NodeSource::Cluster, &[]);
+    let q = query("alternator.example.com", Rtype::NS);
+    let (outcome, reply) = ask(&snap, &q, Transport::Udp);
+    assert_eq!(outcome, Outcome::Reply(Rcode::NOERROR.into()));
+    assert!(reply.len() <= CLASSIC_UDP_LIMIT, "{} bytes", reply.len());
+    let msg = Message::from_octets(&reply[..]).unwrap();
+    assert!(!msg.header().tc(), "optional addresses never set TC");
+    let counts = msg.header_counts();
+    assert_eq!((counts.ancount(), counts.arcount()), (12, 0));
+    // Over TCP all of them go.
+    let (_, reply) = ask(&snap, &q, Transport::Tcp);
+    let counts = Message::from_octets(&reply[..]).unwrap().header_counts();
+    assert_eq!((counts.ancount(), counts.arcount()), (12, 24));
+}
+
+#[test]
 fn queries_without_rd_get_the_resolver_answer_mode() {
     let nodes: Vec<IpAddr> = (1..=6).map(|i| IpAddr::from([10, 0, 0, i])).collect();
     let zone = Zone::new(&ZoneSettings {

@@ -310,9 +310,10 @@ fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
 }
 
 /// What `--io auto` chooses, and why (logged at start, printed by `--check`).
-pub const AUTO_CHOICE: &str = "--io auto: recvmmsg/sendmmsg, measured at the kernel's floor \
-    from 10,000 queries a second to the maximum, where io_uring cost up to 1.18 times as \
-    much CPU per query (benches/README.md); --io uring chooses io_uring";
+pub const AUTO_CHOICE: &str = "--io auto: recvmmsg/sendmmsg, measured within a few percent \
+    of the kernel's floor (0.98-1.07x) from 10,000 queries a second to the maximum, where \
+    io_uring cost up to 1.18 times as much CPU per query (benches/README.md); --io uring \
+    chooses io_uring";
 
 /// The backend for `mode`; `uring` probes the kernel once.
 fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {

@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -203,27 +202,6 @@ fn ask_from(source: IpAddr, server: (SocketAddr, SocketAddr), name: &str) -> (Re
         udp.unwrap_or_else(|| panic!("no UDP reply to {source} for {name}")),
         tcp.unwrap_or_else(|| panic!("no TCP reply to {source} for {name}")),
     )
-}
-
-/// One A query over TCP from `source`.
-fn tcp_query_from(source: IpAddr, server: SocketAddr, name: &str) -> Option<Reply> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
-    socket
-        .connect_timeout(&server.into(), Duration::from_secs(5))
-        .ok()?;
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let query = build_query(0x4747, name, Rtype::A);
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&query);
-    stream.write_all(&framed).ok()?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).ok()?;
-    let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut bytes).ok()?;
-    Reply::parse(bytes)
 }
 
 fn forwarded(reply: &Reply) -> bool {

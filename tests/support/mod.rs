@@ -757,19 +757,7 @@ pub fn proc_cpu_time(pid: u32) -> Option<Duration> {
 /// `GET path` over HTTP/1.1 with `Connection: close`; the body of a 200
 /// answer, within 5 s.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    http_status(addr, path).and_then(|(status, body)| (status == 200).then_some(body))
 }
 
 /// The sum of the samples of metric `name` in Prometheus text `text` whose
@@ -795,9 +783,6 @@ impl Responder {
         http_get(self.metrics_addr()?, "/metrics")
     }
 }
-
-// Added for the degraded-state tests: `/readyz` with its status, and one
-// sample of the metrics.
 
 /// `GET path` over HTTP/1.1: the status code and the body, within 5 s.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -839,4 +824,26 @@ impl Responder {
     ) -> bool {
         wait_until(timeout, || self.metric(name, labels) == Some(value))
     }
+}
+
+/// One A query for `name` over TCP from `source` (a loopback address of the
+/// test's own), within 5 s.
+pub fn tcp_query_from(source: IpAddr, server: SocketAddr, name: &str) -> Option<Reply> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
+    socket
+        .connect_timeout(&server.into(), Duration::from_secs(5))
+        .ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let query = build_query(0x4747, name, Rtype::A);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut bytes).ok()?;
+    Reply::parse(bytes)
 }

@@ -614,7 +614,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => Options::default(),
         };
-        Config::from_options(merge(from_file, flags.clone()))
+        Config::from_options(merge(from_file, flags.clone())?)
     }
 
     /// Validates merged options; `available_cpus` come from the process's affinity mask.
@@ -934,66 +934,16 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
 }
 
 /// Flags win over the file; a repeatable flag given at all replaces the file's list.
-fn merge(file: Options, flags: Options) -> Options {
-    fn list<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
-        if flag.is_empty() {
-            file
-        } else {
-            flag
-        }
-    }
-    Options {
-        listen: list(flags.listen, file.listen),
-        domain: flags.domain.or(file.domain),
-        names: list(flags.names, file.names),
-        ca_file: flags.ca_file.or(file.ca_file),
-        client_cert: flags.client_cert.or(file.client_cert),
-        client_key: flags.client_key.or(file.client_key),
-        tls_server_name: flags.tls_server_name.or(file.tls_server_name),
-        tls_insecure_skip_verify: flags
-            .tls_insecure_skip_verify
-            .or(file.tls_insecure_skip_verify),
-        health_check: flags.health_check.or(file.health_check),
-        health_interval: flags.health_interval.or(file.health_interval),
-        health_timeout: flags.health_timeout.or(file.health_timeout),
-        health_failures: flags.health_failures.or(file.health_failures),
-        seed: list(flags.seed, file.seed),
-        alternator_port: flags.alternator_port.or(file.alternator_port),
-        alternator_scheme: flags.alternator_scheme.or(file.alternator_scheme),
-        ttl: flags.ttl.or(file.ttl),
-        answers: flags.answers.or(file.answers),
-        resolver_answers: flags.resolver_answers.or(file.resolver_answers),
-        refresh_interval: flags.refresh_interval.or(file.refresh_interval),
-        refresh_timeout: flags.refresh_timeout.or(file.refresh_timeout),
-        threads: flags.threads.or(file.threads),
-        cpus: flags.cpus.or(file.cpus),
-        io: flags.io.or(file.io),
-        ns: list(flags.ns, file.ns),
-        soa_mname: flags.soa_mname.or(file.soa_mname),
-        soa_rname: flags.soa_rname.or(file.soa_rname),
-        soa_ttl: flags.soa_ttl.or(file.soa_ttl),
-        soa_refresh: flags.soa_refresh.or(file.soa_refresh),
-        soa_retry: flags.soa_retry.or(file.soa_retry),
-        soa_expire: flags.soa_expire.or(file.soa_expire),
-        soa_minimum: flags.soa_minimum.or(file.soa_minimum),
-        edns_udp_size: flags.edns_udp_size.or(file.edns_udp_size),
-        tcp_idle_timeout: flags.tcp_idle_timeout.or(file.tcp_idle_timeout),
-        tcp_max_connections: flags.tcp_max_connections.or(file.tcp_max_connections),
-        forward: list(flags.forward, file.forward),
-        forward_timeout: flags.forward_timeout.or(file.forward_timeout),
-        forward_max_outstanding: flags
-            .forward_max_outstanding
-            .or(file.forward_max_outstanding),
-        forward_allow: list(flags.forward_allow, file.forward_allow),
-        metrics_listen: flags.metrics_listen.or(file.metrics_listen),
-        user: flags.user.or(file.user),
-        allow: list(flags.allow, file.allow),
-        denied: flags.denied.or(file.denied),
-        rate_limit: flags.rate_limit.or(file.rate_limit),
-        rate_limit_slip: flags.rate_limit_slip.or(file.rate_limit_slip),
-        log_format: flags.log_format.or(file.log_format),
-        log_level: flags.log_level.or(file.log_level),
-    }
+///
+/// Done on the TOML form of both, where an option not given is absent (`None`
+/// and empty lists are not serialised), so a new option needs no line here.
+fn merge(file: Options, flags: Options) -> Result<Options, ConfigError> {
+    let internal = |e: &dyn std::fmt::Display| {
+        ConfigError::Invalid(format!("cannot merge the flags over the file: {e}"))
+    };
+    let mut merged = toml::Table::try_from(&file).map_err(|e| internal(&e))?;
+    merged.extend(toml::Table::try_from(&flags).map_err(|e| internal(&e))?);
+    merged.try_into().map_err(|e| internal(&e))
 }
 
 /// Splits the configured names into the further names (below the apex) and

@@ -460,3 +460,30 @@ fn the_sample_config_loads_and_documents_every_key() {
         );
     }
 }
+
+#[test]
+fn flags_replace_what_they_give_and_keep_every_other_key_of_the_file() {
+    let mut o = options("alt.example", "10.0.0.1");
+    o.forward = vec!["127.0.0.53".into()];
+    o.rate_limit = Some(100);
+    o.answers = Some(AnswerMode::All);
+    let file: Options = toml::from_str(&Config::from_options(o).unwrap().to_toml()).unwrap();
+    let flags = Options {
+        ttl: Some(9),
+        seed: vec!["10.9.9.9".into(), "10.9.9.8".into()],
+        ..Options::default()
+    };
+    let merged = merge(file.clone(), flags).unwrap();
+    assert_eq!(merged.ttl, Some(9));
+    assert_eq!(merged.seed, ["10.9.9.9", "10.9.9.8"]);
+    let table = |o: &Options| toml::Table::try_from(o).unwrap();
+    let (mut want, got) = (table(&file), table(&merged));
+    want.insert("ttl".into(), 9.into());
+    want.insert("seed".into(), toml::Value::try_from(&merged.seed).unwrap());
+    assert_eq!(got, want);
+    // No flag at all: the file as it is.
+    assert_eq!(
+        table(&merge(file.clone(), Options::default()).unwrap()),
+        table(&file)
+    );
+}

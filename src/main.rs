@@ -44,13 +44,13 @@ fn serve(cli: &Cli) -> ExitCode {
 /// would warn about on stderr.
 fn check(config: &Config) -> ExitCode {
     print!("{}", config.to_toml());
-    for warning in config.resolver_warnings() {
-        eprintln!("alternator-dns: warning: {warning}");
-    }
     let plan = match server::plan(config) {
         Ok(plan) => plan,
         Err(e) => return failed(&e),
     };
+    for warning in config.resolver_warnings(&plan.zone) {
+        eprintln!("alternator-dns: warning: {warning}");
+    }
     for failure in &plan.unresolved {
         eprintln!("alternator-dns: warning: --seed not resolved, ignored: {failure}");
     }

@@ -164,7 +164,7 @@ pub fn run(
         ns = %zone.name_servers().join(" "),
         "zone built"
     );
-    for warning in config.resolver_warnings() {
+    for warning in config.resolver_warnings(&zone) {
         warn!("{warning}");
     }
     let published = first_snapshot(zone, &seeds);

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use super::Config;
 use crate::dns::zone::{DEFAULT_EDNS_UDP_SIZE, DEFAULT_SOA_MINIMUM};
+use crate::dns::Zone;
 
 /// Zonemaster's limits for the SOA timers (ZONE02 to ZONE06).
 const CHECKER_MIN_REFRESH: u32 = 14_400;
@@ -16,39 +17,35 @@ const CHECKER_MAX_MINIMUM: u32 = 86_400;
 
 impl Config {
     /// One sentence per problem, each naming the option to change.
-    pub fn resolver_warnings(&self) -> Vec<String> {
+    /// `zone` is the zone built from this configuration, whose name servers
+    /// are already parsed and merged by name.
+    pub fn resolver_warnings(&self, zone: &Zone) -> Vec<String> {
         let mut warnings = Vec::new();
-        let zone = &self.zone;
-        let servers: Vec<(&str, Vec<IpAddr>)> = zone.ns.iter().map(|spec| split_ns(spec)).collect();
-        let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
-        let mut distinct: Vec<String> = servers.iter().map(|(n, _)| canonical(n)).collect();
-        distinct.sort();
-        distinct.dedup();
-        if distinct.len() < 2 {
+        let settings = &self.zone;
+        if zone.ns.len() < 2 {
             warnings.push(format!(
                 "--ns: one name server ({}); resolvers need a second when it is down, and zone \
                  checkers ask for two (RFC 1034 4.1): run another instance and give every \
                  instance both with --ns",
-                servers.first().map_or("none", |s| s.0)
+                zone.ns
+                    .first()
+                    .map_or("none".into(), |ns| ns.name.to_string())
             ));
         }
         let public_listener = self.listen.iter().any(|a| !a.ip().is_loopback());
-        for (name, addrs) in &servers {
-            for ip in addrs
-                .iter()
-                .filter(|ip| ip.is_loopback() && public_listener)
-            {
+        for ns in &zone.ns {
+            let addrs = (ns.v4.iter().map(|ip| IpAddr::V4(*ip)))
+                .chain(ns.v6.iter().map(|ip| IpAddr::V6(*ip)));
+            for ip in addrs.filter(|ip| ip.is_loopback() && public_listener) {
                 warnings.push(format!(
-                    "--ns {name}: address {ip} is loopback, but this server listens beyond it; \
-                     resolvers on other machines that follow the NS records cannot reach {ip}"
+                    "--ns {}: address {ip} is loopback, but this server listens beyond it; \
+                     resolvers on other machines that follow the NS records cannot reach {ip}",
+                    ns.name
                 ));
             }
         }
-        if let Some(mname) = &zone.soa_mname {
-            if !servers
-                .iter()
-                .any(|(n, _)| canonical(n) == canonical(mname))
-            {
+        if let Some(mname) = &settings.soa_mname {
+            if !zone.ns.iter().any(|ns| ns.name == *zone.soa.mname()) {
                 warnings.push(format!(
                     "--soa-mname {mname} is not one of the --ns names; zone checkers expect \
                      the SOA MNAME to be an authoritative server of the zone"
@@ -56,17 +53,17 @@ impl Config {
             }
         }
         warnings.extend(soa_timer_warnings(
-            zone.soa_refresh,
-            zone.soa_retry,
-            zone.soa_expire,
-            zone.soa_minimum,
+            settings.soa_refresh,
+            settings.soa_retry,
+            settings.soa_expire,
+            settings.soa_minimum,
         ));
-        if zone.edns_udp_size > DEFAULT_EDNS_UDP_SIZE {
+        if settings.edns_udp_size > DEFAULT_EDNS_UDP_SIZE {
             warnings.push(format!(
                 "--edns-udp-size {}: UDP answers above {DEFAULT_EDNS_UDP_SIZE} bytes may be \
                  fragmented, and resolvers behind firewalls that drop fragments time out \
                  instead of retrying over TCP (DNS Flag Day 2020)",
-                zone.edns_udp_size
+                settings.edns_udp_size
             ));
         }
         if self.forward.is_some() {
@@ -84,21 +81,6 @@ impl Config {
             }
         }
         warnings
-    }
-}
-
-/// `NAME` or `NAME=ADDR,...` into the name and the addresses that parse
-/// (the zone has rejected the others already).
-fn split_ns(spec: &str) -> (&str, Vec<IpAddr>) {
-    match spec.split_once('=') {
-        Some((name, addrs)) => (
-            name.trim(),
-            addrs
-                .split(',')
-                .filter_map(|a| a.trim().parse().ok())
-                .collect(),
-        ),
-        None => (spec.trim(), Vec::new()),
     }
 }
 
@@ -151,14 +133,20 @@ mod tests {
         Config::from_options(o).unwrap()
     }
 
+    fn warnings(c: &Config) -> Vec<String> {
+        let (extra, _) = c.name_rules();
+        let zone = Zone::new(&c.zone).unwrap().with_names(&extra).unwrap();
+        c.resolver_warnings(&zone)
+    }
+
     #[test]
     fn the_defaults_with_two_name_servers_draw_no_warning() {
-        assert_eq!(config(|_| {}).resolver_warnings(), Vec::<String>::new());
+        assert_eq!(warnings(&config(|_| {})), Vec::<String>::new());
     }
 
     #[test]
     fn each_problem_is_named_with_its_option() {
-        let warns = |edit: fn(&mut Options)| config(edit).resolver_warnings().join("\n");
+        let warns = |edit: fn(&mut Options)| warnings(&config(edit)).join("\n");
         assert!(warns(|o| o.ns.truncate(1)).contains("--ns: one name server (ns1.alt.example)"));
         // The same name twice is one name server.
         assert!(warns(|o| o.ns[1] = "NS1.alt.example.=192.0.2.9".into())
@@ -184,6 +172,6 @@ mod tests {
             o.listen = vec!["127.0.0.1:5353".parse().unwrap()];
             o.ns = vec!["ns1.alt.example=127.0.0.1".into(), "ns.example.net".into()];
         });
-        assert_eq!(c.resolver_warnings(), Vec::<String>::new());
+        assert_eq!(warnings(&c), Vec::<String>::new());
     }
 }

@@ -116,16 +116,7 @@ impl HealthProbe {
     async fn exchange(&mut self) -> Result<StatusCode, FetchError> {
         if let Some(mut stream) = self.kept.take() {
             if is_idle_and_open(&mut stream) {
-                let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
-                match exchange_on(
-                    &mut stream,
-                    &self.request,
-                    &mut self.buf,
-                    self.max_body,
-                    tls,
-                )
-                .await
-                {
+                match self.exchange_over(&mut stream).await {
                     Ok(done) => return Ok(self.keep_if(stream, done)),
                     // Open when checked, closed under the request: sent
                     // once more on a new connection, below.
@@ -135,20 +126,17 @@ impl HealthProbe {
             }
         }
         let mut stream = self.connect().await?;
-        let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
-        match exchange_on(
-            &mut stream,
-            &self.request,
-            &mut self.buf,
-            self.max_body,
-            tls,
-        )
-        .await
-        {
+        match self.exchange_over(&mut stream).await {
             Ok(done) => Ok(self.keep_if(stream, done)),
             Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Request(detail)),
             Err(Failure::Fetch(e)) => Err(e),
         }
+    }
+
+    /// One request and its response on `stream`.
+    async fn exchange_over(&mut self, stream: &mut Stream) -> Result<Exchanged, Failure> {
+        let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
+        exchange_on(stream, &self.request, &mut self.buf, self.max_body, tls).await
     }
 
     /// Whether this probe speaks HTTPS.

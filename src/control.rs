@@ -21,7 +21,8 @@ use crate::forward::{ForwardJob, Forwarder};
 use crate::metrics::{Metrics, ReadyCheck};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::degraded;
-use crate::nodes::tracker::{self, TrackerSettings};
+use crate::nodes::driver::{self, Reload};
+use crate::nodes::tracker::TrackerSettings;
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
 use crate::reload::{self, ReloadSource};
@@ -244,7 +245,7 @@ fn async_listener(listener: StdTcpListener) -> std::io::Result<tokio::net::TcpLi
 /// The running node tracker, the way to reload it, and the way to stop it.
 pub(crate) struct RunningTracker {
     pub(crate) stop: watch::Sender<bool>,
-    pub(crate) reloads: mpsc::Sender<tracker::Reload>,
+    pub(crate) reloads: mpsc::Sender<Reload>,
     pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
@@ -255,7 +256,7 @@ pub(crate) fn spawn_tracker(
 ) -> RunningTracker {
     let stop = watch::Sender::new(false);
     let (reloads, reload_rx) = mpsc::channel(1);
-    let task = tokio::spawn(tracker::run(
+    let task = tokio::spawn(driver::run(
         settings,
         client,
         Arc::clone(published),
@@ -322,7 +323,7 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
             // The tracker, the snapshot's one writer, applies it, going on
             // from what it knew: the nodes to poll and their health.
             let (done, generation) = oneshot::channel();
-            let sent = tracker.reloads.send(tracker::Reload {
+            let sent = tracker.reloads.send(Reload {
                 zone: applied.zone,
                 settings: applied.tracker,
                 client: applied.client,

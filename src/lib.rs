@@ -14,18 +14,22 @@
 //! 3. The backend sends the reply from the same socket, batched with others.
 //!
 //! # Where membership changes enter
-//! [`nodes::tracker`], on the control-plane thread ([`control`]), is the one
-//! place and the snapshot's only writer: it takes `/localnodes` lists
-//! ([`nodes::refresher`]), health probe results ([`nodes::probe`], one kept
-//! connection per node) and reloads (SIGHUP: [`reload`] loads the file, the
-//! tracker applies it), applies the rules of [`nodes::membership`] (listed
-//! AND healthy, rack -> datacenter -> default fallback, fail open), and
-//! publishes a new immutable [`nodes::Snapshot`] through `arc-swap`; workers
-//! pick it up on their next packet without locking.
+//! Three files, on the control-plane thread ([`control`]):
+//! 1. [`nodes::refresher`] asks a node for `GET /localnodes` (one polling
+//!    round per refresh interval); health probes ([`nodes::probe`], one kept
+//!    connection per node) check each listed node.
+//! 2. [`nodes::driver`], the one task that writes the snapshot, runs the
+//!    rounds and the probers and feeds each result, as an event with the
+//!    time, to the tracker; SIGHUP reaches it too ([`reload`] loads the file).
+//! 3. [`nodes::tracker`], a state machine without I/O, applies the rules of
+//!    [`nodes::membership`] (listed AND healthy, rack -> datacenter -> default
+//!    fallback, fail open) and asks the driver to publish a new immutable
+//!    [`nodes::Snapshot`] through `arc-swap`; workers pick it up on their next
+//!    packet without locking.
 //!
 //! # The rest
 //! - [`config`]: flags and TOML, checked once into a [`config::Config`];
-//!   [`server::plan`] builds from it what start-up and `--check` both need;
+//!   [`plan`] builds from it what start-up, `--check` and a reload run;
 //!   [`exit`]: the exit status of each kind of failure.
 //! - [`server`]: start-up order, worker threads, shutdown.
 //! - [`tcp`]: DNS over TCP on the control plane.
@@ -46,6 +50,7 @@ pub mod io;
 pub mod metrics;
 pub mod nodes;
 pub mod notify;
+pub mod plan;
 pub mod privileges;
 pub mod reload;
 pub mod rrl;

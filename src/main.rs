@@ -8,6 +8,7 @@ use clap::Parser;
 use alternator_dns::config::{Cli, Config, IoMode, LogFormat};
 use alternator_dns::control::Shutdown;
 use alternator_dns::exit;
+use alternator_dns::plan::{Plan, AUTO_CHOICE};
 use alternator_dns::reload::ReloadSource;
 use alternator_dns::server::{self, RunError};
 
@@ -40,18 +41,18 @@ fn serve(cli: &Cli) -> ExitCode {
 }
 
 /// `--check`: everything start-up loads, through the same assembly
-/// ([`server::plan`]); the effective configuration on stdout, what start-up
+/// ([`Plan::build`]); the effective configuration on stdout, what start-up
 /// would warn about on stderr.
 fn check(config: &Config) -> ExitCode {
     print!("{}", config.to_toml());
-    let plan = match server::plan(config) {
+    let plan = match Plan::build(config) {
         Ok(plan) => plan,
-        Err(e) => return failed(&e),
+        Err(e) => return failed(&e.into()),
     };
-    for warning in config.resolver_warnings(&plan.zone) {
+    for warning in config.resolver_warnings(&plan.nodes.zone) {
         eprintln!("alternator-dns: warning: {warning}");
     }
-    for failure in &plan.unresolved {
+    for failure in &plan.nodes.unresolved {
         eprintln!("alternator-dns: warning: --seed not resolved, ignored: {failure}");
     }
     if config.tls.insecure_skip_verify {
@@ -62,7 +63,7 @@ fn check(config: &Config) -> ExitCode {
     }
     eprintln!("alternator-dns: UDP I/O backend: {}", plan.backend.name());
     if config.io == IoMode::Auto {
-        eprintln!("alternator-dns: {}", server::AUTO_CHOICE);
+        eprintln!("alternator-dns: {}", AUTO_CHOICE);
     }
     if let Some(summary) = config.forwarding_summary() {
         eprintln!("alternator-dns: {summary}");

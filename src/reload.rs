@@ -4,7 +4,7 @@
 //! Served names, seeds, TTL, answer mode, SOA, the Alternator scheme and TLS
 //! files, refresh and health settings take effect at once: this module loads
 //! and checks them, and the node tracker, the only writer of the snapshot,
-//! applies them ([`Reload`](crate::nodes::tracker::Reload)): a snapshot of the new zone in which
+//! applies them ([`Reload`](crate::nodes::driver::Reload)): a snapshot of the new zone in which
 //! each name keeps the nodes it served, then the new rules. The sources that may recurse
 //! (`--forward-allow`) are swapped in too, for UDP and TCP alike. Workers
 //! never stop answering: they read whichever snapshot is current. Settings
@@ -21,10 +21,11 @@ use thiserror::Error;
 use tracing::warn;
 
 use crate::config::{Config, ConfigError, Options};
-use crate::dns::{Zone, ZoneError};
+use crate::dns::Zone;
 use crate::metrics::Metrics;
-use crate::nodes::client::{AlternatorClient, ClientError};
+use crate::nodes::client::AlternatorClient;
 use crate::nodes::tracker::TrackerSettings;
+use crate::plan::{Nodes, PlanError};
 
 /// Where the configuration is re-read from: the file, and the command-line
 /// flags that still override it.
@@ -40,11 +41,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Zone(#[from] ZoneError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("no --seed could be resolved ({0})")]
-    NoSeeds(String),
+    Plan(#[from] PlanError),
 }
 
 /// What a successful reload hands back: the new configuration, and what the
@@ -56,7 +53,8 @@ pub struct Loaded {
     pub client: AlternatorClient,
 }
 
-/// Loads and checks the file, and builds what the running server needs of it.
+/// Loads and checks the file, and builds what the running server needs of it
+/// through the same assembly as a start ([`Nodes::build`]).
 pub fn load(
     source: &ReloadSource,
     running: &Config,
@@ -76,23 +74,16 @@ pub fn load(
     } else {
         keep_restart_only(running, &mut config);
     }
-    let (seeds, failures) = config.resolve_seeds();
-    for failure in &failures {
+    let nodes = Nodes::build(&config)?;
+    for failure in &nodes.unresolved {
         warn!(seed = %failure, "--seed not resolved; ignoring it");
     }
-    if seeds.is_empty() {
-        return Err(ReloadError::NoSeeds(failures.join("; ")));
-    }
-    let (extra, _) = config.name_rules();
-    let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra)?);
-    let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
-    let tracker = config.tracker_settings(seeds, Arc::clone(metrics));
-
+    let tracker = nodes.tracker_settings(&config, Arc::clone(metrics));
     Ok(Loaded {
         config,
-        zone,
+        zone: nodes.zone,
         tracker,
-        client,
+        client: nodes.client,
     })
 }
 

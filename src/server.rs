@@ -17,14 +17,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, IoMode};
 use crate::control::{self, ControlPlane, Readiness, Shutdown};
-use crate::dns::{Rng, Zone, ZoneError};
+use crate::dns::{Rng, Zone};
 use crate::forward::{ForwardJob, ForwardQueue, Forwarder};
 use crate::io::{self, Backend, IoError, WorkerSockets};
 use crate::metrics::Metrics;
-use crate::nodes::client::{AlternatorClient, ClientError};
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use crate::notify::Notifier;
-use crate::privileges::{self, PrivilegeError, User};
+use crate::plan::{Nodes, Plan, PlanError, AUTO_CHOICE};
+use crate::privileges::{self, PrivilegeError};
 use crate::reload::ReloadSource;
 use crate::rrl::{RateLimiter, RrlError};
 use crate::worker::{Policy, UdpResponder};
@@ -33,11 +33,7 @@ use crate::worker::{Policy, UdpResponder};
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error(transparent)]
-    Zone(#[from] ZoneError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("no --seed could be resolved ({0})")]
-    NoSeeds(String),
+    Plan(#[from] PlanError),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("cannot listen on TCP {addr}: {source}")]
@@ -45,8 +41,6 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("--io uring: io_uring cannot be used here: {0}")]
-    UringUnavailable(IoError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     #[error("{0} worker(s) failed; see the log")]
@@ -69,11 +63,8 @@ impl RunError {
     /// failed): the exit status differs, see [`crate::exit`].
     pub fn is_configuration(&self) -> bool {
         match self {
-            RunError::Zone(_)
-            | RunError::Client(_)
-            | RunError::NoSeeds(_)
-            | RunError::UringUnavailable(_)
-            | RunError::RateLimit(_) => true,
+            RunError::Plan(e) => e.is_configuration(),
+            RunError::RateLimit(_) => true,
             RunError::Privileges(e) => !matches!(
                 e,
                 PrivilegeError::Lookup { .. }
@@ -89,54 +80,6 @@ impl RunError {
     }
 }
 
-/// Everything start-up builds from the configuration before it binds a
-/// socket. [`plan`] makes it for [`run`] and for `--check` alike, so a
-/// configuration that `--check` accepts starts, short of an address that
-/// cannot be bound.
-pub struct Plan {
-    /// The seeds, resolved, with their ports.
-    pub seeds: Vec<SocketAddr>,
-    /// Seeds that did not resolve, each with why (the others are used).
-    pub unresolved: Vec<String>,
-    pub zone: Arc<Zone>,
-    /// The Alternator client: every TLS file read and checked.
-    pub client: AlternatorClient,
-    pub backend: Backend,
-    /// With `--user`: the user to switch to after binding.
-    pub user: Option<User>,
-}
-
-/// Builds the [`Plan`]: resolves the seeds, builds the zone and the
-/// Alternator client (reading every TLS file), probes io_uring, looks up
-/// `--user` and checks the rate limiter. Logs nothing; the caller says what
-/// it wants of it.
-pub fn plan(config: &Config) -> Result<Plan, RunError> {
-    let (seeds, unresolved) = config.resolve_seeds();
-    if seeds.is_empty() {
-        return Err(RunError::NoSeeds(unresolved.join("; ")));
-    }
-    let (extra_names, _) = config.name_rules();
-    let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
-    let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
-    let backend = choose_backend(config.io)?;
-    let user = config
-        .user
-        .as_deref()
-        .map(privileges::check_user)
-        .transpose()?;
-    if let Some(rate_limit) = &config.rate_limit {
-        RateLimiter::new(&rate_limit.per_worker(config.cpus.len()))?;
-    }
-    Ok(Plan {
-        seeds,
-        unresolved,
-        zone,
-        client,
-        backend,
-        user,
-    })
-}
-
 /// Runs the server until `shutdown` is triggered (SIGINT and SIGTERM trigger
 /// it). `reload_from` is where SIGHUP re-reads the configuration.
 pub fn run(
@@ -144,14 +87,19 @@ pub fn run(
     reload_from: Option<ReloadSource>,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new(config.cpus.len()));
     let Plan {
+        nodes,
+        backend,
+        user,
+    } = Plan::build(config)?;
+    let tracker = nodes.tracker_settings(config, Arc::clone(&metrics));
+    let Nodes {
         seeds,
         unresolved,
         zone,
         client,
-        backend,
-        user,
-    } = plan(config)?;
+    } = nodes;
     for failure in &unresolved {
         warn!(seed = %failure, "--seed not resolved; ignoring it");
     }
@@ -178,7 +126,6 @@ pub fn run(
         privileges::drop_to(user)?;
         info!(user = %user.name, "dropped root privileges");
     }
-    let metrics = Arc::new(Metrics::new(config.cpus.len()));
     metrics.set_io_backend(backend.name());
     let Forwarding {
         forwarder,
@@ -207,7 +154,7 @@ pub fn run(
             readiness: Arc::clone(&readiness),
             notifier: Notifier::from_env().map(Arc::new),
         },
-        config.tracker_settings(seeds, Arc::clone(&metrics)),
+        tracker,
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;
@@ -307,22 +254,6 @@ fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
         "serving the seeds until /localnodes answers"
     );
     Arc::new(ArcSwap::from_pointee(snapshot))
-}
-
-/// What `--io auto` chooses, and why (logged at start, printed by `--check`).
-pub const AUTO_CHOICE: &str = "--io auto: recvmmsg/sendmmsg, measured within a few percent \
-    of the kernel's floor (0.98-1.07x) from 10,000 queries a second to the maximum, where \
-    io_uring cost up to 1.18 times as much CPU per query (benches/README.md); --io uring \
-    chooses io_uring";
-
-/// The backend for `mode`; `uring` probes the kernel once.
-fn choose_backend(mode: IoMode) -> Result<Backend, RunError> {
-    match mode {
-        IoMode::Mmsg | IoMode::Auto => Ok(Backend::Mmsg),
-        IoMode::Uring => io::uring::probe()
-            .map(|()| Backend::Uring)
-            .map_err(RunError::UringUnavailable),
-    }
 }
 
 /// Sockets the forwarder answers clients from: duplicates of the first

@@ -387,11 +387,24 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn watchdog_loop_pings_while_healthy_and_stops_on_shutdown() {
+    /// Datagrams queued on `rx` now, each checked to be a ping.
+    fn pings(rx: &Receiver) -> usize {
+        rx.socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let mut pings = 0;
+        while let Ok(len) = rx.socket.recv(&mut buf) {
+            assert_eq!(&buf[..len], b"WATCHDOG=1");
+            pings += 1;
+        }
+        rx.socket.set_nonblocking(false).unwrap();
+        pings
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_loop_pings_every_half_period_while_healthy_and_stops_on_shutdown() {
         use std::sync::atomic::AtomicBool;
         let rx = Receiver::bind();
-        // 40 ms period: a ping every 20 ms.
+        // 40 ms period: a ping every 20 ms, the first at once.
         let n =
             Arc::new(Notifier::from_values(rx.path.as_os_str(), Some(os("40000")), None).unwrap());
         let healthy = Arc::new(AtomicBool::new(true));
@@ -400,22 +413,15 @@ mod tests {
             let healthy = healthy.clone();
             watchdog_loop(n, move || healthy.load(Ordering::Relaxed), stop_rx)
         });
+        // The paused clock: at 0, 20, 40, 60, 80 and 100 ms.
         tokio::time::sleep(Duration::from_millis(110)).await;
-        healthy.store(false, Ordering::Relaxed);
-        // Let an in-flight tick pass before counting.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let mut pings = 0;
-        rx.socket.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        while let Ok(len) = rx.socket.recv(&mut buf) {
-            assert_eq!(&buf[..len], b"WATCHDOG=1");
-            pings += 1;
-        }
-        rx.socket.set_nonblocking(false).unwrap();
-        assert!((2..=8).contains(&pings), "{pings} pings in ~110 ms");
+        assert_eq!(pings(&rx), 6);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pings(&rx), 1, "the ping at 120 ms");
         // Unhealthy: no more pings.
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        rx.assert_empty();
+        healthy.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pings(&rx), 0);
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await

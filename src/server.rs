@@ -94,27 +94,13 @@ pub fn run(
         user,
     } = Plan::build(config)?;
     let tracker = nodes.tracker_settings(config, Arc::clone(&metrics));
+    log_plan(config, &nodes);
     let Nodes {
         seeds,
-        unresolved,
         zone,
         client,
+        ..
     } = nodes;
-    for failure in &unresolved {
-        warn!(seed = %failure, "--seed not resolved; ignoring it");
-    }
-    if config.io == IoMode::Auto {
-        info!("{AUTO_CHOICE}");
-    }
-    info!(
-        zone = %zone.apex(),
-        serial = zone.serial(),
-        ns = %zone.name_servers().join(" "),
-        "zone built"
-    );
-    for warning in config.resolver_warnings(&zone) {
-        warn!("{warning}");
-    }
     let published = first_snapshot(zone, &seeds);
     let Bound {
         per_worker,
@@ -133,11 +119,7 @@ pub fn run(
         jobs: forward_jobs,
     } = forwarding(config, &per_worker, &metrics)?;
     let readiness = Arc::new(Readiness::new(config.cpus.len()));
-    let policy = Policy {
-        access: Arc::new(config.access.clone()),
-        denied: config.denied,
-        forward_allow: Arc::new(ArcSwap::from_pointee(config.forward_allow.clone())),
-    };
+    let policy = policy(config);
     let control = control::spawn(
         ControlPlane {
             config: config.clone(),
@@ -171,7 +153,60 @@ pub fn run(
         },
         &shutdown,
     );
-    for addr in &bound {
+    log_ready(config, backend, &bound);
+    stop(workers?, control, &shutdown)
+}
+
+/// Who may ask what, as configured; shared by the workers and TCP.
+fn policy(config: &Config) -> Policy {
+    Policy {
+        access: Arc::new(config.access.clone()),
+        denied: config.denied,
+        forward_allow: Arc::new(ArcSwap::from_pointee(config.forward_allow.clone())),
+    }
+}
+
+/// Waits for the workers to end (shutdown, or the first that fails), then
+/// stops the control plane.
+fn stop(
+    workers: Vec<Worker>,
+    control: JoinHandle<()>,
+    shutdown: &Shutdown,
+) -> Result<(), RunError> {
+    let failed = join_workers(workers, shutdown);
+    shutdown.trigger();
+    if control.join().is_err() {
+        error!("the control thread panicked");
+    }
+    info!("stopped");
+    if failed > 0 {
+        return Err(RunError::WorkersFailed(failed));
+    }
+    Ok(())
+}
+
+/// What start-up says about the plan before it binds anything.
+fn log_plan(config: &Config, nodes: &Nodes) {
+    for failure in &nodes.unresolved {
+        warn!(seed = %failure, "--seed not resolved; ignoring it");
+    }
+    if config.io == IoMode::Auto {
+        info!("{AUTO_CHOICE}");
+    }
+    let zone = &nodes.zone;
+    info!(
+        zone = %zone.apex(),
+        serial = zone.serial(),
+        ns = %zone.name_servers().join(" "),
+        "zone built"
+    );
+    for warning in config.resolver_warnings(zone) {
+        warn!("{warning}");
+    }
+}
+
+fn log_ready(config: &Config, backend: Backend, bound: &[SocketAddr]) {
+    for addr in bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
     info!(
@@ -183,16 +218,6 @@ pub fn run(
         ttl = config.zone.ttl,
         "alternator-dns ready"
     );
-    let failed = join_workers(workers?, &shutdown);
-    shutdown.trigger();
-    if control.join().is_err() {
-        error!("the control thread panicked");
-    }
-    info!("stopped");
-    if failed > 0 {
-        return Err(RunError::WorkersFailed(failed));
-    }
-    Ok(())
 }
 
 /// With `--forward`: the forwarder, the workers' queue, and the queue's

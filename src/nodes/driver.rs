@@ -12,6 +12,7 @@
 //! their channel.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,6 +253,28 @@ async fn poll_round(
     poller
 }
 
+/// One node's health check as a prober runs it: the real one is
+/// [`HealthProbe`]; the schedule's tests use a scripted one.
+trait Check: Send + 'static {
+    fn check(&mut self, timeout: Duration) -> impl Future<Output = ProbeResult> + Send;
+}
+
+impl Check for HealthProbe {
+    async fn check(&mut self, timeout: Duration) -> ProbeResult {
+        match self.probe(timeout).await {
+            Ok(status) if status.is_success() => ProbeResult::Passed,
+            Ok(status) => ProbeResult::Failed {
+                detail: format!("GET / answered HTTP status {status}"),
+                hint: status_hint(status, self.is_tls()),
+            },
+            Err(e) => ProbeResult::Failed {
+                detail: e.to_string(),
+                hint: e.hint(),
+            },
+        }
+    }
+}
+
 /// What to check when a probe gets `status` back.
 fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
     if tls && status == hyper::StatusCode::BAD_REQUEST {
@@ -264,11 +287,13 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
     }
 }
 
-/// Probes one node's `GET /` forever on a jittered schedule, reporting every
-/// result; aborted when the node is no longer listed.
+/// Checks one node forever on a jittered schedule, reporting every result;
+/// aborted when the node is no longer listed. Each check starts one
+/// interval (+-10%) after the previous one started, so a check that hangs
+/// until its timeout does not push the next one back.
 async fn probe_node(
     node: IpAddr,
-    mut probe: HealthProbe,
+    mut probe: impl Check,
     health: HealthSettings,
     first: Duration,
     seed: u64,
@@ -279,17 +304,7 @@ async fn probe_node(
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
-        let result = match probe.probe(health.timeout).await {
-            Ok(status) if status.is_success() => ProbeResult::Passed,
-            Ok(status) => ProbeResult::Failed {
-                detail: format!("GET / answered HTTP status {status}"),
-                hint: status_hint(status, probe.is_tls()),
-            },
-            Err(e) => ProbeResult::Failed {
-                detail: e.to_string(),
-                hint: e.hint(),
-            },
-        };
+        let result = probe.check(health.timeout).await;
         if tx
             .send(Report::Event(Event::Probe { node, result }))
             .await
@@ -303,3 +318,6 @@ async fn probe_node(
         next = started + Duration::from_micros(interval - interval / 10 + jitter);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! The probe schedule on tokio's paused clock: how soon a node that stops
+//! answering is reported failing, whatever the phase of its prober.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+
+/// A node that answers at once until `fault_at`, then hangs: every check
+/// from then on takes the whole timeout and fails.
+struct HangsAt {
+    fault_at: Instant,
+}
+
+impl Check for HangsAt {
+    async fn check(&mut self, timeout: Duration) -> ProbeResult {
+        if Instant::now() < self.fault_at {
+            return ProbeResult::Passed;
+        }
+        tokio::time::sleep(timeout).await;
+        ProbeResult::Failed {
+            detail: "no answer within the timeout".into(),
+            hint: "check the node",
+        }
+    }
+}
+
+/// How long after `fault_at` the prober reports the `failures`-th failure
+/// in a row.
+async fn time_to_down(
+    fault_at: Instant,
+    health: HealthSettings,
+    first: Duration,
+    seed: u64,
+) -> Duration {
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (tx, mut rx) = mpsc::channel(16);
+    let prober = tokio::spawn(probe_node(
+        node,
+        HangsAt { fault_at },
+        health,
+        first,
+        seed,
+        tx,
+    ));
+    let mut failed = 0;
+    let took = loop {
+        let Some(Report::Event(Event::Probe { result, .. })) = rx.recv().await else {
+            panic!("the prober stopped reporting");
+        };
+        if result == ProbeResult::Passed {
+            failed = 0;
+            continue;
+        }
+        failed += 1;
+        if failed == health.failures {
+            break Instant::now() - fault_at;
+        }
+    };
+    prober.abort();
+    took
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_hangs_is_reported_down_within_1400_ms_at_any_phase() {
+    // The defaults: a probe every 500 ms (+-10%), 300 ms timeout, two
+    // failures in a row. The worst case is a fault just after a passing
+    // probe: two more probes start at most 2 x 550 ms later, and the second
+    // fails 300 ms after it starts.
+    let health = HealthSettings::default();
+    let mut times = Vec::new();
+    for phase in 0..60u64 {
+        let fault_at = Instant::now() + Duration::from_millis(2000 + phase * 17);
+        let first = Duration::from_millis(phase * 7 % 100);
+        times.push(time_to_down(fault_at, health, first, phase).await);
+    }
+    let worst = times.iter().max().unwrap();
+    let best = times.iter().min().unwrap();
+    assert!(*worst <= Duration::from_millis(1400), "{times:?}");
+    // The phases tried reach both ends of the range.
+    assert!(*worst > Duration::from_millis(1200), "{times:?}");
+    assert!(*best < Duration::from_millis(900), "{times:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_of_a_healthy_node_keep_their_interval() {
+    let health = HealthSettings::default();
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (tx, mut rx) = mpsc::channel(16);
+    let never = Instant::now() + Duration::from_secs(3600);
+    let start = Instant::now();
+    let prober = tokio::spawn(probe_node(
+        node,
+        HangsAt { fault_at: never },
+        health,
+        Duration::ZERO,
+        1,
+        tx,
+    ));
+    let mut at = Vec::new();
+    while at.len() < 20 {
+        assert!(matches!(
+            rx.recv().await,
+            Some(Report::Event(Event::Probe { .. }))
+        ));
+        at.push(Instant::now() - start);
+    }
+    prober.abort();
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (Duration::from_millis(450)..Duration::from_millis(550)).contains(&gap),
+            "{at:?}"
+        );
+    }
+}

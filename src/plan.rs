@@ -46,12 +46,7 @@ impl PlanError {
     /// status differs, see [`crate::exit`].
     pub fn is_configuration(&self) -> bool {
         match self {
-            PlanError::Privileges(e) => !matches!(
-                e,
-                PrivilegeError::Lookup { .. }
-                    | PrivilegeError::Syscall { .. }
-                    | PrivilegeError::Verify { .. }
-            ),
+            PlanError::Privileges(e) => e.is_configuration(),
             _ => true,
         }
     }

@@ -66,6 +66,20 @@ pub enum PrivilegeError {
     Verify { name: String, what: &'static str },
 }
 
+impl PrivilegeError {
+    /// Whether `--user` is at fault, rather than the system (a user
+    /// database that cannot be read, a call that failed): the exit status
+    /// differs, see [`crate::exit`].
+    pub fn is_configuration(&self) -> bool {
+        !matches!(
+            self,
+            PrivilegeError::Lookup { .. }
+                | PrivilegeError::Syscall { .. }
+                | PrivilegeError::Verify { .. }
+        )
+    }
+}
+
 /// A user account as found by [`lookup_user`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -65,12 +65,7 @@ impl RunError {
         match self {
             RunError::Plan(e) => e.is_configuration(),
             RunError::RateLimit(_) => true,
-            RunError::Privileges(e) => !matches!(
-                e,
-                PrivilegeError::Lookup { .. }
-                    | PrivilegeError::Syscall { .. }
-                    | PrivilegeError::Verify { .. }
-            ),
+            RunError::Privileges(e) => e.is_configuration(),
             RunError::Io(_)
             | RunError::TcpBind { .. }
             | RunError::Thread(_)

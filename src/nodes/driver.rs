@@ -146,16 +146,22 @@ struct Shell {
 
 impl Shell {
     /// Takes the poller back from round `id`; false when `id` is not the
-    /// round under way (one abandoned by a reload).
+    /// round under way (one abandoned by a reload), or when the round's task
+    /// failed and took the poller with it.
     async fn round_over(&mut self, id: u64) -> bool {
         let Some((_, handle)) = self.round.take_if(|(round, _)| *round == id) else {
             return false;
         };
         match handle.await {
-            Ok(poller) => self.poller = Some(poller),
-            Err(e) => error!(error = %e, "the /localnodes poller stopped; membership is frozen"),
+            Ok(poller) => {
+                self.poller = Some(poller);
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "the /localnodes poller stopped; membership is frozen");
+                false
+            }
         }
-        true
     }
 
     /// Abandons the round under way and takes a reload's client and

@@ -102,7 +102,8 @@ pub struct Config {
     pub log_level: String,
     /// The options this configuration was built from, every default filled
     /// in and every value in the form it was read as: what [`Config::to_toml`]
-    /// prints, and what a reload compares.
+    /// prints, and what a reload compares. A reload puts back the running
+    /// restart-only options here along with the settings they set.
     effective: Options,
 }
 

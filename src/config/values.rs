@@ -246,7 +246,7 @@ impl FromStr for Seed {
 }
 
 impl fmt::Display for Seed {
-    /// The form [`Seed::from_str`] reads back: an IPv6 address with a port
+    /// The form its `FromStr` reads back: an IPv6 address with a port
     /// goes in brackets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.port, self.host.contains(':')) {

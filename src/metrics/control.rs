@@ -105,7 +105,7 @@ pub struct SnapshotFacts {
     pub age: Option<Duration>,
 }
 
-/// Where [`Metrics::render`] gets the [`SnapshotFacts`]; any
+/// Where [`Metrics::render`](super::Metrics::render) gets the [`SnapshotFacts`]; any
 /// `Fn() -> SnapshotFacts + Send + Sync` closure is one.
 pub trait SnapshotSource: Send + Sync {
     fn facts(&self) -> SnapshotFacts;

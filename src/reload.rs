@@ -90,25 +90,10 @@ pub fn load(
 /// Puts back the running value of every setting that needs a restart, and
 /// says which ones the file changed.
 fn keep_restart_only(running: &Config, new: &mut Config) {
-    macro_rules! keep {
-        ($($field:ident).+, $name:literal) => {
-            if new.$($field).+ != running.$($field).+ {
-                warn!(setting = $name, "changed in the file, but needs a restart; keeping the running value");
-                new.$($field).+ = running.$($field).+.clone();
-            }
-        };
+    for setting in new.keep_restart_only(running) {
+        warn!(
+            setting,
+            "changed in the file, but needs a restart; keeping the running value"
+        );
     }
-    keep!(listen, "listen");
-    keep!(cpus, "threads/cpus");
-    keep!(io, "io");
-    keep!(metrics_listen, "metrics-listen");
-    keep!(user, "user");
-    keep!(tcp, "tcp-idle-timeout/tcp-max-connections");
-    keep!(forward, "forward");
-    keep!(zone.forwarding, "forward");
-    keep!(access, "allow");
-    keep!(denied, "denied");
-    keep!(rate_limit, "rate-limit");
-    keep!(log_format, "log-format");
-    keep!(log_level, "log-level");
 }

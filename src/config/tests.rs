@@ -1,5 +1,9 @@
+use super::resolve::worker_cpus;
 use super::*;
+use crate::dns::AnswerMode;
 use crate::nodes::membership::Selector;
+
+mod effective;
 
 fn options(domain: &str, seed: &str) -> Options {
     Options {

@@ -63,16 +63,17 @@ pub fn load(
     let mut config = Config::load(Some(&source.path), &source.flags)?;
     if config.listen != running.listen {
         // What derives from the listen addresses (the default --ns) must
-        // follow the sockets actually bound, which a reload keeps.
+        // follow the sockets actually bound, which a reload keeps: load the
+        // file again with them.
+        warn_restart_only("listen");
         let flags = Options {
             listen: running.listen.clone(),
             ..source.flags.clone()
         };
-        let kept = Config::load(Some(&source.path), &flags)?;
-        keep_restart_only(running, &mut config);
-        config.zone.ns = kept.zone.ns;
-    } else {
-        keep_restart_only(running, &mut config);
+        config = Config::load(Some(&source.path), &flags)?;
+    }
+    for setting in config.keep_restart_only(running) {
+        warn_restart_only(setting);
     }
     let nodes = Nodes::build(&config)?;
     for failure in &nodes.unresolved {
@@ -87,13 +88,9 @@ pub fn load(
     })
 }
 
-/// Puts back the running value of every setting that needs a restart, and
-/// says which ones the file changed.
-fn keep_restart_only(running: &Config, new: &mut Config) {
-    for setting in new.keep_restart_only(running) {
-        warn!(
-            setting,
-            "changed in the file, but needs a restart; keeping the running value"
-        );
-    }
+fn warn_restart_only(setting: &str) {
+    warn!(
+        setting,
+        "changed in the file, but needs a restart; keeping the running value"
+    );
 }

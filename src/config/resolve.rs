@@ -309,6 +309,8 @@ fn zone_settings(
         edns_udp_size: *o.edns_udp_size.get_or_insert(DEFAULT_EDNS_UDP_SIZE),
         forwarding,
     };
+    // Built here only to be checked, so that every Config holds a zone that
+    // builds; plan.rs builds the one that is served.
     let (extra_names, _) = name_rules(&zone.domain, &o.names);
     Zone::new(&zone)?.with_names(&extra_names)?;
     Ok(zone)

@@ -19,6 +19,7 @@ use domain::rdata::{Aaaa, Ns, A};
 use rand_core::Rng as _;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::wire::{self, HEADER_LEN};
 use super::zone::{AnswerMode, Place, Zone};
 use crate::nodes::Snapshot;
 
@@ -27,9 +28,6 @@ pub(crate) use fast::WireRecords;
 
 /// The random generator each worker owns.
 pub type Rng = Xoshiro256PlusPlus;
-
-/// Length of the fixed DNS header.
-pub const HEADER_LEN: usize = 12;
 
 /// Largest UDP reply to a query without EDNS (RFC 1035 section 4.2.1).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
@@ -220,21 +218,11 @@ fn sole_question(msg: &Message<[u8]>) -> Option<Question<QueryName<'_>>> {
     }
 }
 
-/// Whether the first question's name is written out label by label. It is
-/// the first name of the message, so a compression pointer in it can only
-/// point into the header, which holds no name, or loop (RFC 1035 4.1.4);
-/// `domain` rejects loops but follows pointers into the header.
+/// Whether the first question's name is written out label by label (see
+/// [`wire::name_len`]): `domain` rejects pointer loops but follows pointers
+/// into the header.
 fn first_name_uncompressed(msg: &Message<[u8]>) -> bool {
-    let wire = msg.as_slice();
-    let mut pos = HEADER_LEN;
-    while let Some(&len) = wire.get(pos) {
-        match len {
-            0 => return true,
-            1..=63 => pos += 1 + usize::from(len),
-            _ => return false,
-        }
-    }
-    false
+    (msg.as_slice().get(HEADER_LEN..)).is_some_and(|question| wire::name_len(question).is_some())
 }
 
 /// Finds the query's OPT record. Errors (leading to FORMERR) when the record

@@ -10,6 +10,8 @@ use domain::base::{Name, Serial, ToName, Ttl};
 use domain::rdata::Soa;
 use thiserror::Error;
 
+use super::wire;
+
 /// The largest EDNS UDP payload size we accept: the workers' reply buffers.
 pub const MAX_EDNS_UDP_SIZE: u16 = crate::io::MAX_UDP_REPLY as u16;
 
@@ -493,26 +495,13 @@ impl Zone {
     /// The served name that `wire` begins with, compared without regard to
     /// ASCII case, as (index, length of the name in `wire`).
     ///
-    /// `wire` is the message from the question name on. Only a name written
-    /// out label by label, without compression, can match.
+    /// `wire` is the message from the question name on. Only a name that
+    /// [`wire::name_len`] reads (label by label, no compression) can match.
     pub(crate) fn served_prefix(&self, wire: &[u8]) -> Option<(usize, usize)> {
-        let len = uncompressed_name_len(wire)?;
+        let len = wire::name_len(wire)?;
         let name = &wire[..len];
         let index = self.wire_names.iter().position(|n| n.matches(name))?;
         Some((index, len))
-    }
-}
-
-/// Length of the uncompressed name at the start of `wire`, root label
-/// included; `None` for a pointer, a reserved label type or a cut name.
-fn uncompressed_name_len(wire: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        match *wire.get(at)? {
-            0 => return Some(at + 1),
-            len @ 1..=63 => at += 1 + usize::from(len),
-            _ => return None,
-        }
     }
 }
 
@@ -537,7 +526,9 @@ impl WireName {
         WireName { lower, case_bits }
     }
 
-    /// Whether `name` (in wire form) is this name in any ASCII case.
+    /// Whether `name` (in wire form, as [`wire::name_len`] delimits it) is
+    /// this name in any ASCII case. It compares bytes only: the walk that
+    /// found where `name` ends has already read its labels.
     ///
     /// `name | case_bits == lower` byte by byte: at a letter both cases
     /// match, anywhere else only the same byte. Compared eight bytes at a

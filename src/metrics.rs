@@ -1,7 +1,7 @@
 //! Prometheus metrics, kept off the fast path's shared cache lines.
 //!
 //! # Who writes what
-//! - [`WorkerMetrics`]: the counters of one UDP worker thread, or of the
+//! - [`QueryMetrics`]: the counters of one UDP worker thread, or of the
 //!   TCP listener. Each has **one writer**: an increment is a relaxed `load`
 //!   and a relaxed `store` of an `AtomicU64` (a plain `mov` pair on x86, no
 //!   `lock` prefix, no contended cache line), and the struct is aligned to
@@ -15,7 +15,7 @@
 //!   control plane's current-thread runtime, so there is still one writer
 //!   thread at a time (and the runtime's task switches order the accesses).
 //!   Should TCP ever move to a multi-threaded runtime, give it
-//!   `fetch_add`s or one `WorkerMetrics` per thread.
+//!   `fetch_add`s or one `QueryMetrics` per thread.
 //! - [`ControlMetrics`]: refresh and health-probe outcomes per node, and
 //!   gauges, written by the control plane (a `Mutex`ed map and atomics; a
 //!   few writes per second, never on the packet path).
@@ -236,7 +236,7 @@ fn bump(counter: &AtomicU64, n: u64) {
 /// neighbours, nor with the `Arc`'s reference counts.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-pub struct WorkerMetrics {
+pub struct QueryMetrics {
     queries: [AtomicU64; QueryType::COUNT],
     responses: [AtomicU64; Rcode::COUNT],
     dropped: [AtomicU64; DropReason::COUNT],
@@ -245,10 +245,10 @@ pub struct WorkerMetrics {
     slipped: AtomicU64,
 }
 
-impl WorkerMetrics {
+impl QueryMetrics {
     /// All counters at zero.
-    pub fn new() -> WorkerMetrics {
-        WorkerMetrics::default()
+    pub fn new() -> QueryMetrics {
+        QueryMetrics::default()
     }
 
     /// One query received, of this type. Call it for every packet that
@@ -278,7 +278,7 @@ impl WorkerMetrics {
     }
 
     /// One response sent truncated (TC=1) because it did not fit. Count
-    /// its RCODE with [`WorkerMetrics::response`] as well.
+    /// its RCODE with [`QueryMetrics::response`] as well.
     #[inline]
     pub fn truncated(&self) {
         bump(&self.truncated, 1);
@@ -291,17 +291,17 @@ impl WorkerMetrics {
     }
 
     /// One response over the rate limit sent truncated (RRL slip). Not
-    /// counted in [`WorkerMetrics::truncated`]; count its RCODE with
-    /// [`WorkerMetrics::response`] as well.
+    /// counted in [`QueryMetrics::truncated`]; count its RCODE with
+    /// [`QueryMetrics::response`] as well.
     #[inline]
     pub fn slipped(&self) {
         bump(&self.slipped, 1);
     }
 
     /// The counters now, read with relaxed loads (any thread).
-    pub fn counts(&self) -> WorkerCounts {
+    pub fn counts(&self) -> QueryCounts {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WorkerCounts {
+        QueryCounts {
             queries: self.queries.each_ref().map(load),
             responses: self.responses.each_ref().map(load),
             dropped: self.dropped.each_ref().map(load),
@@ -312,9 +312,9 @@ impl WorkerMetrics {
     }
 }
 
-/// A plain copy of [`WorkerMetrics`]' counters; `+=` sums workers.
+/// A plain copy of [`QueryMetrics`]' counters; `+=` sums workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerCounts {
+pub struct QueryCounts {
     pub queries: [u64; QueryType::COUNT],
     pub responses: [u64; Rcode::COUNT],
     pub dropped: [u64; DropReason::COUNT],
@@ -323,7 +323,7 @@ pub struct WorkerCounts {
     pub slipped: u64,
 }
 
-impl WorkerCounts {
+impl QueryCounts {
     /// Queries of this type.
     pub fn query(&self, qtype: QueryType) -> u64 {
         self.queries[qtype as usize]
@@ -345,8 +345,8 @@ impl WorkerCounts {
     }
 }
 
-impl std::ops::AddAssign for WorkerCounts {
-    fn add_assign(&mut self, other: WorkerCounts) {
+impl std::ops::AddAssign for QueryCounts {
+    fn add_assign(&mut self, other: QueryCounts) {
         fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
             for (x, y) in a.iter_mut().zip(b) {
                 *x = x.wrapping_add(*y);
@@ -476,8 +476,8 @@ impl<F: Fn() -> SnapshotFacts + Send + Sync> SnapshotSource for F {
 /// The registry: every worker's counters, the control plane's, build
 /// information, and the snapshot source.
 pub struct Metrics {
-    udp: Vec<Arc<WorkerMetrics>>,
-    tcp: Arc<WorkerMetrics>,
+    udp: Vec<Arc<QueryMetrics>>,
+    tcp: Arc<QueryMetrics>,
     control: ControlMetrics,
     version: &'static str,
     io_backend: Mutex<String>,
@@ -501,9 +501,9 @@ impl Metrics {
     pub fn new(udp_workers: usize) -> Metrics {
         Metrics {
             udp: (0..udp_workers)
-                .map(|_| Arc::new(WorkerMetrics::new()))
+                .map(|_| Arc::new(QueryMetrics::new()))
                 .collect(),
-            tcp: Arc::new(WorkerMetrics::new()),
+            tcp: Arc::new(QueryMetrics::new()),
             control: ControlMetrics::default(),
             version: env!("CARGO_PKG_VERSION"),
             io_backend: Mutex::new("unknown".to_string()),
@@ -514,17 +514,17 @@ impl Metrics {
 
     /// The counters of UDP worker `i`; clone the `Arc` into the worker.
     /// Panics if `i` is not below the worker count given to [`Metrics::new`].
-    pub fn udp_worker(&self, i: usize) -> &Arc<WorkerMetrics> {
+    pub fn udp_worker(&self, i: usize) -> &Arc<QueryMetrics> {
         &self.udp[i]
     }
 
     /// Every UDP worker's counters, by worker index.
-    pub fn udp_workers(&self) -> &[Arc<WorkerMetrics>] {
+    pub fn udp_workers(&self) -> &[Arc<QueryMetrics>] {
         &self.udp
     }
 
     /// The TCP listener's counters.
-    pub fn tcp(&self) -> &Arc<WorkerMetrics> {
+    pub fn tcp(&self) -> &Arc<QueryMetrics> {
         &self.tcp
     }
 
@@ -545,8 +545,8 @@ impl Metrics {
     }
 
     /// The UDP workers' counters summed.
-    pub fn udp_totals(&self) -> WorkerCounts {
-        let mut sum = WorkerCounts::default();
+    pub fn udp_totals(&self) -> QueryCounts {
+        let mut sum = QueryCounts::default();
         for w in &self.udp {
             sum += w.counts();
         }
@@ -556,8 +556,8 @@ impl Metrics {
     /// Everything, in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = Text(String::with_capacity(8192));
-        let udp_each: Vec<WorkerCounts> = self.udp.iter().map(|w| w.counts()).collect();
-        let mut udp = WorkerCounts::default();
+        let udp_each: Vec<QueryCounts> = self.udp.iter().map(|w| w.counts()).collect();
+        let mut udp = QueryCounts::default();
         for c in &udp_each {
             udp += *c;
         }

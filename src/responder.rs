@@ -1,13 +1,21 @@
-//! What a UDP worker does with each datagram, between the I/O backend and the
-//! answer path: check the source, read the current snapshot, answer (or hand
-//! the query to the forwarder), apply the rate limit, count.
+//! What a query gets, whichever transport carried it: the source checked
+//! against the access list, the answer from the current snapshot (or the
+//! query handed to the forwarder), the rate limit, the counters.
 //!
-//! Everything here runs once per packet on a pinned core, so it holds only
-//! what it needs by value (its own random generator, rate-limit table and
-//! counters, a lock-free snapshot cache) and allocates nothing, except when a
-//! query is forwarded, which is off the fast path by definition.
+//! [`Responder`] decides this once for UDP and TCP. The transports wrap it:
+//! [`UdpResponder`] here, the [`PacketHandler`] a worker thread's I/O loop
+//! calls for each datagram, and `tcp::ConnectionTask` for DNS over TCP. What
+//! differs stays in the wrappers: UDP drops source port 0, rate-limits and
+//! truncates to 512 bytes or the EDNS size, and queues forwarded queries for
+//! the control plane; TCP frames messages and awaits the forwarder itself.
+//!
+//! On a worker everything here runs once per packet on a pinned core, so it
+//! holds only what it needs by value (its own random generator, rate-limit
+//! table and counters, a lock-free snapshot cache) and allocates nothing,
+//! except when a query is forwarded, which is off the fast path by
+//! definition.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
@@ -17,7 +25,7 @@ use crate::dns::wire;
 use crate::dns::{respond, respond_local, DropReason, Outcome, Rng, Transport};
 use crate::forward::{ForwardJob, ForwardQueue};
 use crate::io::PacketHandler;
-use crate::metrics::{self, QueryType, WorkerMetrics};
+use crate::metrics::{self, QueryMetrics, QueryType};
 use crate::nodes::{SharedSnapshot, Snapshot};
 use crate::rrl::{self, RateLimiter, Verdict};
 
@@ -50,72 +58,177 @@ impl Default for Policy {
 impl Policy {
     /// Whether `source` may have a name outside the zone forwarded.
     #[inline]
-    pub fn may_recurse(&self, source: std::net::IpAddr) -> bool {
+    pub fn may_recurse(&self, source: IpAddr) -> bool {
         self.forward_allow.load().allows(source)
     }
 }
 
-/// Answers UDP queries on one worker.
-pub struct UdpResponder {
-    snapshot: Cache<SharedSnapshot, Arc<Snapshot>>,
-    rng: Rng,
-    forward: Option<ForwardQueue>,
-    policy: Policy,
-    rate_limit: Option<RateLimiter>,
-    metrics: Arc<WorkerMetrics>,
+/// What the transport does with a query once [`Responder::respond`] has
+/// decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `reply`.
+    Reply,
+    /// Send nothing; the reason is counted.
+    Drop,
+    /// Hand the query to the forwarder; it is counted as a query, and the
+    /// transport counts the hand-off.
+    Forward,
 }
 
-impl UdpResponder {
-    pub fn new(published: &SharedSnapshot, rng: Rng, forward: Option<ForwardQueue>) -> Self {
-        UdpResponder {
-            snapshot: Cache::new(Arc::clone(published)),
+/// Decides what each query of one worker thread, or of one TCP connection,
+/// gets: access -> answer -> rate limit -> count.
+pub struct Responder {
+    rng: Rng,
+    policy: Policy,
+    rate_limit: Option<RateLimiter>,
+    metrics: Arc<QueryMetrics>,
+}
+
+impl Responder {
+    /// Everyone allowed, no rate limit, a fresh unshared set of counters.
+    pub fn new(rng: Rng) -> Self {
+        Responder {
             rng,
-            forward,
             policy: Policy::default(),
             rate_limit: None,
-            metrics: Arc::new(WorkerMetrics::new()),
+            metrics: Arc::new(QueryMetrics::new()),
         }
     }
 
-    /// Restricts sources and rate (both off by default).
+    /// Restricts sources and rate (both off by default). TCP passes no rate
+    /// limit: a TCP client has shown its address is its own.
     pub fn with_policy(mut self, policy: Policy, rate_limit: Option<RateLimiter>) -> Self {
         self.policy = policy;
         self.rate_limit = rate_limit;
         self
     }
 
-    /// Counts into `metrics` (a fresh, unshared set by default).
-    pub fn with_metrics(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+    /// Counts into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<QueryMetrics>) -> Self {
         self.metrics = metrics;
         self
     }
 
+    /// The counters this responder writes.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    /// Decides what `query` from `source` gets, writing any reply into
+    /// `reply` (which needs the transport's largest reply as capacity for
+    /// the call not to allocate).
+    pub fn respond(
+        &mut self,
+        query: &[u8],
+        source: IpAddr,
+        transport: Transport,
+        snapshot: &Snapshot,
+        reply: &mut Vec<u8>,
+    ) -> Action {
+        if !self.policy.access.allows(source) {
+            return self.refuse(query, reply);
+        }
+        let mut outcome = respond(query, transport, snapshot, &mut self.rng, reply);
+        if outcome == Outcome::Forward && !self.policy.may_recurse(source) {
+            outcome = respond_local(query, transport, snapshot, &mut self.rng, reply);
+        }
+        match outcome {
+            Outcome::Reply(rcode) => {
+                count_answer(&self.metrics, query, rcode.to_int(), reply);
+                self.within_rate(source, reply)
+            }
+            Outcome::Drop(reason) => {
+                self.metrics.dropped(match reason {
+                    DropReason::TooShort => metrics::DropReason::TooShort,
+                    DropReason::Response => metrics::DropReason::ResponseBit,
+                });
+                Action::Drop
+            }
+            Outcome::Forward => {
+                self.metrics.query(query_type(query));
+                Action::Forward
+            }
+        }
+    }
+
     /// A source outside the allow list: REFUSED, or nothing.
-    fn refuse(&self, query: &[u8], reply: &mut Vec<u8>) -> bool {
+    fn refuse(&self, query: &[u8], reply: &mut Vec<u8>) -> Action {
         if self.policy.denied == Denied::Refuse && wire::short_reply(query, 5, false, false, reply)
         {
             self.metrics.response(metrics::Rcode::Refused);
-            return true;
+            return Action::Reply;
         }
         self.metrics.dropped(metrics::DropReason::AccessDenied);
-        false
+        Action::Drop
     }
 
-    /// Applies the rate limit to an answer about to be sent; false to drop it.
-    fn within_rate(&mut self, source: SocketAddr, reply: &mut Vec<u8>) -> bool {
+    /// Applies the rate limit to an answer about to be sent.
+    fn within_rate(&mut self, source: IpAddr, reply: &mut Vec<u8>) -> Action {
         let Some(limiter) = &mut self.rate_limit else {
-            return true;
+            return Action::Reply;
         };
-        match limiter.check(source.ip(), rrl::now_ms()) {
-            Verdict::Answer => true,
+        match limiter.check(source, rrl::now_ms()) {
+            Verdict::Answer => Action::Reply,
             Verdict::Slip => {
                 self.metrics.slipped();
-                wire::truncate_to_question(reply)
+                match wire::truncate_to_question(reply) {
+                    true => Action::Reply,
+                    false => Action::Drop,
+                }
             }
             Verdict::Drop => {
                 self.metrics.dropped(metrics::DropReason::RateLimited);
-                false
+                Action::Drop
             }
+        }
+    }
+}
+
+/// Answers the UDP queries of one worker thread: a [`Responder`] that reads
+/// the published snapshot and queues forwarded queries.
+pub struct UdpResponder {
+    snapshot: Cache<SharedSnapshot, Arc<Snapshot>>,
+    responder: Responder,
+    forward: Option<ForwardQueue>,
+}
+
+impl UdpResponder {
+    pub fn new(published: &SharedSnapshot, rng: Rng, forward: Option<ForwardQueue>) -> Self {
+        UdpResponder {
+            snapshot: Cache::new(Arc::clone(published)),
+            responder: Responder::new(rng),
+            forward,
+        }
+    }
+
+    /// Restricts sources and rate (both off by default).
+    pub fn with_policy(mut self, policy: Policy, rate_limit: Option<RateLimiter>) -> Self {
+        self.responder = self.responder.with_policy(policy, rate_limit);
+        self
+    }
+
+    /// Counts into `metrics` (a fresh, unshared set by default).
+    pub fn with_metrics(mut self, metrics: Arc<QueryMetrics>) -> Self {
+        self.responder = self.responder.with_metrics(metrics);
+        self
+    }
+
+    /// Offers a query to the forwarder; a full queue drops it and the
+    /// client retries.
+    fn forward(&self, query: &[u8], client: SocketAddr, listener: usize) {
+        let offered = self.forward.as_ref().is_some_and(|queue| {
+            queue.offer(ForwardJob {
+                query: query.to_vec(),
+                client,
+                listener,
+            })
+        });
+        let metrics = self.responder.metrics();
+        if offered {
+            metrics.forwarded();
+        } else {
+            metrics.dropped(metrics::DropReason::ForwardQueueFull);
         }
     }
 }
@@ -130,44 +243,17 @@ impl PacketHandler for UdpResponder {
     ) -> bool {
         // Port 0 cannot be a real client; answering it would only reflect.
         if source.port() == 0 {
-            self.metrics.dropped(metrics::DropReason::SourcePortZero);
+            let metrics = self.responder.metrics();
+            metrics.dropped(metrics::DropReason::SourcePortZero);
             return false;
         }
-        if !self.policy.access.allows(source.ip()) {
-            return self.refuse(query, reply);
-        }
         let snapshot = self.snapshot.load();
-        let mut outcome = respond(query, Transport::Udp, snapshot, &mut self.rng, reply);
-        if outcome == Outcome::Forward && !self.policy.may_recurse(source.ip()) {
-            outcome = respond_local(query, Transport::Udp, snapshot, &mut self.rng, reply);
-        }
-        match outcome {
-            Outcome::Reply(rcode) => {
-                count_answer(&self.metrics, query, rcode.to_int(), reply);
-                self.within_rate(source, reply)
-            }
-            Outcome::Drop(reason) => {
-                self.metrics.dropped(match reason {
-                    DropReason::TooShort => metrics::DropReason::TooShort,
-                    DropReason::Response => metrics::DropReason::ResponseBit,
-                });
-                false
-            }
-            Outcome::Forward => {
-                self.metrics.query(query_type(query));
-                let offered = self.forward.as_ref().is_some_and(|queue| {
-                    queue.offer(ForwardJob {
-                        query: query.to_vec(),
-                        client: source,
-                        listener,
-                    })
-                });
-                if offered {
-                    self.metrics.forwarded();
-                } else {
-                    // A full queue drops the query; the client retries.
-                    self.metrics.dropped(metrics::DropReason::ForwardQueueFull);
-                }
+        let action = (self.responder).respond(query, source.ip(), Transport::Udp, snapshot, reply);
+        match action {
+            Action::Reply => true,
+            Action::Drop => false,
+            Action::Forward => {
+                self.forward(query, source, listener);
                 false
             }
         }
@@ -175,7 +261,7 @@ impl PacketHandler for UdpResponder {
 }
 
 /// Counts an answered query: its type, the rcode, truncation.
-pub fn count_answer(metrics: &WorkerMetrics, query: &[u8], rcode: u16, reply: &[u8]) {
+fn count_answer(metrics: &QueryMetrics, query: &[u8], rcode: u16, reply: &[u8]) {
     metrics.query(query_type(query));
     metrics.response(metrics::Rcode::from_code(rcode));
     if reply.len() > 2 && reply[2] & 0x02 != 0 {

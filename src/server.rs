@@ -26,8 +26,8 @@ use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use crate::notify::Notifier;
 use crate::privileges::{self, PrivilegeError, User};
 use crate::reload::ReloadSource;
+use crate::responder::{Policy, UdpResponder};
 use crate::rrl::{RateLimiter, RrlError};
-use crate::worker::{Policy, UdpResponder};
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, Error)]

@@ -21,7 +21,7 @@ use rand_core::SeedableRng;
 use alternator_dns::dns::{AnswerMode, Rng, Zone, ZoneSettings};
 use alternator_dns::io::{self, Backend, WorkerSockets};
 use alternator_dns::nodes::{NodeSource, SharedSnapshot, Snapshot};
-use alternator_dns::worker::UdpResponder;
+use alternator_dns::responder::UdpResponder;
 
 struct CountingAllocator;
 

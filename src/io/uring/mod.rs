@@ -33,9 +33,8 @@
 //! on its own: `setup.rs` picks the ring's flags, `buf_ring.rs` is the
 //! receive buffer ring, `send_pool.rs` the reply slots, `queue.rs` the ring
 //! with its submit/wait/reap, and `worker.rs` the loop that ties them
-//! together. The unsafe code that shares memory with the kernel lives in
-//! the first three; each file's safety comments only depend on itself and
-//! on the worker's drop order.
+//! together. The memory shared with the kernel is owned by `buf_ring.rs`
+//! and `send_pool.rs`; `worker.rs` decides when it may be freed.
 
 mod buf_ring;
 mod queue;

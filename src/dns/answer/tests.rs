@@ -5,7 +5,7 @@ use std::sync::Arc;
 use domain::base::iana::{Class, Opcode, Rcode, Rtype};
 use domain::base::{Message, MessageBuilder, Name, Ttl};
 use domain::rdata::AllRecordData;
-use rand_core::SeedableRng;
+use rand_core::{Rng as _, SeedableRng};
 
 use super::*;
 use crate::dns::zone::ZoneSettings;

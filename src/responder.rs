@@ -272,3 +272,161 @@ fn count_answer(metrics: &QueryMetrics, query: &[u8], rcode: u16, reply: &[u8]) 
 fn query_type(query: &[u8]) -> QueryType {
     wire::question_type(query).map_or(QueryType::Other, QueryType::from_code)
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::base::iana::Rtype;
+    use domain::base::{MessageBuilder, Name};
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::dns::{Zone, ZoneSettings};
+    use crate::metrics::{DropReason, Rcode};
+    use crate::nodes::NodeSource;
+    use crate::rrl::RrlSettings;
+
+    const CLIENT: &str = "192.0.2.50";
+
+    fn snapshot(forwarding: bool) -> Snapshot {
+        let settings = ZoneSettings {
+            forwarding,
+            ..ZoneSettings::new("alt.example")
+        };
+        let zone = Arc::new(Zone::new(&settings).unwrap());
+        let nodes = ["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        Snapshot::new(1, zone, NodeSource::Cluster, &nodes)
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut b = MessageBuilder::new_vec();
+        b.header_mut().set_id(0x1234);
+        let mut q = b.question();
+        q.push((Name::<Vec<u8>>::vec_from_str(name).unwrap(), Rtype::A))
+            .unwrap();
+        q.finish()
+    }
+
+    fn respond(r: &mut Responder, q: &[u8], from: &str, t: Transport, s: &Snapshot) -> Vec<u8> {
+        let mut reply = Vec::new();
+        let action = r.respond(q, from.parse().unwrap(), t, s, &mut reply);
+        match action {
+            Action::Reply => reply,
+            other => panic!("{other:?} instead of a reply"),
+        }
+    }
+
+    #[test]
+    fn udp_and_tcp_get_the_same_answers_and_drops() {
+        let snap = snapshot(false);
+        let mut udp = Responder::new(Rng::seed_from_u64(7));
+        let mut tcp = Responder::new(Rng::seed_from_u64(7));
+        for name in ["alt.example", "missing.alt.example", "example.org"] {
+            let q = query(name);
+            assert_eq!(
+                respond(&mut udp, &q, CLIENT, Transport::Udp, &snap),
+                respond(&mut tcp, &q, CLIENT, Transport::Tcp, &snap),
+                "{name}"
+            );
+        }
+        let mut response = query("alt.example");
+        response[2] |= 0x80;
+        for (r, t) in [(&mut udp, Transport::Udp), (&mut tcp, Transport::Tcp)] {
+            let action = r.respond(&response, CLIENT.parse().unwrap(), t, &snap, &mut vec![]);
+            assert_eq!(action, Action::Drop, "{t:?}");
+            let counts = r.metrics().counts();
+            assert_eq!(counts.dropped(DropReason::ResponseBit), 1, "{t:?}");
+            assert_eq!(counts.response(Rcode::NoError), 1, "{t:?}");
+            assert_eq!(counts.response(Rcode::NxDomain), 1, "{t:?}");
+            assert_eq!(counts.response(Rcode::Refused), 1, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn sources_outside_the_allow_list_are_refused_or_dropped() {
+        let snap = snapshot(false);
+        let q = query("alt.example");
+        for denied in [Denied::Refuse, Denied::Drop] {
+            let policy = Policy {
+                access: Arc::new(AccessList::parse(["10.0.0.0/8"]).unwrap()),
+                denied,
+                ..Policy::default()
+            };
+            let mut r = Responder::new(Rng::seed_from_u64(1)).with_policy(policy, None);
+            let mut reply = Vec::new();
+            let action = r.respond(
+                &q,
+                CLIENT.parse().unwrap(),
+                Transport::Udp,
+                &snap,
+                &mut reply,
+            );
+            let counts = r.metrics().counts();
+            match denied {
+                Denied::Refuse => {
+                    assert_eq!(action, Action::Reply);
+                    assert_eq!(reply[3] & 0x0f, 5, "REFUSED");
+                    assert_eq!(counts.response(Rcode::Refused), 1);
+                }
+                Denied::Drop => {
+                    assert_eq!(action, Action::Drop);
+                    assert_eq!(counts.dropped(DropReason::AccessDenied), 1);
+                }
+            }
+            let allowed = r.respond(
+                &q,
+                "10.1.2.3".parse().unwrap(),
+                Transport::Udp,
+                &snap,
+                &mut reply,
+            );
+            assert_eq!(allowed, Action::Reply, "{denied:?}");
+            assert_eq!(reply[3] & 0x0f, 0, "NOERROR");
+        }
+    }
+
+    #[test]
+    fn only_sources_that_may_recurse_are_forwarded() {
+        let snap = snapshot(true);
+        let q = query("example.org");
+        let mut r = Responder::new(Rng::seed_from_u64(1));
+        let mut reply = Vec::new();
+        let local = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            r.respond(&q, local, Transport::Tcp, &snap, &mut reply),
+            Action::Forward
+        );
+        assert_eq!(r.metrics().counts().query(QueryType::A), 1);
+        let refused = respond(&mut r, &q, CLIENT, Transport::Tcp, &snap);
+        assert_eq!(refused[3] & 0x0f, 5, "REFUSED");
+    }
+
+    #[test]
+    fn answers_over_the_rate_limit_slip_or_drop() {
+        let snap = snapshot(false);
+        let q = query("alt.example");
+        let settings = RrlSettings {
+            slip: 2,
+            ..RrlSettings::new(1)
+        };
+        let limiter = RateLimiter::new(&settings).unwrap();
+        let mut r =
+            Responder::new(Rng::seed_from_u64(1)).with_policy(Policy::default(), Some(limiter));
+        let mut actions = Vec::new();
+        for _ in 0..5 {
+            let mut reply = Vec::new();
+            let action = r.respond(
+                &q,
+                CLIENT.parse().unwrap(),
+                Transport::Udp,
+                &snap,
+                &mut reply,
+            );
+            actions.push((action, action == Action::Reply && reply[2] & 0x02 != 0));
+        }
+        assert_eq!(actions[0], (Action::Reply, false), "within the burst");
+        assert!(actions.contains(&(Action::Reply, true)), "{actions:?}");
+        assert!(actions.contains(&(Action::Drop, false)), "{actions:?}");
+        let counts = r.metrics().counts();
+        assert!(counts.slipped >= 1 && counts.dropped(DropReason::RateLimited) >= 1);
+    }
+}

@@ -86,13 +86,13 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Everyone allowed, no rate limit, a fresh unshared set of counters.
-    pub fn new(rng: Rng) -> Self {
+    /// Everyone allowed, no rate limit; counts into `metrics`.
+    pub fn new(rng: Rng, metrics: Arc<QueryMetrics>) -> Self {
         Responder {
             rng,
             policy: Policy::default(),
             rate_limit: None,
-            metrics: Arc::new(QueryMetrics::new()),
+            metrics,
         }
     }
 
@@ -101,12 +101,6 @@ impl Responder {
     pub fn with_policy(mut self, policy: Policy, rate_limit: Option<RateLimiter>) -> Self {
         self.policy = policy;
         self.rate_limit = rate_limit;
-        self
-    }
-
-    /// Counts into `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<QueryMetrics>) -> Self {
-        self.metrics = metrics;
         self
     }
 
@@ -197,7 +191,7 @@ impl UdpResponder {
     pub fn new(published: &SharedSnapshot, rng: Rng, forward: Option<ForwardQueue>) -> Self {
         UdpResponder {
             snapshot: Cache::new(Arc::clone(published)),
-            responder: Responder::new(rng),
+            responder: Responder::new(rng, Arc::new(QueryMetrics::new())),
             forward,
         }
     }
@@ -210,7 +204,7 @@ impl UdpResponder {
 
     /// Counts into `metrics` (a fresh, unshared set by default).
     pub fn with_metrics(mut self, metrics: Arc<QueryMetrics>) -> Self {
-        self.responder = self.responder.with_metrics(metrics);
+        self.responder.metrics = metrics;
         self
     }
 
@@ -318,8 +312,8 @@ mod tests {
     #[test]
     fn udp_and_tcp_get_the_same_answers_and_drops() {
         let snap = snapshot(false);
-        let mut udp = Responder::new(Rng::seed_from_u64(7));
-        let mut tcp = Responder::new(Rng::seed_from_u64(7));
+        let mut udp = Responder::new(Rng::seed_from_u64(7), Arc::default());
+        let mut tcp = Responder::new(Rng::seed_from_u64(7), Arc::default());
         for name in ["alt.example", "missing.alt.example", "example.org"] {
             let q = query(name);
             assert_eq!(
@@ -351,7 +345,8 @@ mod tests {
                 denied,
                 ..Policy::default()
             };
-            let mut r = Responder::new(Rng::seed_from_u64(1)).with_policy(policy, None);
+            let mut r =
+                Responder::new(Rng::seed_from_u64(1), Arc::default()).with_policy(policy, None);
             let mut reply = Vec::new();
             let action = r.respond(
                 &q,
@@ -388,7 +383,7 @@ mod tests {
     fn only_sources_that_may_recurse_are_forwarded() {
         let snap = snapshot(true);
         let q = query("example.org");
-        let mut r = Responder::new(Rng::seed_from_u64(1));
+        let mut r = Responder::new(Rng::seed_from_u64(1), Arc::default());
         let mut reply = Vec::new();
         let local = "127.0.0.1".parse().unwrap();
         assert_eq!(
@@ -409,8 +404,8 @@ mod tests {
             ..RrlSettings::new(1)
         };
         let limiter = RateLimiter::new(&settings).unwrap();
-        let mut r =
-            Responder::new(Rng::seed_from_u64(1)).with_policy(Policy::default(), Some(limiter));
+        let mut r = Responder::new(Rng::seed_from_u64(1), Arc::default())
+            .with_policy(Policy::default(), Some(limiter));
         let mut actions = Vec::new();
         for _ in 0..5 {
             let mut reply = Vec::new();

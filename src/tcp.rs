@@ -155,9 +155,8 @@ pub async fn serve(
             forwarder: forwarder.clone(),
             peer: peer.ip(),
             // No rate limit over TCP: the handshake proved the source.
-            responder: Responder::new(Rng::from_rng(&mut seeds))
-                .with_policy(policy.clone(), None)
-                .with_metrics(Arc::clone(metrics.tcp())),
+            responder: Responder::new(Rng::from_rng(&mut seeds), Arc::clone(metrics.tcp()))
+                .with_policy(policy.clone(), None),
             metrics: Arc::clone(&metrics),
             idle_timeout: settings.idle_timeout,
         };

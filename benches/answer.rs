@@ -232,7 +232,7 @@ fn bench_answers<M: Measurement>(c: &mut Criterion<M>) {
 }
 
 /// What a worker adds per packet to reach the snapshot: `arc_swap::Cache`
-/// (what `worker.rs` uses) against a plain `ArcSwap::load`.
+/// (what `responder.rs` uses) against a plain `ArcSwap::load`.
 fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = configure(c, "snapshot");
     let shared = Arc::new(ArcSwap::from_pointee(snapshot(

@@ -26,8 +26,8 @@ use crate::nodes::tracker::TrackerSettings;
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
 use crate::reload::{self, ReloadSource};
+use crate::responder::Policy;
 use crate::tcp::TcpSettings;
-use crate::worker::Policy;
 
 /// One signal that stops everything: workers poll the flag, async tasks wait
 /// on the watch channel.

@@ -5,13 +5,26 @@
 //! that many clients spread over the whole cluster.
 //!
 //! # How a UDP query flows
-//! 1. [`io`]: a worker thread pinned to one CPU owns an `SO_REUSEPORT` socket per
-//!    listen address and receives datagrams through `recvmmsg` ([`io::mmsg`],
-//!    the default) or io_uring ([`io::uring`], `--io uring`).
-//! 2. [`worker`] hands each datagram to [`dns::answer`], the pure answer path,
-//!    which turns the query bytes, the current [`nodes::Snapshot`] and the
-//!    worker's random generator into reply bytes.
-//! 3. The backend sends the reply from the same socket, batched with others.
+//! From the socket to the reply in four files:
+//! 1. `src/io/mmsg.rs` ([`io::mmsg`], the default backend): a worker thread
+//!    pinned to one CPU owns an `SO_REUSEPORT` socket per listen address,
+//!    reads up to 32 datagrams with one `recvmmsg` and hands each to its
+//!    [`io::PacketHandler`]. (`--io uring`: [`io::uring`] does the same
+//!    through io_uring.)
+//! 2. `src/responder.rs`: the handler, [`responder::UdpResponder`], drops
+//!    source port 0; then [`responder::Responder`], which TCP ([`tcp`]) uses
+//!    as well, checks the access list, answers from the current
+//!    [`nodes::Snapshot`], applies the rate limit and counts. A name outside
+//!    the zone is queued for the forwarder instead.
+//! 3. `src/dns/answer.rs` ([`dns::answer`]): the pure answer path, query
+//!    bytes + snapshot + the worker's random generator in, reply bytes out.
+//!    Junk is rejected from the header alone; what the fast path does not
+//!    take is parsed and answered here.
+//! 4. `src/dns/answer/fast.rs`: the common query (A or AAAA at a served
+//!    name) answered by copying the snapshot's prepared records.
+//!
+//! Back in `src/io/mmsg.rs`, one `sendmmsg` sends every reply of the batch
+//! from the socket its query came in on.
 //!
 //! # Where membership changes enter
 //! Three files, on the control-plane thread ([`control`]):
@@ -53,7 +66,7 @@ pub mod notify;
 pub mod plan;
 pub mod privileges;
 pub mod reload;
+pub mod responder;
 pub mod rrl;
 pub mod server;
 pub mod tcp;
-pub mod worker;

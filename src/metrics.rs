@@ -1,7 +1,7 @@
 //! Prometheus metrics, kept off the fast path's shared cache lines.
 //!
 //! # Who writes what
-//! - [`WorkerMetrics`]: the counters of one UDP worker thread, or of the
+//! - [`QueryMetrics`]: the counters of one UDP worker thread, or of the
 //!   TCP listener. Each has **one writer**: an increment is a relaxed `load`
 //!   and a relaxed `store` of an `AtomicU64` (a plain `mov` pair on x86, no
 //!   `lock` prefix, no contended cache line), and the struct is aligned to
@@ -15,7 +15,7 @@
 //!   control plane's current-thread runtime, so there is still one writer
 //!   thread at a time (and the runtime's task switches order the accesses).
 //!   Should TCP ever move to a multi-threaded runtime, give it
-//!   `fetch_add`s or one `WorkerMetrics` per thread.
+//!   `fetch_add`s or one `QueryMetrics` per thread.
 //! - [`ControlMetrics`]: refresh and health-probe outcomes per node, and
 //!   gauges, written by the control plane (a `Mutex`ed map and atomics; a
 //!   few writes per second, never on the packet path).
@@ -51,7 +51,7 @@
 //! first scrape.
 //!
 //! # Files
-//! `labels` (the label enums), `counters` ([`WorkerMetrics`]), `control`
+//! `labels` (the label enums), `counters` ([`QueryMetrics`]), `control`
 //! ([`ControlMetrics`], [`SnapshotFacts`]), `render` (the exposition text),
 //! `http` (the endpoint); this file holds the names and the registry.
 
@@ -66,7 +66,7 @@ mod labels;
 mod render;
 
 pub use control::{ControlMetrics, SnapshotFacts, SnapshotSource};
-pub use counters::{WorkerCounts, WorkerMetrics};
+pub use counters::{QueryCounts, QueryMetrics};
 pub use http::{serve, ReadyCheck, Readyz};
 pub use labels::{DropReason, Outcome, QueryType, Rcode};
 
@@ -121,8 +121,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The registry: every worker's counters, the control plane's, build
 /// information, and the snapshot source.
 pub struct Metrics {
-    udp: Vec<Arc<WorkerMetrics>>,
-    tcp: Arc<WorkerMetrics>,
+    udp: Vec<Arc<QueryMetrics>>,
+    tcp: Arc<QueryMetrics>,
     control: ControlMetrics,
     version: &'static str,
     io_backend: Mutex<String>,
@@ -146,9 +146,9 @@ impl Metrics {
     pub fn new(udp_workers: usize) -> Metrics {
         Metrics {
             udp: (0..udp_workers)
-                .map(|_| Arc::new(WorkerMetrics::new()))
+                .map(|_| Arc::new(QueryMetrics::new()))
                 .collect(),
-            tcp: Arc::new(WorkerMetrics::new()),
+            tcp: Arc::new(QueryMetrics::new()),
             control: ControlMetrics::default(),
             version: env!("CARGO_PKG_VERSION"),
             io_backend: Mutex::new("unknown".to_string()),
@@ -159,17 +159,17 @@ impl Metrics {
 
     /// The counters of UDP worker `i`; clone the `Arc` into the worker.
     /// Panics if `i` is not below the worker count given to [`Metrics::new`].
-    pub fn udp_worker(&self, i: usize) -> &Arc<WorkerMetrics> {
+    pub fn udp_worker(&self, i: usize) -> &Arc<QueryMetrics> {
         &self.udp[i]
     }
 
     /// Every UDP worker's counters, by worker index.
-    pub fn udp_workers(&self) -> &[Arc<WorkerMetrics>] {
+    pub fn udp_workers(&self) -> &[Arc<QueryMetrics>] {
         &self.udp
     }
 
     /// The TCP listener's counters.
-    pub fn tcp(&self) -> &Arc<WorkerMetrics> {
+    pub fn tcp(&self) -> &Arc<QueryMetrics> {
         &self.tcp
     }
 
@@ -190,8 +190,8 @@ impl Metrics {
     }
 
     /// The UDP workers' counters summed.
-    pub fn udp_totals(&self) -> WorkerCounts {
-        let mut sum = WorkerCounts::default();
+    pub fn udp_totals(&self) -> QueryCounts {
+        let mut sum = QueryCounts::default();
         for w in &self.udp {
             sum += w.counts();
         }

@@ -26,8 +26,8 @@ use crate::notify::Notifier;
 use crate::plan::{Nodes, Plan, PlanError, AUTO_CHOICE};
 use crate::privileges::{self, PrivilegeError};
 use crate::reload::ReloadSource;
+use crate::responder::{Policy, UdpResponder};
 use crate::rrl::{RateLimiter, RrlError};
-use crate::worker::{Policy, UdpResponder};
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, Error)]

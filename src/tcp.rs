@@ -1,5 +1,5 @@
-//! DNS over TCP (RFC 1035 section 4.2.2, RFC 7766): the same answer path
-//! behind a two-byte length prefix.
+//! DNS over TCP (RFC 1035 section 4.2.2, RFC 7766): the UDP workers'
+//! [`Responder`] behind a two-byte length prefix, without the rate limit.
 //!
 //! TCP carries little traffic here (clients retry over it after TC=1), so it
 //! runs on the control plane's runtime rather than the per-core workers. What
@@ -18,12 +18,11 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use crate::access::Denied;
-use crate::dns::wire;
-use crate::dns::{respond, respond_local, Outcome, Rng, Transport};
+use crate::dns::{Rng, Transport};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::nodes::SharedSnapshot;
-use crate::worker::{count_answer, Policy};
+use crate::responder::{Action, Policy, Responder};
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,11 +153,11 @@ pub async fn serve(
             connections: Arc::clone(&connections),
             published: Arc::clone(&published),
             forwarder: forwarder.clone(),
-            allowed,
             peer: peer.ip(),
-            policy: policy.clone(),
+            // No rate limit over TCP: the handshake proved the source.
+            responder: Responder::new(Rng::from_rng(&mut seeds), Arc::clone(metrics.tcp()))
+                .with_policy(policy.clone(), None),
             metrics: Arc::clone(&metrics),
-            rng: Rng::from_rng(&mut seeds),
             idle_timeout: settings.idle_timeout,
         };
         let shutdown = shutdown.clone();
@@ -186,14 +185,13 @@ struct ConnectionTask {
     connections: SharedConnections,
     published: SharedSnapshot,
     forwarder: Option<Forwarder>,
-    /// False: the source is outside the allow list and gets REFUSED.
-    allowed: bool,
     peer: std::net::IpAddr,
-    /// Who may recurse, read for each query that would be forwarded, so a
+    /// Checks the source again for each query (a source outside the allow
+    /// list gets REFUSED; with `--denied drop` it was never accepted), and
+    /// reads who may recurse for each query that would be forwarded, so a
     /// reload applies to open connections too.
-    policy: Policy,
+    responder: Responder,
     metrics: Arc<Metrics>,
-    rng: Rng,
     idle_timeout: Duration,
 }
 
@@ -204,6 +202,9 @@ impl Drop for ConnectionTask {
     }
 }
 
+/// Why a connection stopped reading queries, when no I/O error ended it.
+type Closed = &'static str;
+
 impl ConnectionTask {
     /// Answers queries in order until the client closes, goes idle, or the
     /// server shuts down. Queries pipelined by the client are read from the
@@ -212,7 +213,7 @@ impl ConnectionTask {
         mut self,
         stream: TcpStream,
         mut shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<&'static str> {
+    ) -> std::io::Result<Closed> {
         stream.set_nodelay(true)?;
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
@@ -222,74 +223,65 @@ impl ConnectionTask {
         let mut framed = Vec::new();
         let mut reply = Vec::new();
         loop {
-            let len = tokio::select! {
-                read = tokio::time::timeout(self.idle_timeout, reader.read_u16()) => match read {
-                    Ok(Ok(len)) => usize::from(len),
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                        return Ok("client closed");
-                    }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Ok("idle timeout"),
-                },
-                _ = shutdown.wait_for(|stop| *stop) => return Ok("shutdown"),
-            };
-            lock(&self.connections).set_busy(self.id, true);
-            // The rest of a started message gets the same deadline.
-            if query.len() < len {
-                query.resize(len, 0);
-            }
-            match tokio::time::timeout(self.idle_timeout, reader.read_exact(&mut query[..len]))
-                .await
+            let len = match self
+                .read_query(&mut reader, &mut query, &mut shutdown)
+                .await?
             {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok("client closed mid-message");
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok("timeout within a message"),
-            }
-            if !self.allowed {
-                if wire::short_reply(&query[..len], 5, false, false, &mut reply) {
-                    self.metrics.tcp().response(crate::metrics::Rcode::Refused);
-                    write_framed(&mut writer, &mut framed, &reply).await?;
-                }
-                lock(&self.connections).set_busy(self.id, false);
-                continue;
-            }
-            let snapshot = self.published.load();
-            let mut outcome = respond(
-                &query[..len],
-                Transport::Tcp,
-                &snapshot,
-                &mut self.rng,
-                &mut reply,
-            );
-            if outcome == Outcome::Forward && !self.policy.may_recurse(self.peer) {
-                outcome = respond_local(
-                    &query[..len],
-                    Transport::Tcp,
-                    &snapshot,
-                    &mut self.rng,
-                    &mut reply,
-                );
-            }
-            let forwarded;
-            let answer = match (outcome, &self.forwarder) {
-                (Outcome::Reply(rcode), _) => {
-                    count_answer(self.metrics.tcp(), &query[..len], rcode.to_int(), &reply);
-                    &reply[..]
-                }
-                (Outcome::Forward, Some(forwarder)) => {
-                    self.metrics.tcp().forwarded();
-                    forwarded = forwarder.resolve(&query[..len]).await;
-                    &forwarded[..]
-                }
-                (Outcome::Drop(_) | Outcome::Forward, _) => &[],
+                Ok(len) => len,
+                Err(closed) => return Ok(closed),
             };
-            if !answer.is_empty() {
-                write_framed(&mut writer, &mut framed, answer).await?;
+            let query = &query[..len];
+            let action = {
+                let snapshot = self.published.load();
+                (self.responder).respond(query, self.peer, Transport::Tcp, &snapshot, &mut reply)
+            };
+            match (action, &self.forwarder) {
+                (Action::Reply, _) => write_framed(&mut writer, &mut framed, &reply).await?,
+                (Action::Forward, Some(forwarder)) => {
+                    self.metrics.tcp().forwarded();
+                    let answer = forwarder.resolve(query).await;
+                    if !answer.is_empty() {
+                        write_framed(&mut writer, &mut framed, &answer).await?;
+                    }
+                }
+                (Action::Drop | Action::Forward, _) => {}
             }
             lock(&self.connections).set_busy(self.id, false);
+        }
+    }
+
+    /// Reads the next length-prefixed query into `query` and returns its
+    /// length, marking the connection busy once a message has begun; or why
+    /// the connection is done.
+    async fn read_query(
+        &self,
+        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        query: &mut Vec<u8>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> std::io::Result<Result<usize, Closed>> {
+        let len = tokio::select! {
+            read = tokio::time::timeout(self.idle_timeout, reader.read_u16()) => match read {
+                Ok(Ok(len)) => usize::from(len),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(Err("client closed"));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(Err("idle timeout")),
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(Err("shutdown")),
+        };
+        lock(&self.connections).set_busy(self.id, true);
+        // The rest of a started message gets the same deadline.
+        if query.len() < len {
+            query.resize(len, 0);
+        }
+        match tokio::time::timeout(self.idle_timeout, reader.read_exact(&mut query[..len])).await {
+            Ok(Ok(_)) => Ok(Ok(len)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(Err("client closed mid-message"))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(Err("timeout within a message")),
         }
     }
 }

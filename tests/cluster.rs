@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -92,19 +92,19 @@ fn six_nodes(test_no: u8, options: SimOptions) -> (SimCluster, Vec<IpAddr>) {
 
 /// The sorted addresses of one answer for `name`/`qtype`; `None` when no
 /// reply came or its rcode is not NOERROR.
-fn served(client: &mut UdpClient, name: &str, qtype: Rtype) -> Option<Vec<IpAddr>> {
+fn served(client: &mut DnsClient, name: &str, qtype: Rtype) -> Option<Vec<IpAddr>> {
     let reply = client.query(name, qtype)?;
     (reply.rcode() == Rcode::NOERROR).then(|| sorted(reply.addrs()))
 }
 
 /// The sorted A answer for `name`; panics with the log when there is none.
-fn a_set(r: &Responder, client: &mut UdpClient, name: &str) -> Vec<IpAddr> {
+fn a_set(r: &Responder, client: &mut DnsClient, name: &str) -> Vec<IpAddr> {
     served(client, name, Rtype::A)
         .unwrap_or_else(|| panic!("no NOERROR reply for {name}; log:\n{}", r.log_text()))
 }
 
 /// Waits until the A answer for `name` is exactly `expected`.
-fn expect_served(r: &Responder, client: &mut UdpClient, name: &str, expected: &[IpAddr]) {
+fn expect_served(r: &Responder, client: &mut DnsClient, name: &str, expected: &[IpAddr]) {
     let expected = sorted(expected.to_vec());
     let mut last = None;
     let ok = wait_until(SETTLE, || {
@@ -122,7 +122,7 @@ fn expect_served(r: &Responder, client: &mut UdpClient, name: &str, expected: &[
 /// answer is exactly its expected set.
 fn assert_stays(
     r: &Responder,
-    client: &mut UdpClient,
+    client: &mut DnsClient,
     expected: &[(&str, Vec<IpAddr>)],
     duration: Duration,
 ) -> usize {
@@ -151,7 +151,7 @@ fn assert_stays(
 
 /// Checks a NODATA reply: NOERROR, authoritative, no answer, the SOA in the
 /// authority section.
-fn assert_nodata(client: &mut UdpClient, name: &str, qtype: Rtype) {
+fn assert_nodata(client: &mut DnsClient, name: &str, qtype: Rtype) {
     let reply = client
         .query(name, qtype)
         .unwrap_or_else(|| panic!("no reply for {name} {qtype}"));
@@ -165,7 +165,7 @@ fn assert_nodata(client: &mut UdpClient, name: &str, qtype: Rtype) {
     assert_eq!(reply.authority_types(), vec![Rtype::SOA], "{name} {qtype}");
 }
 
-fn assert_nxdomain(client: &mut UdpClient, name: &str) {
+fn assert_nxdomain(client: &mut DnsClient, name: &str) {
     let reply = client
         .query(name, Rtype::A)
         .unwrap_or_else(|| panic!("no reply for {name}"));
@@ -250,7 +250,10 @@ fn dc_and_rack_names_serve_their_own_nodes() {
     // Names match without regard to case.
     assert_eq!(a_set(&r, &mut client, "DC2.Alternator.TEST"), dc2);
     // The same over TCP.
-    let tcp = query_tcp(r.tcp_addr(), RACK1_NAME, Rtype::A).expect("a TCP reply");
+    let tcp = r
+        .client()
+        .query_tcp(RACK1_NAME, Rtype::A)
+        .expect("a TCP reply");
     assert_eq!(sorted(tcp.addrs()), rack1);
     // Nothing ever needed a fallback.
     assert!(
@@ -1106,30 +1109,6 @@ fn https_tls_server_name_verifies_nodes_against_a_dns_name() {
     assert_never_learns(&by_ip, &n[..1], Duration::from_millis(600));
 }
 
-/// One query from `local` (a socket bound there) to `server`, with retries.
-fn query_from(local: SocketAddr, server: SocketAddr, name: &str, qtype: Rtype) -> Option<Reply> {
-    let socket = UdpSocket::bind(local).expect("bind a UDP client");
-    socket.connect(server).expect("connect the UDP client");
-    socket
-        .set_read_timeout(Some(UDP_TIMEOUT))
-        .expect("set a read timeout");
-    let mut buf = vec![0u8; 65535];
-    for id in 0..UDP_TRIES as u16 {
-        let id = 0x6600 + id;
-        if socket.send(&build_query(id, name, qtype)).is_err() {
-            continue;
-        }
-        while let Ok(len) = socket.recv(&mut buf) {
-            if let Some(reply) = Reply::parse(buf[..len].to_vec()) {
-                if reply.id() == id {
-                    return Some(reply);
-                }
-            }
-        }
-    }
-    None
-}
-
 // 9. IPv6: nodes on ::1 in AAAA answers, listening on ::1, an IPv6 seed.
 #[test]
 fn ipv6_node_listen_address_and_seed() {
@@ -1161,7 +1140,8 @@ fn ipv6_node_listen_address_and_seed() {
     r.wait_for_cluster_list();
     let local: SocketAddr = "[::1]:0".parse().expect("a socket address");
     let ask = |qtype| {
-        query_from(local, r.udp_addr(), DOMAIN, qtype)
+        DnsClient::from(local.ip(), r.udp_addr())
+            .query(DOMAIN, qtype)
             .filter(|reply| reply.rcode() == Rcode::NOERROR)
             .map(|reply| sorted(reply.addrs()))
     };
@@ -1174,7 +1154,10 @@ fn ipv6_node_listen_address_and_seed() {
         r.log_text()
     );
     // Over TCP on ::1 too.
-    let tcp = query_tcp(r.tcp_addr(), DOMAIN, Rtype::AAAA).expect("a TCP reply");
+    let tcp = r
+        .client()
+        .query_tcp(DOMAIN, Rtype::AAAA)
+        .expect("a TCP reply");
     assert_eq!(tcp.addrs(), vec![v6]);
     // The IPv6 node is probed like the others.
     assert!(sim.health_requests(v6) > 0);

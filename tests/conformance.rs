@@ -9,12 +9,12 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use alternator_sim::SimCluster;
 use support::dns_cases::{self, *};
-use support::{cluster, wait_until, Responder};
+use support::{cluster, wait_until, DnsClient, Responder};
 
 const SMALL_TEST_NO: u8 = 60;
 const BIG_TEST_NO: u8 = 61;
@@ -270,15 +270,11 @@ fn no_reply_to_source_port_zero() {
     sender.send(0, server.port(), &query);
     // A control query from a real port, sent after it on the same path: once
     // its reply is here, the first query has been handled (one worker).
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let client_port = client.local_addr().unwrap().port();
+    let client = DnsClient::new(server);
+    let client_port = client.local_addr().port();
     sender.send(client_port, server.port(), &query);
-    client
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let n = client.recv(&mut buf).expect("a reply to the control query");
-    assert!(parse_reply(&buf[..n]).is_ok());
+    let reply = (client.recv_raw(Duration::from_secs(3))).expect("a reply to the control query");
+    assert!(parse_reply(&reply).is_ok());
     let seen = capture.ports_seen(Duration::from_millis(300));
     let from_server: Vec<u16> = seen
         .iter()

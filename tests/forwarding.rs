@@ -118,7 +118,10 @@ fn names_outside_the_zone_are_forwarded_over_udp_and_tcp() {
         "client's case restored"
     );
 
-    let reply = query_tcp(r.tcp_addr(), "other.example.net", Rtype::A).expect("TCP answer");
+    let reply = r
+        .client()
+        .query_tcp("other.example.net", Rtype::A)
+        .expect("TCP answer");
     assert_eq!(
         reply.addrs(),
         vec!["192.0.2.7".parse::<std::net::IpAddr>().unwrap()]
@@ -145,9 +148,9 @@ fn a_dead_upstream_gives_servfail_in_time_while_the_zone_stays_fast() {
     let flood = std::thread::spawn({
         let server = r.udp_addr();
         move || {
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let client = DnsClient::new(server);
             for id in 0..200u16 {
-                let _ = socket.send_to(&build_query(id, "slow.example.org", Rtype::A), server);
+                client.send_raw(&build_query(id, "slow.example.org", Rtype::A));
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -179,25 +182,9 @@ fn a_dead_upstream_gives_servfail_in_time_while_the_zone_stays_fast() {
 
 /// One query for `name` from `source` over UDP (with retries) and over TCP.
 fn ask_from(source: IpAddr, server: (SocketAddr, SocketAddr), name: &str) -> (Reply, Reply) {
-    let socket = UdpSocket::bind(SocketAddr::new(source, 0)).expect("bind a UDP client");
-    socket.connect(server.0).expect("connect");
-    socket.set_read_timeout(Some(UDP_TIMEOUT)).expect("timeout");
-    let mut udp = None;
-    let mut buf = [0u8; 4096];
-    'tries: for id in 0..UDP_TRIES as u16 {
-        socket
-            .send(&build_query(0x4700 + id, name, Rtype::A))
-            .expect("send");
-        while let Ok(n) = socket.recv(&mut buf) {
-            if let Some(reply) = Reply::parse(buf[..n].to_vec()) {
-                if reply.id() == 0x4700 + id {
-                    udp = Some(reply);
-                    break 'tries;
-                }
-            }
-        }
-    }
-    let tcp = tcp_query_from(source, server.1, name);
+    let mut client = DnsClient::from(source, server.0).with_tcp(server.1);
+    let udp = client.query(name, Rtype::A);
+    let tcp = client.query_tcp(name, Rtype::A);
     (
         udp.unwrap_or_else(|| panic!("no UDP reply to {source} for {name}")),
         tcp.unwrap_or_else(|| panic!("no TCP reply to {source} for {name}")),

@@ -57,17 +57,10 @@ fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
     args
 }
 
-/// A UDP socket on 127.0.0.1 with large buffers, so that the test's side
+/// A client on 127.0.0.1 with large buffers, so that the test's side
 /// never drops what the server sends.
-fn udp_socket() -> UdpSocket {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("a UDP socket");
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind a UDP socket");
-    socket.into()
+fn udp_client(server: SocketAddr) -> DnsClient {
+    DnsClient::new(server).with_buffers(4 << 20)
 }
 
 /// Machine-wide UDP receive-buffer drops (`RcvbufErrors` of /proc/net/snmp).
@@ -358,13 +351,12 @@ fn storm(test_no: u8, packets: u64) -> StormReport {
     let mut junk = Junk {
         rng: SplitMix(0x5707_3a11 ^ u64::from(test_no)),
     };
-    let junk_sockets: Vec<UdpSocket> = (0..JUNK_SOCKETS).map(|_| udp_socket()).collect();
-    let qr_sockets: Vec<UdpSocket> = (0..QR_SOCKETS).map(|_| udp_socket()).collect();
+    let junk_sockets: Vec<DnsClient> = (0..JUNK_SOCKETS).map(|_| udp_client(server)).collect();
+    let qr_sockets: Vec<DnsClient> = (0..QR_SOCKETS).map(|_| udp_client(server)).collect();
     for s in junk_sockets.iter().chain(&qr_sockets) {
-        s.set_nonblocking(true).expect("non-blocking");
+        s.socket().set_nonblocking(true).expect("non-blocking");
     }
-    let real = udp_socket();
-    real.connect(server).expect("connect");
+    let real = udp_client(server);
     let mut buf = vec![0u8; 65536];
     let mut report = StormReport::default();
     let mut outstanding: HashMap<u16, Instant> = HashMap::new();
@@ -380,12 +372,12 @@ fn storm(test_no: u8, packets: u64) -> StormReport {
         if i.is_multiple_of(JUNK_PER_REAL) {
             next_id = next_id.wrapping_add(1);
             let q = build_query(next_id, DOMAIN, Rtype::A);
-            real.send(&q).expect("send a real query");
+            real.send_raw(&q);
             outstanding.insert(next_id, Instant::now());
             report.real += 1;
             if outstanding.len() > WINDOW {
                 collect(
-                    &real,
+                    real.socket(),
                     &mut buf,
                     &addrs,
                     &mut outstanding,
@@ -399,17 +391,17 @@ fn storm(test_no: u8, packets: u64) -> StormReport {
         if qr {
             packet[2] |= 0x80;
             let s = &qr_sockets[junk.below(QR_SOCKETS as u64) as usize];
-            let _ = s.send_to(&packet, server);
+            s.send_raw(&packet);
             report.qr_packets += 1;
         } else {
             let s = &junk_sockets[junk.below(JUNK_SOCKETS as u64) as usize];
-            let _ = s.send_to(&packet, server);
+            s.send_raw(&packet);
         }
         report.junk += 1;
         i += 1;
         if i.is_multiple_of(256) {
             for s in &junk_sockets {
-                for reply in drain(s, &mut buf) {
+                for reply in drain(s.socket(), &mut buf) {
                     report.junk_replies += 1;
                     // Whatever is answered gets a DNS response.
                     if reply.len() < 12 || reply[2] & 0x80 == 0 {
@@ -418,24 +410,38 @@ fn storm(test_no: u8, packets: u64) -> StormReport {
                 }
             }
             for s in &qr_sockets {
-                report.replies_to_qr += drain(s, &mut buf).len() as u64;
+                report.replies_to_qr += drain(s.socket(), &mut buf).len() as u64;
             }
         }
         if i == warm_at {
-            collect(&real, &mut buf, &addrs, &mut outstanding, &mut report, 0);
+            collect(
+                real.socket(),
+                &mut buf,
+                &addrs,
+                &mut outstanding,
+                &mut report,
+                0,
+            );
             report.rss_warm = proc_rss_kib(pid).expect("VmRSS");
         }
         if i.is_multiple_of(10_000) {
             report.rss_max = report.rss_max.max(proc_rss_kib(pid).unwrap_or(0));
         }
     }
-    collect(&real, &mut buf, &addrs, &mut outstanding, &mut report, 0);
+    collect(
+        real.socket(),
+        &mut buf,
+        &addrs,
+        &mut outstanding,
+        &mut report,
+        0,
+    );
     report.cpu = proc_cpu_time(pid).expect("CPU time") - cpu_start;
     report.elapsed = start.elapsed();
     // Anything late to the QR=1 sockets has had time to arrive.
     std::thread::sleep(Duration::from_millis(500));
     for s in &qr_sockets {
-        report.replies_to_qr += drain(s, &mut buf).len() as u64;
+        report.replies_to_qr += drain(s.socket(), &mut buf).len() as u64;
     }
     report.rss_end = proc_rss_kib(pid).expect("VmRSS");
     report.rss_max = report.rss_max.max(report.rss_end);
@@ -506,7 +512,7 @@ fn storm(test_no: u8, packets: u64) -> StormReport {
     );
     assert!(growth < 5.0, "the resident set grew by {growth:.2}%");
     assert!(
-        query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).is_some(),
+        r.client().query_tcp(DOMAIN, Rtype::A).is_some(),
         "no TCP answer after the storm"
     );
     // Nothing logged per packet.
@@ -547,33 +553,16 @@ fn udp_latency_probe(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Option<Duration>>> {
     std::thread::spawn(move || {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket.connect(server).expect("connect");
-        let mut buf = [0u8; 4096];
+        let client = DnsClient::new(server);
         let mut out = Vec::new();
         let mut id = 0u16;
         while !stop.load(Ordering::Relaxed) {
             id = id.wrapping_add(1);
             let sent = Instant::now();
-            let _ = socket.send(&build_query(id, DOMAIN, Rtype::A));
-            let mut latency = None;
-            while sent.elapsed() < Duration::from_secs(1) {
-                socket
-                    .set_read_timeout(Some(
-                        Duration::from_secs(1)
-                            .saturating_sub(sent.elapsed())
-                            .max(Duration::from_millis(1)),
-                    ))
-                    .expect("timeout");
-                match socket.recv(&mut buf) {
-                    Ok(n) if n >= 12 && u16::from_be_bytes([buf[0], buf[1]]) == id => {
-                        latency = Some(sent.elapsed());
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
+            let query = build_query(id, DOMAIN, Rtype::A);
+            let latency = client
+                .exchange_once(&query, Duration::from_secs(1))
+                .map(|_| sent.elapsed());
             out.push(latency);
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -659,7 +648,7 @@ fn tcp_responder(test_no: u8) -> (SimCluster, Responder) {
     ));
     r.wait_for_cluster_list();
     // One TCP query first, so that whatever is built lazily exists.
-    assert!(query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).is_some());
+    assert!(r.client().query_tcp(DOMAIN, Rtype::A).is_some());
     std::thread::sleep(Duration::from_millis(200));
     (sim, r)
 }
@@ -670,6 +659,7 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
     let (_sim, r) = tcp_responder(192);
     let pid = r.pid();
     let server = r.tcp_addr();
+    let attacker = DnsClient::new(server);
     let fds_base = proc_fd_count(pid).expect("fds");
     let fd_limit = fds_base + CAP + ACCEPT_BUDGET + FD_CONSTANT;
     let watch = FdWatch::start(pid);
@@ -680,7 +670,8 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
     // 1. A thousand idle connections.
     let mut idle: Vec<(TcpStream, Instant)> = Vec::new();
     for i in 0..1000 {
-        let s = TcpStream::connect_timeout(&server, Duration::from_secs(2))
+        let s = attacker
+            .connect_tcp()
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
         idle.push((s, Instant::now()));
     }
@@ -749,7 +740,7 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
     // 2. Slow loris: one byte a second, length prefix first.
     let mut loris: Vec<(TcpStream, Instant, Option<Duration>)> = (0..50)
         .map(|_| {
-            let s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).expect("connect");
+            let s = attacker.connect_tcp().expect("connect");
             (s, Instant::now(), None)
         })
         .collect();
@@ -789,7 +780,7 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
     let churn_start = Instant::now();
     let mut cycles = 0u64;
     while churn_start.elapsed() < Duration::from_secs(3) {
-        match TcpStream::connect_timeout(&server, Duration::from_secs(2)) {
+        match attacker.connect_tcp() {
             Ok(s) => {
                 if cycles.is_multiple_of(3) {
                     let _ = (&s).write_all(&framed[..1]);
@@ -803,7 +794,7 @@ fn tcp_attacks_hold_the_cap_and_timeouts_and_spare_udp() {
     let fds_max = watch.max();
     drop(watch);
     // A real client still gets its answer.
-    let tcp_answer = query_tcp(server, DOMAIN, Rtype::A);
+    let tcp_answer = DnsClient::new(server).query_tcp(DOMAIN, Rtype::A);
     stop.store(true, Ordering::Relaxed);
     let latencies = probe.join().expect("the latency probe panicked");
     assert!(
@@ -860,7 +851,8 @@ fn tcp_cap_bounds_open_sockets_during_a_burst() {
     let mut open = Vec::new();
     for i in 0..1000 {
         open.push(
-            TcpStream::connect_timeout(&r.tcp_addr(), Duration::from_secs(2))
+            r.client()
+                .connect_tcp()
                 .unwrap_or_else(|e| panic!("connection {i}: {e}")),
         );
     }
@@ -886,9 +878,7 @@ fn tcp_connection_gauge_counts_open_connections() {
             .expect("metrics")
     };
     let open: Vec<TcpStream> = (0..10)
-        .map(|_| {
-            TcpStream::connect_timeout(&r.tcp_addr(), Duration::from_secs(2)).expect("connect")
-        })
+        .map(|_| r.client().connect_tcp().expect("connect"))
         .collect();
     let mut seen = gauge();
     let counted = wait_until(Duration::from_secs(2), || {
@@ -1239,27 +1229,6 @@ fn hostile_upstream(
     (addr, thread)
 }
 
-/// Every datagram a client gets for one query within `wait`.
-fn all_replies(server: SocketAddr, query: &[u8], wait: Duration) -> Vec<Reply> {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.connect(server).expect("connect");
-    socket.send(query).expect("send");
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if left.is_zero() {
-            break;
-        }
-        socket.set_read_timeout(Some(left)).expect("timeout");
-        match socket.recv(&mut buf) {
-            Ok(n) => got.extend(Reply::parse(buf[..n].to_vec())),
-            Err(_) => break,
-        }
-    }
-    got
-}
-
 fn forwarding_against(test_no: u8, honest: bool) {
     let stop = Arc::new(AtomicBool::new(false));
     let (upstream, thread) = hostile_upstream(honest, Arc::clone(&stop));
@@ -1289,7 +1258,9 @@ fn forwarding_against(test_no: u8, honest: bool) {
     };
     for id in [0x4a11u16, 0x4a12] {
         let query = build_query(id, "www.example.org", Rtype::A);
-        let replies = all_replies(r.udp_addr(), &query, Duration::from_millis(1500));
+        let client = DnsClient::new(r.udp_addr());
+        client.send_raw(&query);
+        let replies = client.replies_within(Duration::from_millis(1500));
         assert_eq!(
             replies.len(),
             1,
@@ -1298,7 +1269,10 @@ fn forwarding_against(test_no: u8, honest: bool) {
         assert_eq!(replies[0].id(), id);
         check(&replies[0], "UDP");
     }
-    let reply = query_tcp(r.tcp_addr(), "www.example.org", Rtype::A).expect("a TCP reply");
+    let reply = r
+        .client()
+        .query_tcp("www.example.org", Rtype::A)
+        .expect("a TCP reply");
     check(&reply, "TCP");
     stop.store(true, Ordering::Relaxed);
     let queries = thread.join().expect("the upstream panicked");

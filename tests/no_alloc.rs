@@ -6,9 +6,11 @@
 //! checks that thousands more queries, and snapshot swaps made meanwhile by
 //! another thread, add no allocation on the worker thread.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,8 @@ use rand_core::SeedableRng;
 use alternator_dns::dns::{AnswerMode, Rng, Zone, ZoneSettings};
 use alternator_dns::io::{self, Backend, WorkerSockets};
 use alternator_dns::nodes::{NodeSource, SharedSnapshot, Snapshot};
-use alternator_dns::worker::UdpResponder;
+use alternator_dns::responder::UdpResponder;
+use support::DnsClient;
 
 struct CountingAllocator;
 
@@ -120,26 +123,20 @@ fn exchange(
     rounds: usize,
     expected: Option<usize>,
 ) -> usize {
-    let client = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    let client = DnsClient::new(server);
     // Generous for the first answer: the worker may still be setting up.
-    let wait = 2000;
-    client
-        .set_read_timeout(Some(Duration::from_millis(wait)))
-        .expect("timeout");
+    let mut wait = Duration::from_millis(2000);
     let mut answered = 0;
-    let mut buf = [0u8; 4096];
     for _ in 0..rounds {
         for q in queries {
-            client.send_to(q, server).expect("send");
+            client.send_raw(q);
         }
         let mut this_round = 0;
-        while expected != Some(this_round) && client.recv(&mut buf).is_ok() {
+        while expected != Some(this_round) && client.recv_raw(wait).is_some() {
             this_round += 1;
             if this_round == 1 && expected.is_none() {
                 // The worker is up: from now on 200 ms of silence ends the round.
-                client
-                    .set_read_timeout(Some(Duration::from_millis(200)))
-                    .expect("timeout");
+                wait = Duration::from_millis(200);
             }
         }
         answered += this_round;

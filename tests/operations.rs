@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,55 +48,6 @@ fn with_defaults(args: Vec<String>) -> Vec<String> {
         }
     }
     all
-}
-
-/// A UDP socket bound to `source` (port chosen by the kernel), connected to `server`.
-fn client_from(source: IpAddr, server: SocketAddr) -> UdpSocket {
-    let socket = UdpSocket::bind(SocketAddr::new(source, 0))
-        .unwrap_or_else(|e| panic!("bind a UDP client on {source}: {e}"));
-    socket.connect(server).expect("connect the UDP client");
-    socket
-}
-
-/// Sends one query (one attempt, no retry) and waits up to `timeout` for
-/// the reply with its ID; other datagrams (late replies) are skipped.
-fn ask_once(
-    socket: &UdpSocket,
-    id: u16,
-    name: &str,
-    qtype: Rtype,
-    timeout: Duration,
-) -> Option<Reply> {
-    socket.send(&build_query(id, name, qtype)).ok()?;
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).ok()?;
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                if let Some(reply) = Reply::parse(buf[..n].to_vec()) {
-                    if reply.id() == id {
-                        return Some(reply);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Whether a datagram arrives on `socket` within `timeout`.
-fn any_datagram(socket: &UdpSocket, timeout: Duration) -> bool {
-    socket
-        .set_read_timeout(Some(timeout))
-        .expect("read timeout");
-    let mut buf = [0u8; 4096];
-    socket.recv(&mut buf).is_ok()
 }
 
 /// A plain HTTP/1.1 GET: the status code and the body.
@@ -447,34 +398,29 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(http_get(metrics, "/no-such-path").0, 404);
 
     // Known traffic, each query asked once (no retry that would count twice).
-    let socket = client_from(IpAddr::from([127, 0, 0, 1]), r.udp_addr());
+    let mut socket = DnsClient::from(IpAddr::from([127, 0, 0, 1]), r.udp_addr());
     let below = format!("nope.{DOMAIN}");
     for (i, (name, rcode)) in std::iter::repeat_n((DOMAIN, Rcode::NOERROR), 10)
         .chain(std::iter::repeat_n((below.as_str(), Rcode::NXDOMAIN), 3))
         .enumerate()
     {
-        let reply = ask_once(
-            &socket,
-            100 + i as u16,
-            name,
-            Rtype::A,
-            Duration::from_secs(2),
-        )
-        .unwrap_or_else(|| panic!("no reply to query {i} ({name}); log:\n{}", r.log_text()));
+        let reply = socket
+            .query_once(name, Rtype::A, Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("no reply to query {i} ({name}); log:\n{}", r.log_text()));
         assert_eq!(reply.rcode(), rcode, "{name}");
     }
     for id in [7, 8] {
         let mut response = build_query(id, DOMAIN, Rtype::A);
         response[2] |= 0x80; // QR=1
-        socket.send(&response).unwrap();
+        socket.send_raw(&response);
     }
-    socket.send(&[0u8; 5]).unwrap();
+    socket.send_raw(&[0u8; 5]);
     assert!(
-        !any_datagram(&socket, Duration::from_millis(300)),
+        socket.recv_raw(Duration::from_millis(300)).is_none(),
         "a dropped packet got a reply"
     );
     for _ in 0..2 {
-        let reply = query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).expect("a TCP reply");
+        let reply = r.client().query_tcp(DOMAIN, Rtype::A).expect("a TCP reply");
         assert_eq!(reply.rcode(), Rcode::NOERROR);
     }
 
@@ -616,7 +562,7 @@ fn sighup_applies_ttl_and_names_without_losing_a_query() {
         let server = r.udp_addr();
         let dc_name = dc_name.clone();
         std::thread::spawn(move || {
-            let socket = client_from(IpAddr::from([127, 0, 0, 1]), server);
+            let mut socket = DnsClient::from(IpAddr::from([127, 0, 0, 1]), server);
             let (mut answered, mut lost, mut bad) = (0u32, 0u32, Vec::new());
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut id: u16 = 1;
@@ -626,7 +572,7 @@ fn sighup_applies_ttl_and_names_without_losing_a_query() {
                 } else {
                     dc_name.as_str()
                 };
-                match ask_once(&socket, id, name, Rtype::A, Duration::from_secs(1)) {
+                match socket.query_once(name, Rtype::A, Duration::from_secs(1)) {
                     None => lost += 1,
                     Some(reply) if reply.rcode() != Rcode::NOERROR || reply.addrs().len() != 1 => {
                         bad.push(format!("{name}: {} {:?}", reply.rcode(), reply.addrs()))
@@ -751,48 +697,50 @@ fn allow_list_refuses_or_drops_other_sources_over_udp_and_tcp() {
 
     // Refuse (the default).
     let r = Responder::start(&base);
-    let from_denied = client_from(denied, r.udp_addr());
-    let reply = ask_once(&from_denied, 1, DOMAIN, Rtype::A, Duration::from_secs(2))
+    let mut from_denied = DnsClient::from(denied, r.udp_addr());
+    let reply = from_denied
+        .query_once(DOMAIN, Rtype::A, Duration::from_secs(2))
         .expect("a REFUSED reply");
     assert_eq!(reply.rcode(), Rcode::REFUSED);
     assert!(reply.addrs().is_empty(), "{:?}", reply.addrs());
-    let from_allowed = client_from(allowed, r.udp_addr());
-    let reply = ask_once(&from_allowed, 2, DOMAIN, Rtype::A, Duration::from_secs(2))
+    let mut from_allowed = DnsClient::from(allowed, r.udp_addr());
+    let reply = from_allowed
+        .query_once(DOMAIN, Rtype::A, Duration::from_secs(2))
         .expect("an answer for the allowed source");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     assert_eq!(reply.addrs().len(), 1);
     // TCP from 127.0.0.1 (denied): REFUSED; from the allowed source: answered.
-    let reply = query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).expect("a TCP reply");
+    let reply = r.client().query_tcp(DOMAIN, Rtype::A).expect("a TCP reply");
     assert_eq!(reply.rcode(), Rcode::REFUSED);
     assert!(reply.addrs().is_empty());
-    let reply = tcp_query_from(allowed, r.tcp_addr(), DOMAIN).expect("a TCP answer");
+    let reply = DnsClient::from(allowed, r.tcp_addr())
+        .query_tcp(DOMAIN, Rtype::A)
+        .expect("a TCP answer");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     assert_eq!(reply.addrs().len(), 1);
     drop(r);
 
     // Drop.
     let r = Responder::start(&with(base, &["--denied", "drop"]));
-    let from_denied = client_from(denied, r.udp_addr());
+    let mut from_denied = DnsClient::from(denied, r.udp_addr());
     assert!(
-        ask_once(
-            &from_denied,
-            3,
-            DOMAIN,
-            Rtype::A,
-            Duration::from_millis(300)
-        )
-        .is_none(),
+        from_denied
+            .query_once(DOMAIN, Rtype::A, Duration::from_millis(300))
+            .is_none(),
         "a denied source got a reply with --denied drop"
     );
-    let from_allowed = client_from(allowed, r.udp_addr());
-    let reply = ask_once(&from_allowed, 4, DOMAIN, Rtype::A, Duration::from_secs(2))
+    let mut from_allowed = DnsClient::from(allowed, r.udp_addr());
+    let reply = from_allowed
+        .query_once(DOMAIN, Rtype::A, Duration::from_secs(2))
         .expect("an answer for the allowed source");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     assert!(
-        query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).is_none(),
+        r.client().query_tcp(DOMAIN, Rtype::A).is_none(),
         "a denied TCP source got a reply with --denied drop"
     );
-    let reply = tcp_query_from(allowed, r.tcp_addr(), DOMAIN).expect("a TCP answer");
+    let reply = DnsClient::from(allowed, r.tcp_addr())
+        .query_tcp(DOMAIN, Rtype::A)
+        .expect("a TCP answer");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     let (text, m) = scrape(r.metrics_addr().expect("metrics address"));
     assert_eq!(
@@ -820,10 +768,10 @@ fn rate_limit_bounds_a_flood_and_spares_other_networks() {
 
     // Another /24, at the rate: every query answered.
     let other = std::thread::spawn(move || {
-        let socket = client_from(IpAddr::from([127, 0, 156, 201]), server);
+        let mut socket = DnsClient::from(IpAddr::from([127, 0, 156, 201]), server);
         let mut failures = Vec::new();
         for i in 0..50u16 {
-            match ask_once(&socket, 1000 + i, DOMAIN, Rtype::A, Duration::from_secs(1)) {
+            match socket.query_once(DOMAIN, Rtype::A, Duration::from_secs(1)) {
                 Some(reply)
                     if reply.rcode() == Rcode::NOERROR
                         && !reply.tc()
@@ -836,9 +784,9 @@ fn rate_limit_bounds_a_flood_and_spares_other_networks() {
     });
 
     // The flood: 2,000 queries in about a second, 20 every 10 ms.
-    let socket = client_from(IpAddr::from([127, 0, 0, 1]), server);
+    let socket = DnsClient::from(IpAddr::from([127, 0, 0, 1]), server);
     let receiver = {
-        let socket = socket.try_clone().unwrap();
+        let socket = socket.socket().try_clone().unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -861,7 +809,7 @@ fn rate_limit_bounds_a_flood_and_spares_other_networks() {
     };
     let started = Instant::now();
     for id in 0..FLOOD {
-        socket.send(&build_query(id, DOMAIN, Rtype::A)).unwrap();
+        socket.send_raw(&build_query(id, DOMAIN, Rtype::A));
         if id % 20 == 19 {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -965,7 +913,10 @@ fn user_option_drops_privileges_or_says_why_not() {
         .expect("an answer as nobody");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     assert_eq!(reply.addrs().len(), 1);
-    let reply = query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).expect("a TCP answer as nobody");
+    let reply = r
+        .client()
+        .query_tcp(DOMAIN, Rtype::A)
+        .expect("a TCP answer as nobody");
     assert_eq!(reply.rcode(), Rcode::NOERROR);
     drop(r);
 
@@ -1030,7 +981,8 @@ fn sigterm_during_a_flood_exits_cleanly_within_a_second() {
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let stop = Arc::clone(&stop);
-        let socket = client_from(IpAddr::from([127, 0, 0, 1]), r.udp_addr());
+        let client = DnsClient::from(IpAddr::from([127, 0, 0, 1]), r.udp_addr());
+        let socket = client.socket().try_clone().unwrap();
         socket.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             let (mut sent, mut received) = (0u64, 0u64);

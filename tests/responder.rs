@@ -509,8 +509,8 @@ fn tcp_answers_like_udp_and_pipelines() {
     let r = Responder::start(&args);
     r.wait_for_cluster_list();
 
-    let tcp = query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).expect("a TCP reply");
-    let udp = query_udp(r.udp_addr(), DOMAIN, Rtype::A).expect("a UDP reply");
+    let tcp = r.client().query_tcp(DOMAIN, Rtype::A).expect("a TCP reply");
+    let udp = r.client().query(DOMAIN, Rtype::A).expect("a UDP reply");
     assert_eq!(tcp.rcode(), Rcode::NOERROR);
     assert!(tcp.aa());
     assert_eq!(sorted(tcp.addrs()), sorted(udp.addrs()));
@@ -521,7 +521,10 @@ fn tcp_answers_like_udp_and_pipelines() {
         build_query(0x1111, DOMAIN, Rtype::A),
         build_query(0x2222, &format!("below.{DOMAIN}"), Rtype::A),
     ];
-    let replies = query_tcp_pipelined(r.tcp_addr(), &queries).expect("two pipelined replies");
+    let replies = r
+        .client()
+        .exchange_tcp(&queries)
+        .expect("two pipelined replies");
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[0].id(), 0x1111);
     assert_eq!(replies[0].rcode(), Rcode::NOERROR);
@@ -546,7 +549,7 @@ fn hostile_packets_get_no_reply_and_do_not_stop_it() {
         None,
         "a response or a 5-byte packet was answered"
     );
-    assert!(!a_answers(r.udp_addr(), DOMAIN).is_empty());
+    assert!(!r.client().a(DOMAIN).is_empty());
 
     // A header that promises a question it does not carry, and one with none: FORMERR.
     for qdcount in [1u8, 0] {
@@ -582,7 +585,7 @@ fn hostile_packets_get_no_reply_and_do_not_stop_it() {
         "the burst killed it; log:\n{}",
         r.log_text()
     );
-    let answer = a_answers(r.udp_addr(), DOMAIN);
+    let answer = r.client().a(DOMAIN);
     assert_eq!(
         answer.len(),
         1,
@@ -590,7 +593,7 @@ fn hostile_packets_get_no_reply_and_do_not_stop_it() {
         r.log_text()
     );
     assert!(addrs.contains(&answer[0]));
-    assert!(query_tcp(r.tcp_addr(), DOMAIN, Rtype::A).is_some());
+    assert!(r.client().query_tcp(DOMAIN, Rtype::A).is_some());
 }
 
 // 11. SIGTERM.
@@ -599,7 +602,7 @@ fn sigterm_exits_cleanly_within_a_second() {
     let (sim, addrs) = cluster(29, 1);
     let mut r = Responder::start(&cluster_args(&sim, &addrs, INTERVAL_MS, TIMEOUT_MS));
     r.wait_for_cluster_list();
-    assert!(!a_answers(r.udp_addr(), DOMAIN).is_empty());
+    assert!(!r.client().a(DOMAIN).is_empty());
     let (status, took) = r.terminate(Duration::from_secs(5));
     let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
     println!("exited {took:?} after SIGTERM with {status}");
@@ -611,7 +614,7 @@ fn sigterm_exits_cleanly_within_a_second() {
 fn sigint_exits_cleanly_within_a_second() {
     let (sim, addrs) = cluster(32, 1);
     let mut r = Responder::start(&cluster_args(&sim, &addrs, INTERVAL_MS, TIMEOUT_MS));
-    assert!(!a_answers(r.udp_addr(), DOMAIN).is_empty());
+    assert!(!r.client().a(DOMAIN).is_empty());
     let (status, took) = r.signal(libc::SIGINT, Duration::from_secs(5));
     let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGINT"));
     assert_eq!(status.code(), Some(0), "log:\n{}", r.log_text());
@@ -674,7 +677,7 @@ fn check_prints_the_effective_config_and_flags_override_the_file() {
 
     let r = Responder::start(&["--config", file.path_str(), "--ttl", "7"]);
     r.wait_for_cluster_list();
-    let reply = query_udp(r.udp_addr(), DOMAIN, Rtype::A).expect("a reply");
+    let reply = r.client().query(DOMAIN, Rtype::A).expect("a reply");
     assert_eq!(reply.answer_ttls(), vec![7]);
     assert!(addrs.contains(&reply.addrs()[0]));
 }
@@ -765,7 +768,7 @@ fn ipv6_nodes_are_served_as_aaaa() {
     r.wait_for_cluster_list();
     let mut client = r.client();
     let aaaa_served = || {
-        UdpClient::new(r.udp_addr())
+        DnsClient::new(r.udp_addr())
             .query(DOMAIN, Rtype::AAAA)
             .is_some_and(|reply| !reply.addrs().is_empty())
     };
@@ -791,7 +794,8 @@ fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     let r = Responder::start(&args);
     r.wait_for_cluster_list();
     let whole_over_tcp = || {
-        query_tcp(r.tcp_addr(), DOMAIN, Rtype::A)
+        r.client()
+            .query_tcp(DOMAIN, Rtype::A)
             .is_some_and(|reply| !reply.tc() && sorted(reply.addrs()) == addrs)
     };
     assert!(
@@ -799,7 +803,7 @@ fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
         "the 40 nodes are not all served over TCP; log:\n{}",
         r.log_text()
     );
-    let udp = query_udp(r.udp_addr(), DOMAIN, Rtype::A).expect("a UDP reply");
+    let udp = r.client().query(DOMAIN, Rtype::A).expect("a UDP reply");
     assert!(udp.bytes.len() <= 512, "{} bytes over UDP", udp.bytes.len());
     assert!(
         udp.tc(),
@@ -841,7 +845,7 @@ fn listen_port_0_starts_even_when_the_udp_port_is_taken_for_tcp() {
     let mut first_error = None;
     for _ in 0..STARTS {
         match Responder::try_start(&args) {
-            Ok(r) => assert!(!a_answers(r.udp_addr(), DOMAIN).is_empty()),
+            Ok(r) => assert!(!r.client().a(DOMAIN).is_empty()),
             Err(e) if is_tcp_port_collision(&e) => {
                 collisions += 1;
                 first_error.get_or_insert(e);

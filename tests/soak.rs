@@ -46,7 +46,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::{IpAddr, UdpSocket};
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -477,9 +477,7 @@ struct Sample {
 
 /// Asks one A query every [`SAMPLE_EVERY`] until `stop`.
 fn sample(server: std::net::SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the sampler");
-    socket.connect(server).expect("connect the sampler");
-    let mut buf = vec![0u8; 4096];
+    let client = DnsClient::new(server);
     let mut samples = Vec::new();
     let mut id: u16 = 0;
     let mut next = Instant::now();
@@ -487,25 +485,7 @@ fn sample(server: std::net::SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
         id = id.wrapping_add(1);
         let query = build_query(id, DOMAIN, Rtype::A);
         let sent = Instant::now();
-        let _ = socket.send(&query);
-        let deadline = sent + SAMPLE_TIMEOUT;
-        let mut reply = None;
-        while reply.is_none() {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left)).expect("a read timeout");
-            match socket.recv(&mut buf) {
-                Ok(n) => {
-                    reply = Reply::parse(buf[..n].to_vec()).filter(|r| r.id() == id);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+        let reply = client.exchange_once(&query, SAMPLE_TIMEOUT);
         let received = Instant::now();
         samples.push(match reply {
             Some(r) => Sample {

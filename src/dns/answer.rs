@@ -16,20 +16,19 @@ use domain::base::message_builder::{
 use domain::base::opt::Opt;
 use domain::base::{Message, MessageBuilder, ParsedName, Question};
 use domain::rdata::{Aaaa, Ns, A};
-use rand_core::Rng as _;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::wire::{self, HEADER_LEN};
 use super::zone::{AnswerMode, Place, Zone};
 use crate::nodes::Snapshot;
 
 mod fast;
+mod pick;
 pub(crate) use fast::WireRecords;
+use pick::choose;
 
 /// The random generator each worker owns.
 pub type Rng = Xoshiro256PlusPlus;
-
-/// Length of the fixed DNS header.
-pub const HEADER_LEN: usize = 12;
 
 /// Largest UDP reply to a query without EDNS (RFC 1035 section 4.2.1).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
@@ -220,21 +219,11 @@ fn sole_question(msg: &Message<[u8]>) -> Option<Question<QueryName<'_>>> {
     }
 }
 
-/// Whether the first question's name is written out label by label. It is
-/// the first name of the message, so a compression pointer in it can only
-/// point into the header, which holds no name, or loop (RFC 1035 4.1.4);
-/// `domain` rejects loops but follows pointers into the header.
+/// Whether the first question's name is written out label by label (see
+/// [`wire::name_len`]): `domain` rejects pointer loops but follows pointers
+/// into the header.
 fn first_name_uncompressed(msg: &Message<[u8]>) -> bool {
-    let wire = msg.as_slice();
-    let mut pos = HEADER_LEN;
-    while let Some(&len) = wire.get(pos) {
-        match len {
-            0 => return true,
-            1..=63 => pos += 1 + usize::from(len),
-            _ => return false,
-        }
-    }
-    false
+    (msg.as_slice().get(HEADER_LEN..)).is_some_and(|question| wire::name_len(question).is_some())
 }
 
 /// Finds the query's OPT record. Errors (leading to FORMERR) when the record
@@ -277,6 +266,25 @@ fn client_edns(msg: &Message<[u8]>) -> Result<Option<ClientEdns>, ()> {
     Ok(found)
 }
 
+/// The question of a query the zone can answer, or the rcode of the error
+/// reply it gets instead: NOTIMP for an opcode other than QUERY, BADVERS for
+/// EDNS above version 0, FORMERR without exactly one readable question.
+fn answerable(
+    msg: &Message<[u8]>,
+    edns: Option<ClientEdns>,
+) -> Result<Question<QueryName<'_>>, OptRcode> {
+    if msg.header().opcode() != Opcode::QUERY {
+        return Err(Rcode::NOTIMP.into());
+    }
+    if edns.is_some_and(|e| e.version > 0) {
+        return Err(OptRcode::BADVERS);
+    }
+    sole_question(msg).ok_or(Rcode::FORMERR.into())
+}
+
+/// Writes the reply to a query that passed the header checks: an answer,
+/// a negative answer, REFUSED outside the zone, or the hand-off to the
+/// forwarder.
 fn build(
     msg: &Message<[u8]>,
     edns: Option<ClientEdns>,
@@ -287,36 +295,14 @@ fn build(
     may_forward: bool,
 ) -> Result<Outcome, PushError> {
     let zone = &*snapshot.zone;
-    let question = sole_question(msg);
-    if msg.header().opcode() != Opcode::QUERY {
-        return Ok(Outcome::Reply(error_reply(
-            msg,
-            question,
-            edns,
-            Rcode::NOTIMP.into(),
-            zone,
-            reply,
-        )));
-    }
-    if edns.is_some_and(|e| e.version > 0) {
-        return Ok(Outcome::Reply(error_reply(
-            msg,
-            question,
-            edns,
-            OptRcode::BADVERS,
-            zone,
-            reply,
-        )));
-    }
-    let Some(question) = question else {
-        return Ok(Outcome::Reply(error_reply(
-            msg,
-            None,
-            edns,
-            Rcode::FORMERR.into(),
-            zone,
-            reply,
-        )));
+    let question = match answerable(msg, edns) {
+        Ok(question) => question,
+        Err(rcode) => {
+            let question = sole_question(msg);
+            return Ok(Outcome::Reply(error_reply(
+                msg, question, edns, rcode, zone, reply,
+            )));
+        }
     };
     let place = zone.find(&question.qname());
     if place == Place::Outside && zone.forwarding && may_forward {
@@ -512,90 +498,6 @@ fn error_reply(
         reply[4..HEADER_LEN].fill(0);
     }
     rcode
-}
-
-/// Emits node addresses for one answer according to `mode`, without allocating.
-fn choose<T: Copy>(
-    nodes: &[T],
-    mode: AnswerMode,
-    rng: &mut Rng,
-    mut emit: impl FnMut(T) -> Result<(), PushError>,
-) -> Result<(), PushError> {
-    let mut scratch = None;
-    pick(rng, nodes.len(), mode, &mut scratch).try_for_each(nodes.len(), |i| emit(nodes[i]))
-}
-
-/// Room for the positions of [`AnswerMode::Random`], set up only when it asks
-/// for more than one node: zeroing its 512 bytes was a sixth of the time of a
-/// one-node answer on the fast path.
-type Scratch = Option<[usize; AnswerMode::MAX_RANDOM as usize]>;
-
-/// The nodes one answer carries, as positions in a list of `len` nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pick<'s> {
-    /// This position alone.
-    One(usize),
-    /// These positions, in this order.
-    Listed(&'s [usize]),
-    /// Every position, from this offset on, wrapping around.
-    Rotated(usize),
-}
-
-impl Pick<'_> {
-    /// How many records the answer carries.
-    fn count(self, len: usize) -> usize {
-        match self {
-            Pick::One(_) => 1,
-            Pick::Listed(positions) => positions.len(),
-            Pick::Rotated(_) => len,
-        }
-    }
-
-    /// Calls `emit` with each position in answer order, up to the first error.
-    fn try_for_each<E>(
-        self,
-        len: usize,
-        mut emit: impl FnMut(usize) -> Result<(), E>,
-    ) -> Result<(), E> {
-        match self {
-            Pick::One(i) => emit(i),
-            Pick::Listed(positions) => positions.iter().try_for_each(|&i| emit(i)),
-            Pick::Rotated(offset) => (0..len).try_for_each(|i| emit((offset + i) % len)),
-        }
-    }
-}
-
-/// Chooses the nodes of one answer among `len` (> 0) according to `mode`.
-/// Both paths call this, so they draw the same numbers from `rng`.
-fn pick<'s>(rng: &mut Rng, len: usize, mode: AnswerMode, scratch: &'s mut Scratch) -> Pick<'s> {
-    match mode {
-        AnswerMode::Random(1) => Pick::One(random_below(rng, len)),
-        AnswerMode::Random(n) if usize::from(n) < len => {
-            let positions = &mut scratch.insert([0; AnswerMode::MAX_RANDOM as usize])[..];
-            Pick::Listed(pick_distinct(rng, len, &mut positions[..usize::from(n)]))
-        }
-        AnswerMode::Random(_) | AnswerMode::All => Pick::Rotated(random_below(rng, len)),
-    }
-}
-
-/// Fills `out` with distinct indices below `len` (`out.len() < len`), in random
-/// order: Floyd's sampling, then a Fisher-Yates shuffle of the sample.
-fn pick_distinct<'p>(rng: &mut Rng, len: usize, out: &'p mut [usize]) -> &'p [usize] {
-    let n = out.len();
-    for (filled, j) in (len - n..len).enumerate() {
-        let t = random_below(rng, j + 1);
-        out[filled] = if out[..filled].contains(&t) { j } else { t };
-    }
-    for i in (1..n).rev() {
-        out.swap(i, random_below(rng, i + 1));
-    }
-    out
-}
-
-/// A uniform index below `len` (`len > 0`), by Lemire's multiply-shift; the
-/// bias, below len / 2^64, is far beneath anything measurable.
-fn random_below(rng: &mut Rng, len: usize) -> usize {
-    ((u128::from(rng.next_u64()) * len as u128) >> 64) as usize
 }
 
 #[cfg(test)]

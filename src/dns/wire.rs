@@ -1,30 +1,50 @@
 //! Small reads and writes of raw DNS messages, for the places that must not
-//! pay for a full parse: counting a query's type, refusing a source, slipping
-//! a rate-limited answer, failing a forwarded query.
+//! pay for a full parse: finding a query's question, counting its type,
+//! refusing a source, slipping a rate-limited answer, failing a forwarded
+//! query.
+//!
+//! [`name_len`] is the one walk over a question name on the wire: the answer
+//! path's fast and general paths, the zone's name comparison, the metrics'
+//! type count and the forwarder all find the question through it, so they
+//! agree on which names are readable.
 
 /// Length of the fixed DNS header.
 pub const HEADER_LEN: usize = 12;
 
+/// Longest name on the wire, root label included (RFC 1035 section 3.1).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Length, root label included, of the name at the start of `wire` when it
+/// is written out label by label; `None` for a compression pointer or a
+/// reserved label type, a name cut short, or one longer than
+/// [`MAX_NAME_LEN`].
+///
+/// A question's name is the first name of its message, so a pointer in it
+/// could only point into the header, which holds no name, or loop (RFC 1035
+/// section 4.1.4): every reader of a question refuses pointers alike.
+pub fn name_len(wire: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        match *wire.get(at)? {
+            0 => return Some(at + 1),
+            len @ 1..=63 => at += 1 + usize::from(len),
+            _ => return None,
+        }
+        // The root label still follows: the name would be longer still.
+        if at >= MAX_NAME_LEN {
+            return None;
+        }
+    }
+}
+
 /// End offset of the first question of `msg` when its name is written out in
-/// full (no compression pointer, which a first name cannot use anyway) and
-/// the question is complete.
+/// full (see [`name_len`]) and the question is complete.
 pub fn question_end(msg: &[u8]) -> Option<usize> {
     if msg.len() < HEADER_LEN || msg[4..6] == [0, 0] {
         return None;
     }
-    let mut at = HEADER_LEN;
-    loop {
-        let len = usize::from(*msg.get(at)?);
-        if len == 0 {
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
-    let end = at + 1 + 4;
-    (end <= msg.len() && end - HEADER_LEN <= 255 + 4).then_some(end)
+    let end = HEADER_LEN + name_len(&msg[HEADER_LEN..])? + 4;
+    (end <= msg.len()).then_some(end)
 }
 
 /// The QTYPE of the first question, if it can be read.
@@ -91,6 +111,30 @@ mod tests {
         none[5] = 0;
         assert_eq!(question_end(&none), None);
         assert_eq!(question_end(&q[..5]), None);
+    }
+
+    #[test]
+    fn names_are_walked_to_their_root_label_and_no_further_than_255_bytes() {
+        assert_eq!(name_len(&[0]), Some(1));
+        assert_eq!(name_len(&[1, b'a', 0, 0xff]), Some(3));
+        assert_eq!(name_len(&[1, b'a']), None, "cut short");
+        for reserved in [0x40, 0x80, 0xc0] {
+            assert_eq!(name_len(&[1, b'a', reserved, 12]), None, "{reserved:#x}");
+        }
+        // Three labels of 63 bytes and one of 61: 255 bytes with the root.
+        let mut longest = Vec::new();
+        for _ in 0..3 {
+            longest.push(63);
+            longest.extend_from_slice(&[b'x'; 63]);
+        }
+        longest.push(61);
+        longest.extend_from_slice(&[b'y'; 61]);
+        longest.push(0);
+        assert_eq!(longest.len(), MAX_NAME_LEN);
+        assert_eq!(name_len(&longest), Some(MAX_NAME_LEN));
+        let mut longer = longest.clone();
+        longer.splice(longer.len() - 1.., [1, b'z', 0]);
+        assert_eq!(name_len(&longer), None, "257 bytes");
     }
 
     #[test]

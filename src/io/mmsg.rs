@@ -1,4 +1,4 @@
-//! Fallback backend: batched `recvmmsg`/`sendmmsg`.
+//! Default backend: batched `recvmmsg`/`sendmmsg`.
 //!
 //! Used where io_uring is missing or restricted (old kernels, seccomp
 //! profiles that block it). One `recvmmsg` reads up to [`BATCH`] datagrams,

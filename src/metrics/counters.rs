@@ -20,7 +20,7 @@ fn bump(counter: &AtomicU64, n: u64) {
 /// neighbours, nor with the `Arc`'s reference counts.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-pub struct WorkerMetrics {
+pub struct QueryMetrics {
     queries: [AtomicU64; QueryType::COUNT],
     responses: [AtomicU64; Rcode::COUNT],
     dropped: [AtomicU64; DropReason::COUNT],
@@ -29,10 +29,10 @@ pub struct WorkerMetrics {
     slipped: AtomicU64,
 }
 
-impl WorkerMetrics {
+impl QueryMetrics {
     /// All counters at zero.
-    pub fn new() -> WorkerMetrics {
-        WorkerMetrics::default()
+    pub fn new() -> QueryMetrics {
+        QueryMetrics::default()
     }
 
     /// One query received, of this type. Call it for every packet that
@@ -62,7 +62,7 @@ impl WorkerMetrics {
     }
 
     /// One response sent truncated (TC=1) because it did not fit. Count
-    /// its RCODE with [`WorkerMetrics::response`] as well.
+    /// its RCODE with [`QueryMetrics::response`] as well.
     #[inline]
     pub fn truncated(&self) {
         bump(&self.truncated, 1);
@@ -75,17 +75,17 @@ impl WorkerMetrics {
     }
 
     /// One response over the rate limit sent truncated (RRL slip). Not
-    /// counted in [`WorkerMetrics::truncated`]; count its RCODE with
-    /// [`WorkerMetrics::response`] as well.
+    /// counted in [`QueryMetrics::truncated`]; count its RCODE with
+    /// [`QueryMetrics::response`] as well.
     #[inline]
     pub fn slipped(&self) {
         bump(&self.slipped, 1);
     }
 
     /// The counters now, read with relaxed loads (any thread).
-    pub fn counts(&self) -> WorkerCounts {
+    pub fn counts(&self) -> QueryCounts {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WorkerCounts {
+        QueryCounts {
             queries: self.queries.each_ref().map(load),
             responses: self.responses.each_ref().map(load),
             dropped: self.dropped.each_ref().map(load),
@@ -96,9 +96,9 @@ impl WorkerMetrics {
     }
 }
 
-/// A plain copy of [`WorkerMetrics`]' counters; `+=` sums workers.
+/// A plain copy of [`QueryMetrics`]' counters; `+=` sums workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerCounts {
+pub struct QueryCounts {
     pub queries: [u64; QueryType::COUNT],
     pub responses: [u64; Rcode::COUNT],
     pub dropped: [u64; DropReason::COUNT],
@@ -107,7 +107,7 @@ pub struct WorkerCounts {
     pub slipped: u64,
 }
 
-impl WorkerCounts {
+impl QueryCounts {
     /// Queries of this type.
     pub fn query(&self, qtype: QueryType) -> u64 {
         self.queries[qtype as usize]
@@ -129,8 +129,8 @@ impl WorkerCounts {
     }
 }
 
-impl std::ops::AddAssign for WorkerCounts {
-    fn add_assign(&mut self, other: WorkerCounts) {
+impl std::ops::AddAssign for QueryCounts {
+    fn add_assign(&mut self, other: QueryCounts) {
         fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
             for (x, y) in a.iter_mut().zip(b) {
                 *x = x.wrapping_add(*y);

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::{
     lock, ControlMetrics, DropReason, Metrics, Outcome, QueryType, Rcode, SnapshotFacts,
-    WorkerCounts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
+    QueryCounts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
     FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, LIVE_NODES, QUERIES_TOTAL,
     RATE_LIMIT_SLIPS_TOTAL, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS,
     SNAPSHOT_GENERATION, START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL,
@@ -19,8 +19,8 @@ impl Metrics {
     /// Everything, in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = Text(String::with_capacity(8192));
-        let udp_each: Vec<WorkerCounts> = self.udp.iter().map(|w| w.counts()).collect();
-        let mut udp = WorkerCounts::default();
+        let udp_each: Vec<QueryCounts> = self.udp.iter().map(|w| w.counts()).collect();
+        let mut udp = QueryCounts::default();
         for c in &udp_each {
             udp += *c;
         }
@@ -66,9 +66,9 @@ impl Metrics {
 /// Queries by transport, type and worker; responses by RCODE; drops by reason.
 fn render_queries(
     out: &mut Text,
-    udp_each: &[WorkerCounts],
-    udp: &WorkerCounts,
-    tcp: &WorkerCounts,
+    udp_each: &[QueryCounts],
+    udp: &QueryCounts,
+    tcp: &QueryCounts,
 ) {
     let by_transport = [("udp", udp), ("tcp", tcp)];
     out.family(
@@ -129,7 +129,7 @@ fn render_queries(
 }
 
 /// The counters with only a transport label.
-fn render_per_transport(out: &mut Text, udp: &WorkerCounts, tcp: &WorkerCounts) {
+fn render_per_transport(out: &mut Text, udp: &QueryCounts, tcp: &QueryCounts) {
     let per_transport = [
         (
             TRUNCATED_RESPONSES_TOTAL,

@@ -381,11 +381,11 @@ fn forgotten_nodes_disappear() {
 
 #[test]
 fn worker_counters_are_cache_line_isolated_and_sum() {
-    assert_eq!(std::mem::align_of::<WorkerMetrics>(), 128);
-    assert_eq!(std::mem::size_of::<WorkerMetrics>() % 128, 0);
+    assert_eq!(std::mem::align_of::<QueryMetrics>(), 128);
+    assert_eq!(std::mem::size_of::<QueryMetrics>() % 128, 0);
     let m = known_metrics();
-    let a = m.udp_worker(0).as_ref() as *const WorkerMetrics as usize;
-    let b = m.udp_worker(1).as_ref() as *const WorkerMetrics as usize;
+    let a = m.udp_worker(0).as_ref() as *const QueryMetrics as usize;
+    let b = m.udp_worker(1).as_ref() as *const QueryMetrics as usize;
     assert_eq!(a % 128, 0);
     assert_eq!(b % 128, 0);
     let totals = m.udp_totals();

@@ -8,10 +8,12 @@
 //! two OPT records, a question cut short) are as easy to write as good ones.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use alternator_sim::SimCluster;
+
+use super::{DnsClient, UDP_TIMEOUT, UDP_TRIES};
 
 /// Flags for a responder serving `domain` from `sim`, learning the list from
 /// `seed`, for the case tables (conformance and the Knot differential).
@@ -57,12 +59,8 @@ pub const SERVER_EDNS_SIZE: u16 = 1232;
 pub const A_TTL: u32 = 4;
 pub const SOA_TTL: u32 = 60;
 
-/// How long a UDP query waits for a reply per try, and how many tries.
-const UDP_WAIT: Duration = Duration::from_millis(1000);
-const UDP_TRIES: usize = 3;
 /// How long to listen before concluding that no reply is coming.
 const SILENCE: Duration = Duration::from_millis(300);
-const TCP_TIMEOUT: Duration = Duration::from_secs(3);
 
 // The flag bits of the header's second 16-bit word.
 pub const QR: u16 = 0x8000;
@@ -1106,36 +1104,22 @@ pub fn exchange(
 }
 
 fn exchange_udp(server: SocketAddr, query: &[u8], expect_reply: bool) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
-    socket.connect(server).expect("connect a UDP client");
     let (tries, wait) = if expect_reply {
-        (UDP_TRIES, UDP_WAIT)
+        (UDP_TRIES, UDP_TIMEOUT)
     } else {
         (1, SILENCE)
     };
-    let mut buf = vec![0u8; 65535];
-    for _ in 0..tries {
-        socket.send(query).expect("send a UDP query");
-        let deadline = Instant::now() + wait;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left)).unwrap();
-            match socket.recv(&mut buf) {
-                Ok(n) => return Some(buf[..n].to_vec()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    }
-    None
+    let client = DnsClient::new(server);
+    (0..tries).find_map(|_| {
+        client.send_raw(query);
+        client.recv_raw(wait)
+    })
 }
 
 fn exchange_tcp(server: SocketAddr, query: &[u8], expect_reply: bool) -> Option<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&server, TCP_TIMEOUT).expect("connect over TCP");
-    stream.set_read_timeout(Some(TCP_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TCP_TIMEOUT)).unwrap();
+    let mut stream = DnsClient::new(server)
+        .connect_tcp()
+        .expect("connect over TCP");
     let mut framed = frame(query);
     let query_id = (query.len() >= 2).then(|| [query[0], query[1]]);
     // The follow-up query has an ID the first one cannot have.

@@ -10,14 +10,14 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use domain::base::iana::{Class, Rcode, Rtype};
-use domain::base::{Message, MessageBuilder, Name};
+use domain::base::iana::{Rcode, Rtype};
+use domain::base::Message;
 use domain::rdata::AllRecordData;
 
 use alternator_sim::SimCluster;
@@ -33,12 +33,6 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Log lines that say a list from `/localnodes` replaced the seeds.
 pub const LEARNT: [&str; 2] = ["first /localnodes answer", "membership changed"];
-
-/// How long one UDP attempt waits for its reply.
-pub const UDP_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// UDP attempts per query.
-pub const UDP_TRIES: usize = 3;
 
 /// The address of the `i`-th node (1-based) of test `test_no`: 127.0.test_no.i.
 pub fn node(test_no: u8, i: u8) -> IpAddr {
@@ -262,9 +256,9 @@ impl Responder {
         }
     }
 
-    /// A UDP client connected to this responder.
-    pub fn client(&self) -> UdpClient {
-        UdpClient::new(self.udp)
+    /// A DNS client of this responder, on 127.0.0.1 (or ::1).
+    pub fn client(&self) -> DnsClient {
+        DnsClient::new(self.udp).with_tcp(self.tcp)
     }
 }
 
@@ -351,22 +345,6 @@ impl Drop for TempFile {
     }
 }
 
-/// A DNS query for `name`/`qtype` in class IN, with RD set.
-pub fn build_query(id: u16, name: &str, qtype: Rtype) -> Vec<u8> {
-    let mut builder = MessageBuilder::new_vec();
-    builder.header_mut().set_id(id);
-    builder.header_mut().set_rd(true);
-    let mut question = builder.question();
-    question
-        .push((
-            Name::<Vec<u8>>::vec_from_str(name).expect("a valid test name"),
-            qtype,
-            Class::IN,
-        ))
-        .expect("a question fits");
-    question.finish()
-}
-
 /// A DNS reply, checked to parse.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -434,119 +412,6 @@ impl Reply {
     }
 }
 
-/// A UDP socket on 127.0.0.1 connected to one server, with its own query IDs.
-pub struct UdpClient {
-    socket: UdpSocket,
-    next_id: u16,
-}
-
-impl UdpClient {
-    pub fn new(server: SocketAddr) -> UdpClient {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
-        socket.connect(server).expect("connect the UDP client");
-        UdpClient { socket, next_id: 1 }
-    }
-
-    /// Asks `name`/`qtype`: up to [`UDP_TRIES`] attempts of [`UDP_TIMEOUT`]
-    /// each; replies with another ID (late ones) are skipped.
-    pub fn query(&mut self, name: &str, qtype: Rtype) -> Option<Reply> {
-        for _ in 0..UDP_TRIES {
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1);
-            let query = build_query(id, name, qtype);
-            if self.socket.send(&query).is_err() {
-                continue;
-            }
-            let deadline = Instant::now() + UDP_TIMEOUT;
-            while let Some(bytes) = self.recv_until(deadline) {
-                if let Some(reply) = Reply::parse(bytes) {
-                    if reply.id() == id {
-                        return Some(reply);
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// The A records for `name`; empty if there was no reply.
-    pub fn a(&mut self, name: &str) -> Vec<IpAddr> {
-        self.query(name, Rtype::A)
-            .map(|r| r.addrs())
-            .unwrap_or_default()
-    }
-
-    /// Sends raw bytes (errors ignored: hostile packets may be refused).
-    pub fn send_raw(&self, bytes: &[u8]) {
-        let _ = self.socket.send(bytes);
-    }
-
-    /// The next datagram received within `timeout`, if any.
-    pub fn recv_raw(&self, timeout: Duration) -> Option<Vec<u8>> {
-        self.recv_until(Instant::now() + timeout)
-    }
-
-    fn recv_until(&self, deadline: Instant) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65535];
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            if left.is_zero() {
-                return None;
-            }
-            self.socket
-                .set_read_timeout(Some(left))
-                .expect("set a read timeout");
-            match self.socket.recv(&mut buf) {
-                Ok(n) => return Some(buf[..n].to_vec()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // Timeout, or ICMP unreachable reported on the connected socket.
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
-/// One query over a fresh UDP socket (with retries).
-pub fn query_udp(server: SocketAddr, name: &str, qtype: Rtype) -> Option<Reply> {
-    UdpClient::new(server).query(name, qtype)
-}
-
-/// The A records for `name` over UDP; empty if there was no reply.
-pub fn a_answers(server: SocketAddr, name: &str) -> Vec<IpAddr> {
-    UdpClient::new(server).a(name)
-}
-
-/// Sends every query on one TCP connection at once (pipelined), then reads
-/// one reply per query, in order. `None` if the connection fails or a reply
-/// does not arrive within 5 s.
-pub fn query_tcp_pipelined(server: SocketAddr, queries: &[Vec<u8>]) -> Option<Vec<Reply>> {
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&server, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    let mut framed = Vec::new();
-    for query in queries {
-        let len = u16::try_from(query.len()).expect("a query fits in a TCP frame");
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(query);
-    }
-    stream.write_all(&framed).ok()?;
-    let mut replies = Vec::with_capacity(queries.len());
-    for _ in queries {
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).ok()?;
-        let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream.read_exact(&mut bytes).ok()?;
-        replies.push(Reply::parse(bytes)?);
-    }
-    Some(replies)
-}
-
-/// One query over TCP.
-pub fn query_tcp(server: SocketAddr, name: &str, qtype: Rtype) -> Option<Reply> {
-    query_tcp_pipelined(server, &[build_query(0x7cb1, name, qtype)])?.pop()
-}
-
 /// A small deterministic generator (splitmix64) for hostile packets.
 pub struct SplitMix(pub u64);
 
@@ -573,6 +438,11 @@ pub fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// The RFC conformance cases shared by the conformance and Knot differential tests.
 pub mod dns_cases;
+
+pub mod dns_client;
+// Each test binary uses only part of these, as of the rest of this module.
+#[allow(unused_imports)]
+pub use dns_client::{build_query, DnsClient, UDP_TIMEOUT, UDP_TRIES};
 
 // Added for tests/operations.rs: starting the binary with exact flags and an
 // extra environment, logs in text or JSON, and the process id.
@@ -824,26 +694,4 @@ impl Responder {
     ) -> bool {
         wait_until(timeout, || self.metric(name, labels) == Some(value))
     }
-}
-
-/// One A query for `name` over TCP from `source` (a loopback address of the
-/// test's own), within 5 s.
-pub fn tcp_query_from(source: IpAddr, server: SocketAddr, name: &str) -> Option<Reply> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
-    socket
-        .connect_timeout(&server.into(), Duration::from_secs(5))
-        .ok()?;
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let query = build_query(0x4747, name, Rtype::A);
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&query);
-    stream.write_all(&framed).ok()?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).ok()?;
-    let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut bytes).ok()?;
-    Reply::parse(bytes)
 }

@@ -17,7 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use domain::base::iana::{Class, Rcode, Rtype};
 use domain::base::Ttl;
 
-use super::{pick, reply_limit, Outcome, Pick, Rng, Transport, HEADER_LEN, OPT_LEN};
+use super::pick::{pick, Pick};
+use super::{reply_limit, Outcome, Rng, Transport, HEADER_LEN, OPT_LEN};
 use crate::dns::zone::Zone;
 use crate::nodes::{NodeSet, Snapshot};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use domain::base::iana::{Class, Opcode, Rcode, Rtype};
 use domain::base::{Message, MessageBuilder, Name, Ttl};
 use domain::rdata::AllRecordData;
-use rand_core::SeedableRng;
+use rand_core::{Rng as _, SeedableRng};
 
 use super::*;
 use crate::dns::zone::ZoneSettings;
@@ -869,49 +869,9 @@ fn generate(rng: &mut Rng) -> Generated {
         && class == Class::IN
         && opcode == Opcode::QUERY;
     if chance(rng, 60) {
-        let near_limits = 520 + (rng.next_u64() % 800) as u16;
-        let payload = one_of(
-            rng,
-            &[
-                0,
-                100,
-                511,
-                512,
-                513,
-                1000,
-                1232,
-                1233,
-                1400,
-                4096,
-                65535,
-                near_limits,
-            ],
-        );
-        let version = if chance(rng, 95) { 0 } else { 1 };
-        let flags = if chance(rng, 50) { 0x8000 } else { 0 }
-            | if chance(rng, 10) {
-                rng.next_u64() as u16
-            } else {
-                0
-            };
-        let options: &[u8] = match rng.next_u64() % 8 {
-            0 => &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a client cookie
-            1 => &[0, 100, 0, 0, 0, 8, 0, 4, 0, 1, 24, 10], // empty option, client subnet
-            2 => &[0, 10, 0, 9, 1, 2, 3],                // overruns the data
-            3 => &[0, 10, 0],                            // a partial option header
-            _ => &[],
-        };
-        simple &= version == 0 && !matches!(options.len(), 7 | 3);
-        query = with_opt(query, payload, version, flags, options);
-        if chance(rng, 10) {
-            query[HEADER_LEN + name.len() + 2 + 4 + 5] = rng.next_u64() as u8; // extended rcode
-        }
-        if chance(rng, 5) {
-            // An owner other than the root: a pointer to the question name.
-            let at = query.len() - 11 - options.len();
-            query.splice(at..at + 1, [0xc0, 12]);
-            simple = false;
-        }
+        let (with_opt, plain) = random_opt(rng, query, name.len());
+        query = with_opt;
+        simple &= plain;
     }
     if chance(rng, 5) {
         // A further additional record: an OPT (the only one, or a second
@@ -940,6 +900,57 @@ fn generate(rng: &mut Rng) -> Generated {
         query,
         simple: simple.then_some((name_index, qtype == Rtype::AAAA)),
     }
+}
+
+/// Adds an OPT record to `query` (whose question name is `name_len` bytes
+/// as text): payload sizes around the limits, versions, DO and other flags,
+/// well-formed and broken options, an owner other than the root. Also
+/// returns whether the fast path may still take the query.
+fn random_opt(rng: &mut Rng, query: Vec<u8>, name_len: usize) -> (Vec<u8>, bool) {
+    let near_limits = 520 + (rng.next_u64() % 800) as u16;
+    let payload = one_of(
+        rng,
+        &[
+            0,
+            100,
+            511,
+            512,
+            513,
+            1000,
+            1232,
+            1233,
+            1400,
+            4096,
+            65535,
+            near_limits,
+        ],
+    );
+    let version = if chance(rng, 95) { 0 } else { 1 };
+    let flags = if chance(rng, 50) { 0x8000 } else { 0 }
+        | if chance(rng, 10) {
+            rng.next_u64() as u16
+        } else {
+            0
+        };
+    let options: &[u8] = match rng.next_u64() % 8 {
+        0 => &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a client cookie
+        1 => &[0, 100, 0, 0, 0, 8, 0, 4, 0, 1, 24, 10], // empty option, client subnet
+        2 => &[0, 10, 0, 9, 1, 2, 3],                // overruns the data
+        3 => &[0, 10, 0],                            // a partial option header
+        _ => &[],
+    };
+    let mut simple = version == 0 && !matches!(options.len(), 7 | 3);
+    let mut query = with_opt(query, payload, version, flags, options);
+    if chance(rng, 10) {
+        query[HEADER_LEN + name_len + 2 + 4 + 5] = rng.next_u64() as u8; // extended rcode
+    }
+    if chance(rng, 5) {
+        // An owner other than the root: a pointer to the question name.
+        let at = query.len() - 11 - options.len();
+        query.splice(at..at + 1, [0xc0, 12]);
+        simple = false;
+    }
+    (query, simple)
 }
 
 /// Answers `query` with the full path, the general path and the fast path

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{
-    lock, ControlMetrics, DropReason, Metrics, Outcome, QueryType, Rcode, SnapshotFacts,
-    QueryCounts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
+    lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts, QueryType, Rcode,
+    SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
     FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, LIVE_NODES, QUERIES_TOTAL,
     RATE_LIMIT_SLIPS_TOTAL, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS,
     SNAPSHOT_GENERATION, START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL,
@@ -64,12 +64,7 @@ impl Metrics {
 }
 
 /// Queries by transport, type and worker; responses by RCODE; drops by reason.
-fn render_queries(
-    out: &mut Text,
-    udp_each: &[QueryCounts],
-    udp: &QueryCounts,
-    tcp: &QueryCounts,
-) {
+fn render_queries(out: &mut Text, udp_each: &[QueryCounts], udp: &QueryCounts, tcp: &QueryCounts) {
     let by_transport = [("udp", udp), ("tcp", tcp)];
     out.family(
         QUERIES_TOTAL,

@@ -6,8 +6,9 @@
 //! Why one module: both talk to the same nodes with the same settings, and a
 //! user reading a failure should not be able to tell which of the two saw
 //! it. The poller keeps hyper's pooled client (its connections are few and
-//! short-lived); the prober keeps one connection per node for as long as the
-//! node is listed and drives it itself. Neither depends on the other.
+//! short-lived); the prober keeps one TCP or TLS stream per node for as long
+//! as the node is listed and does hyper's handshake on it for each probe.
+//! Neither depends on the other.
 
 mod connect;
 mod error;

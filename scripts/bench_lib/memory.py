@@ -10,6 +10,9 @@ from .common import (BINARY, DOMAIN, LOOPBACK, MEMORY_TARGET_MIB, MEMORY_THREADS
                      START_TIMEOUT, BenchError, Child, free_port, log, probe, wait_answering)
 from .servers import metric, metrics_port, start_sim
 
+# The DNS name in the simulated nodes' certificate with --memory-scheme https.
+SIM_TLS_NAME = "alternator-sim.test"
+
 
 def rss_kib(child):
     try:
@@ -47,7 +50,16 @@ def measure_memory(args, workdir, children, problems):
     """Resident set of alternator-dns, MEMORY_THREADS workers, --memory-nodes nodes."""
     nodes = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(args.memory_nodes)]
     raise_open_files_limit(len(nodes))
-    sim_port = start_sim(args, workdir, children, nodes=nodes, name="sim-memory")
+    # Over HTTPS the nodes share one certificate for one DNS name, signed by a
+    # CA the simulator writes: the usual setup with --tls-server-name.
+    sim_tls, dns_tls = [], []
+    if args.memory_scheme == "https":
+        tls_dir = os.path.join(workdir, "sim-tls")
+        sim_tls = ["--tls-dir", tls_dir, "--tls-name", SIM_TLS_NAME]
+        dns_tls = ["--alternator-scheme", "https", "--ca-file", os.path.join(tls_dir, "ca.pem"),
+                   "--tls-server-name", SIM_TLS_NAME]
+    sim_port = start_sim(args, workdir, children, nodes=nodes, name="sim-memory",
+                         extra=sim_tls)
     results = []
     for health in ("true", "false"):
         name = f"memory-health-{health}"
@@ -55,7 +67,8 @@ def measure_memory(args, workdir, children, problems):
         argv = [BINARY, "--listen", f"{LOOPBACK}:{port}", "--domain", DOMAIN,
                 "--seed", f"{nodes[0]}:{sim_port}", "--alternator-port", str(sim_port),
                 "--threads", str(MEMORY_THREADS), "--health-check", health,
-                "--log-level", "warn", "--metrics-listen", f"{LOOPBACK}:{metrics_port(name)}"]
+                "--log-level", "warn", "--metrics-listen", f"{LOOPBACK}:{metrics_port(name)}",
+                *dns_tls]
         child = Child(name, argv, workdir)
         children.append(child)
         log(f"{name}: pid {child.pid}  $ {' '.join(child.argv)}")
@@ -84,6 +97,7 @@ def measure_memory(args, workdir, children, problems):
             raise BenchError(f"{name} died during the measurement:\n{child.tail()}")
         fds = open_fds(child)
         results.append({"health_check": health == "true", "nodes": len(nodes),
+                        "scheme": args.memory_scheme,
                         "threads": MEMORY_THREADS, "rss_kib_first": first,
                         "rss_kib_max": max(samples), "rss_kib_last": samples[-1],
                         "open_fds": fds, "samples": len(samples)})
@@ -92,7 +106,8 @@ def measure_memory(args, workdir, children, problems):
         if status not in (0, -signal.SIGTERM):
             raise BenchError(f"{name} exited with status {status} when stopped:\n{child.tail()}")
     log()
-    log(f"== Resident set: alternator-dns, {MEMORY_THREADS} workers, {len(nodes)} nodes served, "
+    log(f"== Resident set: alternator-dns, {MEMORY_THREADS} workers, {len(nodes)} nodes served "
+        f"over {args.memory_scheme}, "
         f"sampled every 0.5 s for {args.memory_seconds:g} s")
     log(f"{'health checks':<14} {'first MiB':>9} {'max MiB':>8} {'last MiB':>8} {'open fds':>8}")
     for r in results:

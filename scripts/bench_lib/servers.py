@@ -62,11 +62,11 @@ def build(args):
                  str(REFLECTOR), str(REFLECTOR_SRC)], timeout=300, cwd=ROOT)
 
 
-def start_sim(args, workdir, children, churn=0, nodes=SIM_NODES, name=None):
+def start_sim(args, workdir, children, churn=0, nodes=SIM_NODES, name=None, extra=()):
     argv = ["taskset", "-c", fmt_cpus(args.client_cpus), SIM_BINARY, "cluster"]
     for node in nodes:
         argv += ["--node", node]
-    argv += ["--port", "0", "--churn-per-second", str(churn)]
+    argv += ["--port", "0", "--churn-per-second", str(churn), *extra]
     child = Child(name or ("sim-churn" if churn else "sim"), argv, workdir)
     children.append(child)
     m = wait_line(child, r"Simulated Alternator nodes: " + re.escape(nodes[0]) + r":(\d+)")

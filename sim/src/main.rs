@@ -4,13 +4,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alternator_sim::{Fault, SimCluster};
+use alternator_sim::test_pki::TestCa;
+use alternator_sim::{Fault, SimCluster, SimNode, SimOptions, SimTls, DEFAULT_DC, DEFAULT_RACK};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
@@ -55,6 +56,19 @@ struct ClusterArgs {
     /// `unlist IP` and `list IP` (leave or join /localnodes)
     #[arg(long)]
     control_stdin: bool,
+    /// Serve HTTPS instead of HTTP: a fresh test CA is written to DIR/ca.pem
+    /// (for alternator-dns's --ca-file), and every node presents one
+    /// certificate signed by it for --tls-name (for --tls-server-name).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The DNS name in the nodes' certificate, with --tls-dir.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "alternator-sim.test",
+        requires = "tls_dir"
+    )]
+    tls_name: String,
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +121,20 @@ fn main() -> ExitCode {
 
 /// Runs only the simulated cluster until SIGINT or SIGTERM.
 fn run_cluster(args: &ClusterArgs) -> anyhow::Result<()> {
-    let cluster = SimCluster::start(&args.nodes, args.port)
+    let nodes: Vec<SimNode> = args
+        .nodes
+        .iter()
+        .map(|&ip| SimNode::new(ip, DEFAULT_DC, DEFAULT_RACK))
+        .collect();
+    let options = SimOptions {
+        tls: args
+            .tls_dir
+            .as_deref()
+            .map(|dir| test_tls(dir, &args.tls_name))
+            .transpose()?,
+        ..SimOptions::default()
+    };
+    let cluster = SimCluster::start_with(&nodes, args.port, options)
         .context("cannot start the simulated Alternator cluster")?;
     let shown: Vec<String> = cluster
         .nodes()
@@ -127,6 +154,17 @@ fn run_cluster(args: &ClusterArgs) -> anyhow::Result<()> {
     }
     cluster.shutdown();
     Ok(())
+}
+
+/// Server TLS for the nodes from a fresh test CA, whose certificate is
+/// written to `dir/ca.pem`; the nodes' certificate names `name`.
+fn test_tls(dir: &Path, name: &str) -> anyhow::Result<SimTls> {
+    let ca = TestCa::new("alternator-sim test CA");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem)
+        .with_context(|| format!("cannot write {}", ca_file.display()))?;
+    Ok(ca.server(&[name]).sim_tls())
 }
 
 /// Starts a simulated cluster on 127.0.0.1..N and the responder against it.

@@ -7,11 +7,11 @@
 pub mod client;
 pub mod degraded;
 pub mod driver;
+pub mod http;
 pub mod membership;
 pub mod probe;
 pub mod refresher;
 pub mod snapshot;
-mod tls_failure;
 pub mod tracker;
 
 pub use snapshot::{Basis, NodeSet, NodeSource, SharedSnapshot, Snapshot};

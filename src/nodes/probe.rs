@@ -1,92 +1,83 @@
 //! The health probe: `GET /` on one node, over a connection kept open from
 //! one probe to the next.
 //!
-//! Why not [`AlternatorClient::get`]: memory. A prober lives as long as its
+//! Why not the poller's pooled client: memory. A prober lives as long as its
 //! node is listed and keeps a connection to it; through hyper's pooled client
-//! each such connection cost about 20 KiB (read and write buffers, the pool's
-//! entry, the connection task), 20 MiB for a thousand nodes, twice the rest
-//! of the server. A [`HealthProbe`] owns its stream and one fixed buffer,
-//! allocates nothing per probe of a healthy node, and reads exactly the
-//! HTTP/1.1 a probe needs: the status, then the body skipped by its framing
-//! (`Content-Length`, chunked, or up to the end of the connection).
+//! each such connection cost about 20 KiB (buffers that grow, the pool's
+//! entry, a task per connection), 20 MiB for a thousand nodes, twice the rest
+//! of the server.
 //!
-//! It opens connections like the client does (same TLS configuration, server
-//! name and `Host` header). A kept connection that the node closed while idle
+//! So hyper is used at the connection level, and only while a probe runs:
+//! each probe does hyper's HTTP/1 handshake on the kept TCP or TLS stream,
+//! sends `GET /`, reads the response, and takes the stream back
+//! ([`Connection::into_parts`]) when hyper would keep the connection alive.
+//! Between probes a node costs its stream and nothing else. Why not keep
+//! hyper's `SendRequest` from one probe to the next: each one holds a request
+//! queue whose first block (32 requests' room, about 8 KiB) stays allocated
+//! and fills as probes go by; with its read buffer, that is 13 KiB a node
+//! measured (26.7 MiB for a thousand nodes instead of 13.6). A handshake
+//! costs a few allocations, freed when the probe ends.
+//!
+//! hyper reads the HTTP/1.1 (status, interim responses, the body by its
+//! framing, whether the connection stays open); what is ours is the
+//! connection's lifetime. A kept connection that the node closed while idle
 //! (or wrote to unasked, such as a `408` before closing) is dropped before it
-//! is used; one that turns out closed only once the request is written is
-//! replaced, once, within the same probe: `GET /` is safe to send again.
-//!
-//! [`AlternatorClient::get`]: super::client::AlternatorClient::get
+//! is used; one that turns out closed only once the request is written,
+//! before any byte of an answer, is replaced, once, within the same probe:
+//! `GET /` is safe to send again.
 
-use std::io;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::StatusCode;
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, ReadBuf};
 
-use super::client::{error_chain, FetchError};
-use super::tls_failure::TlsContext;
+use super::http::{connect, error_chain, FetchError, NodeTls, Stream};
 
-/// The probe's buffer: the whole response head must fit (Alternator's is
-/// about 150 bytes, leaving room for what a proxy in front may add); bodies
-/// pass through it in pieces of this size.
+/// The probe's read buffer: the whole response head must fit (Alternator's
+/// is about 150 bytes, leaving room for what a proxy in front may add);
+/// bodies pass through it in pieces of this size.
 pub const HEAD_BUFFER_BYTES: usize = 4096;
 
-/// Most header fields read in a response head (as hyper).
+/// Most header fields read in a response head (hyper's default, said here).
 const MAX_HEADERS: usize = 100;
-
-/// Most interim (1xx) responses accepted before the real one.
-const MAX_INTERIM_RESPONSES: usize = 8;
-
-/// Bytes read after the head beyond the body limit, for chunk-size lines,
-/// chunk extensions and trailer fields; more is refused like a large body.
-const FRAMING_ALLOWANCE: u64 = 16 * 1024;
-
-/// How a probe opens TLS connections: the client's connector and, when one
-/// is configured, the one server name every node is verified against.
-#[derive(Clone)]
-pub(crate) struct ProbeTls {
-    pub connector: TlsConnector,
-    pub server_name: Option<ServerName<'static>>,
-    /// What TLS failure messages name.
-    pub context: Arc<TlsContext>,
-}
 
 /// Probes one node; see the module documentation.
 pub struct HealthProbe {
     addr: SocketAddr,
-    /// `GET / HTTP/1.1` with its `Host`, built once.
-    request: Box<[u8]>,
-    tls: Option<ProbeTls>,
+    /// `Host` header value, built once.
+    host: HeaderValue,
+    tls: Option<Arc<NodeTls>>,
     max_body: usize,
     /// The connection kept from the last probe, if it can be reused.
     kept: Option<Stream>,
-    buf: Box<[u8]>,
 }
 
 impl HealthProbe {
     pub(crate) fn new(
         addr: SocketAddr,
         host: &str,
-        tls: Option<ProbeTls>,
+        tls: Option<Arc<NodeTls>>,
         max_body: usize,
     ) -> HealthProbe {
-        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        // A host from an address or a checked server name is a valid value.
+        let host = HeaderValue::try_from(host).unwrap_or_else(|_| HeaderValue::from_static(""));
         HealthProbe {
             addr,
-            request: request.into_bytes().into_boxed_slice(),
+            host,
             tls,
             max_body,
             kept: None,
-            buf: vec![0; HEAD_BUFFER_BYTES].into_boxed_slice(),
         }
     }
 
@@ -95,7 +86,10 @@ impl HealthProbe {
     /// `timeout`; a body above the probe's `max_body` is an error. After an
     /// error the connection is closed; the next probe opens a new one.
     pub async fn probe(&mut self, timeout: Duration) -> Result<StatusCode, FetchError> {
-        match tokio::time::timeout(timeout, self.exchange()).await {
+        // Boxed: the exchange's state (hyper's connection among it, 2 KiB)
+        // lives only while the probe runs, not in the prober's task between
+        // probes.
+        match tokio::time::timeout(timeout, Box::pin(self.exchange())).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => {
                 self.kept = None;
@@ -113,11 +107,19 @@ impl HealthProbe {
         self.kept.is_some()
     }
 
+    /// Whether this probe speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     async fn exchange(&mut self) -> Result<StatusCode, FetchError> {
         if let Some(mut stream) = self.kept.take() {
             if is_idle_and_open(&mut stream) {
-                match self.exchange_over(&mut stream).await {
-                    Ok(done) => return Ok(self.keep_if(stream, done)),
+                match self.exchange_on(stream).await {
+                    Ok((status, kept)) => {
+                        self.kept = kept;
+                        return Ok(status);
+                    }
                     // Open when checked, closed under the request: sent
                     // once more on a new connection, below.
                     Err(Failure::ClosedBeforeResponse(_)) => {}
@@ -125,51 +127,130 @@ impl HealthProbe {
                 }
             }
         }
-        let mut stream = self.connect().await?;
-        match self.exchange_over(&mut stream).await {
-            Ok(done) => Ok(self.keep_if(stream, done)),
+        let stream = connect(self.addr, self.tls.as_deref()).await?;
+        match self.exchange_on(stream).await {
+            Ok((status, kept)) => {
+                self.kept = kept;
+                Ok(status)
+            }
             Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Request(detail)),
             Err(Failure::Fetch(e)) => Err(e),
         }
     }
 
-    /// One request and its response on `stream`.
-    async fn exchange_over(&mut self, stream: &mut Stream) -> Result<Exchanged, Failure> {
-        let tls = self.tls.as_ref().map(|t| (&*t.context, self.addr));
-        exchange_on(stream, &self.request, &mut self.buf, self.max_body, tls).await
-    }
-
-    /// Whether this probe speaks HTTPS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    fn keep_if(&mut self, stream: Stream, done: Exchanged) -> StatusCode {
-        if done.reusable {
-            self.kept = Some(stream);
-        }
-        done.status
-    }
-
-    async fn connect(&self) -> Result<Stream, FetchError> {
-        let tcp = TcpStream::connect(self.addr)
+    /// One request and its response on `stream`, through hyper's HTTP/1
+    /// connection made on it for this probe; the stream is given back when
+    /// hyper would carry another request on it.
+    async fn exchange_on(&self, stream: Stream) -> Result<(StatusCode, Option<Stream>), Failure> {
+        let (mut sender, conn) = http1::Builder::new()
+            // `Host`, as the node's logs and the tests expect to read it.
+            .title_case_headers(true)
+            .max_headers(MAX_HEADERS)
+            .read_buf_exact_size(Some(HEAD_BUFFER_BYTES))
+            .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| FetchError::Connect(format!("tcp connect error: {e}")))?;
-        // The request goes out in one write; Nagle would only delay it.
-        let _ = tcp.set_nodelay(true);
-        let Some(tls) = &self.tls else {
-            return Ok(Stream::Plain(tcp));
-        };
-        let name = match &tls.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::IpAddress(self.addr.ip().into()),
-        };
-        let stream = tls.connector.connect(name, tcp).await.map_err(|e| {
-            tls.context
-                .io_failure(self.addr, &e)
-                .unwrap_or_else(|| FetchError::Connect(error_chain(&e)))
-        })?;
-        Ok(Stream::Tls(Box::new(stream)))
+            .map_err(|e| Failure::Fetch(FetchError::Connect(error_chain(&e))))?;
+        let mut conn = Driven { conn, ended: false };
+        match conn.run(self.request_and_body(&mut sender)).await {
+            Ok(done) => {
+                // hyper still waiting for a request: the connection is
+                // reusable (framed, kept alive, nothing unasked after it).
+                let reusable = done.reusable && conn.poll_once();
+                drop(sender);
+                Ok((done.status, reusable.then(|| conn.release()).flatten()))
+            }
+            Err(Failed::Fetch(e)) => Err(Failure::Fetch(e)),
+            // hyper says the same of a connection closed before the response
+            // and of one closed inside its head; the stream tells them apart.
+            Err(Failed::Closed(e)) => match conn.into_stream().read_since_write() {
+                false => Err(Failure::ClosedBeforeResponse(format!(
+                    "connection closed before the response ({e})"
+                ))),
+                true => Err(Failure::Fetch(FetchError::Request(
+                    "connection closed inside the response head".into(),
+                ))),
+            },
+        }
+    }
+
+    /// Sends `GET /` and reads the response to the end of its body.
+    async fn request_and_body(
+        &self,
+        sender: &mut SendRequest<Empty<Bytes>>,
+    ) -> Result<Exchanged, Failed> {
+        sender.ready().await.map_err(Failed::Closed)?;
+        let mut request = Request::new(Empty::new());
+        request.headers_mut().insert(HOST, self.host.clone());
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.request_failure(e))?;
+        let status = response.status();
+        let reusable = !has_both_framings(&response);
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body as u64) {
+            return Err(Failed::Fetch(FetchError::TooLarge(self.max_body)));
+        }
+        self.skip_body(response.into_body()).await?;
+        Ok(Exchanged { status, reusable })
+    }
+
+    /// Reads the body to its end and drops it, refusing it as soon as it
+    /// exceeds `max_body`.
+    async fn skip_body(&self, mut body: Incoming) -> Result<(), Failed> {
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failed::Fetch(self.body_failure(&e)))?;
+            if let Some(data) = frame.data_ref() {
+                total = total.saturating_add(data.len());
+                if total > self.max_body {
+                    return Err(Failed::Fetch(FetchError::TooLarge(self.max_body)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A failure of the request or of reading the response head, in words.
+    fn request_failure(&self, e: hyper::Error) -> Failed {
+        if let Some(failure) = self.tls_failure(&e) {
+            return Failed::Fetch(failure);
+        }
+        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || is_closed_io(&e) {
+            return Failed::Closed(e);
+        }
+        Failed::Fetch(FetchError::Request(if e.is_parse_too_large() {
+            format!(
+                "response head larger than {HEAD_BUFFER_BYTES} bytes, or with more than \
+                 {MAX_HEADERS} header fields"
+            )
+        } else if e.is_parse() || e.is_parse_status() {
+            format!("not an HTTP/1 response: {}", error_chain(&e))
+        } else {
+            error_chain(&e)
+        }))
+    }
+
+    /// A failure while reading the body, in words.
+    fn body_failure(&self, e: &hyper::Error) -> FetchError {
+        if let Some(failure) = self.tls_failure(e) {
+            return failure;
+        }
+        let eof = io_error(e).is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if eof || e.is_incomplete_message() {
+            return FetchError::Body("connection closed inside the body".into());
+        }
+        FetchError::Body(error_chain(e))
+    }
+
+    /// The TLS failure behind `e`, in words (a refused client certificate
+    /// shows only once the request is sent, under TLS 1.3).
+    fn tls_failure(&self, e: &hyper::Error) -> Option<FetchError> {
+        self.tls.as_ref()?.context.failure(self.addr, e)
     }
 }
 
@@ -183,11 +264,66 @@ fn is_idle_and_open(stream: &mut Stream) -> bool {
     Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
 }
 
+/// hyper's side of one probe's connection, polled by the probe itself:
+/// without a task of its own, and without shutting the stream down, which
+/// may be kept for the next probe.
+struct Driven {
+    conn: Connection<TokioIo<Stream>, Empty<Bytes>>,
+    /// hyper is done with the connection (closed, failed, or not to be kept
+    /// alive); it is not polled again.
+    ended: bool,
+}
+
+impl Driven {
+    /// Runs `work` while driving the connection, which does the reading and
+    /// writing `work` waits on.
+    async fn run<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        if !self.ended {
+            let conn = &mut self.conn;
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                _ = poll_fn(|cx| conn.poll_without_shutdown(cx)) => self.ended = true,
+            }
+        }
+        // hyper is done with the connection (closed, failed, or done after
+        // its last response): what it delivered before is still there to
+        // take, and what it could not deliver fails.
+        work.await
+    }
+
+    /// Polls the connection once without waiting; whether it goes on.
+    fn poll_once(&mut self) -> bool {
+        if !self.ended {
+            let mut cx = Context::from_waker(Waker::noop());
+            self.ended = self.conn.poll_without_shutdown(&mut cx).is_ready();
+        }
+        !self.ended
+    }
+
+    /// The stream for the next probe, once the request sender is dropped:
+    /// hyper then ends its side at once, and has read nothing unasked.
+    fn release(mut self) -> Option<Stream> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.conn.poll_without_shutdown(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) | Poll::Pending => return None,
+        }
+        let parts = self.conn.into_parts();
+        parts.read_buf.is_empty().then(|| parts.io.into_inner())
+    }
+
+    /// The stream, taken back from hyper, to look at.
+    fn into_stream(self) -> Stream {
+        self.conn.into_parts().io.into_inner()
+    }
+}
+
 /// What one exchange ended with.
 struct Exchanged {
     status: StatusCode,
-    /// HTTP/1.1, no `Connection: close`, body framed and read to its end,
-    /// nothing after it.
+    /// Not a response that carries both framings.
     reusable: bool,
 }
 
@@ -198,435 +334,39 @@ enum Failure {
     Fetch(FetchError),
 }
 
-impl From<FetchError> for Failure {
-    fn from(e: FetchError) -> Failure {
-        Failure::Fetch(e)
-    }
+/// How an exchange failed, before telling whether a closed connection had
+/// begun to answer.
+enum Failed {
+    Closed(hyper::Error),
+    Fetch(FetchError),
 }
 
-/// How the body of a response ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// Neither: the body is the rest of the connection.
-    UntilClose,
+/// A response with both `Transfer-Encoding` and `Content-Length` may be an
+/// attempt at smuggling (RFC 9112 section 6.1): hyper reads it by
+/// `Transfer-Encoding`; its connection is not trusted further.
+fn has_both_framings(response: &Response<Incoming>) -> bool {
+    let headers = response.headers();
+    headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
 }
 
-/// The parts of a response head that matter here.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    len: usize,
-    code: u16,
-    /// HTTP/1.1, no `Connection: close`, unambiguous framing.
-    keep_alive: bool,
-    framing: Framing,
+/// The I/O error behind a hyper error, if that is what it is.
+fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
+    std::error::Error::source(e)?.downcast_ref::<std::io::Error>()
 }
 
-/// Sends the request on `stream` and reads the response: its head into
-/// `buf`, then the body, dropped.
-async fn exchange_on(
-    stream: &mut Stream,
-    request: &[u8],
-    buf: &mut [u8],
-    max_body: usize,
-    tls: Option<(&TlsContext, SocketAddr)>,
-) -> Result<Exchanged, Failure> {
-    let sent = async {
-        stream.write_all(request).await?;
-        stream.flush().await
-    };
-    if let Err(e) = sent.await {
-        if let Some(failure) = tls_failure(tls, &e) {
-            return Err(failure.into());
-        }
-        return Err(if is_closed(&e) {
-            Failure::ClosedBeforeResponse(format!("connection closed: {e}"))
-        } else {
-            Failure::Fetch(FetchError::Request(format!("sending the request: {e}")))
-        });
-    }
-    let mut reader = Reader {
-        stream,
-        buf,
-        start: 0,
-        end: 0,
-        read: 0,
-        limit: 0,
-        max_body,
-        tls,
-    };
-    let mut interim = 0;
-    let head = loop {
-        let head = read_head(&mut reader).await?;
-        reader.start += head.len;
-        // Interim responses (100 Continue, 103 Early Hints) come before the
-        // real one.
-        if (100..200).contains(&head.code) && head.code != 101 {
-            interim += 1;
-            if interim > MAX_INTERIM_RESPONSES {
-                return Err(FetchError::Request(format!(
-                    "more than {MAX_INTERIM_RESPONSES} interim responses"
-                ))
-                .into());
-            }
-            continue;
-        }
-        break head;
-    };
-    reader.limit = reader.read + max_body as u64 + FRAMING_ALLOWANCE;
-    let status = StatusCode::from_u16(head.code)
-        .map_err(|_| FetchError::Request(format!("invalid status code {}", head.code)))?;
-    // No body whatever the headers say (RFC 9112 section 6.3).
-    let framing = match head.code {
-        101 | 204 | 304 => Framing::Length(0),
-        _ => head.framing,
-    };
-    match framing {
-        Framing::Length(len) => {
-            if len > max_body as u64 {
-                return Err(FetchError::TooLarge(max_body).into());
-            }
-            reader.skip(len).await?;
-        }
-        Framing::Chunked => reader.skip_chunked(max_body).await?,
-        Framing::UntilClose => reader.skip_to_end(max_body).await?,
-    }
-    let reusable = head.keep_alive
-        && head.code != 101
-        && framing != Framing::UntilClose
-        && reader.start == reader.end;
-    Ok(Exchanged { status, reusable })
-}
-
-/// Reads until `reader`'s window starts with a whole response head.
-async fn read_head(reader: &mut Reader<'_>) -> Result<Head, Failure> {
-    loop {
-        if reader.start < reader.end {
-            if let Some(head) = parse_head(&reader.buf[reader.start..reader.end])? {
-                return Ok(head);
-            }
-            if reader.start == 0 && reader.end == reader.buf.len() {
-                return Err(FetchError::Request(format!(
-                    "response head larger than {} bytes",
-                    reader.buf.len()
-                ))
-                .into());
-            }
-        }
-        let nothing_yet = reader.read == 0;
-        match reader.more().await {
-            Ok(0) if nothing_yet => {
-                return Err(Failure::ClosedBeforeResponse(
-                    "connection closed before the response".into(),
-                ))
-            }
-            Ok(0) => {
-                return Err(FetchError::Request(
-                    "connection closed inside the response head".into(),
-                )
-                .into())
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if let Some(failure) = tls_failure(reader.tls, &e) {
-                    return Err(failure.into());
-                }
-                if nothing_yet && is_closed(&e) {
-                    return Err(Failure::ClosedBeforeResponse(format!(
-                        "connection closed: {e}"
-                    )));
-                }
-                return Err(FetchError::Request(format!("reading the response: {e}")).into());
-            }
-        }
-    }
-}
-
-/// The head at the start of `bytes`, `None` while incomplete.
-fn parse_head(bytes: &[u8]) -> Result<Option<Head>, FetchError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(FetchError::Request(format!(
-                "more than {MAX_HEADERS} header fields in the response"
-            )))
-        }
-        Err(e) => return Err(FetchError::Request(format!("not an HTTP/1 response: {e}"))),
-    };
-    let code = response.code.unwrap_or(0);
-    let http11 = response.version == Some(1);
-    let mut close = false;
-    let mut transfer_coded = false;
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    for header in response.headers.iter() {
-        let value = header.value;
-        if header.name.eq_ignore_ascii_case("connection") {
-            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked framing applies when chunked is the last coding.
-            transfer_coded = true;
-            chunked = tokens(value)
-                .filter(|t| !t.is_empty())
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            let parsed = content_length(value)?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(FetchError::Request("conflicting Content-Length".into()));
-            }
-            length = Some(parsed);
-        }
-    }
-    // RFC 9112 section 6.3: Transfer-Encoding wins over Content-Length, and
-    // a transfer coding other than chunked runs to the end of the connection.
-    let framing = match (transfer_coded, chunked, length) {
-        (true, true, _) => Framing::Chunked,
-        (true, false, _) => Framing::UntilClose,
-        (false, _, Some(len)) => Framing::Length(len),
-        (false, _, None) => Framing::UntilClose,
-    };
-    // Both framings at once (or a transfer coding in HTTP/1.0) may be an
-    // attempt at smuggling: answer this one, then close (section 6.1).
-    let keep_alive = http11 && !close && !(transfer_coded && length.is_some());
-    Ok(Some(Head {
-        len,
-        code,
-        keep_alive,
-        framing,
-    }))
-}
-
-/// A `Content-Length` value: digits, or a list of equal ones (RFC 9110
-/// section 8.6).
-fn content_length(value: &[u8]) -> Result<u64, FetchError> {
-    let invalid = || FetchError::Request("invalid Content-Length".into());
-    let mut found = None;
-    for part in tokens(value) {
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return Err(invalid());
-        }
-        let n: u64 = std::str::from_utf8(part)
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(invalid)?;
-        if found.is_some_and(|f| f != n) {
-            return Err(FetchError::Request("conflicting Content-Length".into()));
-        }
-        found = Some(n);
-    }
-    found.ok_or_else(invalid)
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// The TLS failure behind an I/O error on a TLS stream, in words.
-fn tls_failure(tls: Option<(&TlsContext, SocketAddr)>, e: &io::Error) -> Option<FetchError> {
-    let (context, node) = tls?;
-    context.io_failure(node, e)
-}
-
-/// Whether a read or write error means the peer closed the connection.
-fn is_closed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::NotConnected
-    )
-}
-
-/// A window `start..end` of bytes read from the stream into `buf`.
-struct Reader<'a> {
-    stream: &'a mut Stream,
-    buf: &'a mut [u8],
-    start: usize,
-    end: usize,
-    /// Bytes read from the stream so far.
-    read: u64,
-    /// Most bytes the body may take `read` to (set once the head is read).
-    limit: u64,
-    max_body: usize,
-    /// Where a TLS failure is put into words (a refused client certificate
-    /// shows while reading, under TLS 1.3).
-    tls: Option<(&'a TlsContext, SocketAddr)>,
-}
-
-impl Reader<'_> {
-    /// Reads more after the window (moving the window to the front of the
-    /// buffer when it reaches the end); `Ok(0)` at the end of the stream.
-    async fn more(&mut self) -> io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
-        self.end += n;
-        self.read += n as u64;
-        Ok(n)
-    }
-
-    /// `more`, for a body framed by length or chunks: the end of the stream
-    /// is an error, and so is reading past the limit (endless chunk
-    /// extensions or trailer fields).
-    async fn more_body(&mut self) -> Result<(), FetchError> {
-        match self.more().await {
-            Ok(0) => Err(FetchError::Body("connection closed inside the body".into())),
-            Ok(_) if self.read > self.limit => Err(FetchError::TooLarge(self.max_body)),
-            Ok(_) => Ok(()),
-            Err(e) => Err(FetchError::Body(e.to_string())),
-        }
-    }
-
-    /// Drops the next `n` bytes.
-    async fn skip(&mut self, mut n: u64) -> Result<(), FetchError> {
-        loop {
-            let take = n.min((self.end - self.start) as u64);
-            self.start += take as usize;
-            n -= take;
-            if n == 0 {
-                return Ok(());
-            }
-            self.more_body().await?;
-        }
-    }
-
-    /// Drops a chunked body: chunks, the last (empty) one, trailer fields.
-    async fn skip_chunked(&mut self, max_body: usize) -> Result<(), FetchError> {
-        let mut total: u64 = 0;
-        loop {
-            let size = loop {
-                match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.start += used;
-                        break size;
-                    }
-                    Ok(httparse::Status::Partial) => self.more_for_line().await?,
-                    Err(_) => return Err(FetchError::Body("invalid chunk size line".into())),
-                }
-            };
-            if size == 0 {
-                break;
-            }
-            total = total.saturating_add(size);
-            if total > max_body as u64 {
-                return Err(FetchError::TooLarge(max_body));
-            }
-            self.skip(size).await?;
-            self.expect_crlf().await?;
-        }
-        // Trailer fields, up to an empty line.
-        loop {
-            let window = &self.buf[self.start..self.end];
-            if window.starts_with(b"\r\n") {
-                self.start += 2;
-                return Ok(());
-            }
-            match window.windows(2).position(|w| w == b"\r\n") {
-                Some(at) => self.start += at + 2,
-                None => self.more_for_line().await?,
-            }
-        }
-    }
-
-    /// Reads more for a line that does not fit yet; a line as long as the
-    /// buffer is an error.
-    async fn more_for_line(&mut self) -> Result<(), FetchError> {
-        if self.start == 0 && self.end == self.buf.len() {
-            return Err(FetchError::Body(format!(
-                "a chunked-body line longer than {} bytes",
-                self.buf.len()
-            )));
-        }
-        self.more_body().await
-    }
-
-    async fn expect_crlf(&mut self) -> Result<(), FetchError> {
-        while self.end - self.start < 2 {
-            self.more_for_line().await?;
-        }
-        if &self.buf[self.start..self.start + 2] != b"\r\n" {
-            return Err(FetchError::Body("chunk data not followed by CRLF".into()));
-        }
-        self.start += 2;
-        Ok(())
-    }
-
-    /// Drops everything up to the end of the stream.
-    async fn skip_to_end(&mut self, max_body: usize) -> Result<(), FetchError> {
-        let mut total = 0usize;
-        loop {
-            total += self.end - self.start;
-            self.start = self.end;
-            if total > max_body {
-                return Err(FetchError::TooLarge(max_body));
-            }
-            match self.more().await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(FetchError::Body(e.to_string())),
-            }
-        }
-    }
-}
-
-/// A probe's connection, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
+/// Whether `e` is an I/O error that means the peer closed the connection.
+fn is_closed_io(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    io_error(e).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::NotConnected
+        )
+    })
 }
 
 #[cfg(test)]

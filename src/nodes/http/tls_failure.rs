@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use rustls::{AlertDescription, CertificateError};
 
-use super::client::FetchError;
+use super::FetchError;
 
 /// What a TLS failure message needs to know of the client's settings.
 #[derive(Debug, Clone, Default)]

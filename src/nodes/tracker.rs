@@ -415,10 +415,8 @@ impl Tracker {
             self.metrics.control().forget_node(node);
             fx.stop_probing(node);
         }
+        let spread = first_probe_spread(self.health.interval, added.len());
         for &node in added {
-            // New nodes are probed almost at once (spread over a fifth of the
-            // interval), so they are admitted quickly without a burst.
-            let spread = self.health.interval.as_micros().max(5) as u64 / 5;
             let first = Duration::from_micros(self.rng.next_u64() % spread);
             if !self.probing.insert(node) {
                 fx.stop_probing(node);
@@ -515,6 +513,21 @@ impl Tracker {
             }
         }
     }
+}
+
+/// Most first probes started per millisecond when many nodes are listed at
+/// once (a whole cluster at start-up): each in flight holds a connection and
+/// its buffers, and over HTTPS a handshake's CPU time.
+const FIRST_PROBES_PER_MS: u64 = 2;
+
+/// The window, in microseconds, over which the first probes of `count` newly
+/// listed nodes start: a fifth of the probe interval, so that new nodes are
+/// admitted quickly without a burst; longer for many nodes at once, up to a
+/// whole interval.
+fn first_probe_spread(interval: Duration, count: usize) -> u64 {
+    let interval = interval.as_micros().max(5) as u64;
+    let paced = count as u64 * 1000 / FIRST_PROBES_PER_MS;
+    paced.clamp(interval / 5, interval)
 }
 
 /// Every selector some name needs, its fallbacks included; the default

@@ -21,6 +21,8 @@ enum Did {
 #[derive(Default)]
 struct Recorder {
     did: Vec<Did>,
+    /// When each started prober probes first.
+    firsts: Vec<Duration>,
     plans: Vec<Vec<PollPlan>>,
     published: Option<Arc<Snapshot>>,
 }
@@ -36,10 +38,7 @@ impl Effects for Recorder {
         self.plans.push(plan);
     }
     fn start_probing(&mut self, node: IpAddr, first: Duration, _seed: u64) {
-        assert!(
-            first < Duration::from_millis(100),
-            "first probe of {node} after {first:?}"
-        );
+        self.firsts.push(first);
         self.did.push(Did::Start(node));
     }
     fn stop_probing(&mut self, node: IpAddr) {
@@ -442,4 +441,38 @@ fn a_reload_forgets_the_lists_no_name_needs() {
         "{dids:?}"
     );
     assert_eq!(run.tick(), vec![Did::Poll(vec![Selector::default()])]);
+}
+
+#[test]
+fn first_probes_come_soon_for_a_few_nodes_and_paced_for_a_whole_cluster() {
+    let mut run = Run::checked();
+    run.tick();
+    run.list(Selector::default(), &[ip(1), ip(2), ip(3)]);
+    let fifth = HealthSettings::default().interval / 5;
+    assert!(
+        run.fx.firsts.iter().all(|&f| f < fifth),
+        "{:?}",
+        run.fx.firsts
+    );
+
+    let mut run = Run::checked();
+    run.tick();
+    let cluster: Vec<IpAddr> = (0..1000u16)
+        .map(|i| IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)))
+        .collect();
+    run.list(Selector::default(), &cluster);
+    let interval = HealthSettings::default().interval;
+    let firsts = &run.fx.firsts;
+    assert_eq!(firsts.len(), 1000);
+    assert!(firsts.iter().all(|&f| f < interval));
+    // About 2 a millisecond: no more than 150 in any 50 ms of the window.
+    for window in 0..10u32 {
+        let from = Duration::from_millis(50) * window;
+        let to = from + Duration::from_millis(50);
+        let started = firsts.iter().filter(|&&f| f >= from && f < to).count();
+        assert!(
+            started <= 150,
+            "{started} first probes in [{from:?}, {to:?})"
+        );
+    }
 }

@@ -8,8 +8,10 @@
 //! as [`Event`]s; a hanging node delays only its own report, never the
 //! driver. A reload (SIGHUP) arrives as a [`Reload`] between two events, so
 //! no snapshot is ever built from one configuration's names and another's
-//! zone, and the results queued under the old settings are dropped with
-//! their channel.
+//! zone; the polling round under way is abandoned and what it queued is
+//! ignored (reports carry their round's number), while the probers are
+//! replaced gracefully: a probe under way still reports, so a reload never
+//! delays taking a failing node out.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::{Rng as _, SeedableRng};
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,6 +38,9 @@ use crate::dns::Zone;
 /// Largest health-check body read; Alternator's is a few dozen bytes.
 const MAX_HEALTH_BODY: usize = 4096;
 
+/// Reports queued for the driver; a helper task waits when it is full.
+const REPORTS_QUEUED: usize = 1024;
+
 /// A new configuration for the running tracker (SIGHUP): the zone to serve
 /// from now on, the tracker's settings, and the client they need.
 pub struct Reload {
@@ -48,10 +54,17 @@ pub struct Reload {
 
 /// What the helper tasks report.
 enum Report {
-    Event(Event),
-    /// The polling round with this number is over; numbered so that the end
-    /// of a round abandoned by a reload is not taken for the end of the next.
-    RoundDone(u64),
+    /// From the polling round with this number: numbered so that what a
+    /// round abandoned by a reload had queued, under the old settings, is
+    /// not taken for the next round's.
+    Round(u64, RoundReport),
+    /// One probe result.
+    Probe(Event),
+}
+
+enum RoundReport {
+    List(Event),
+    Done,
 }
 
 /// Runs until `shutdown` turns true, applying each [`Reload`] that arrives
@@ -65,7 +78,7 @@ pub async fn run(
     mut reloads: mpsc::Receiver<Reload>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (tx, mut reports) = mpsc::channel(1024);
+    let (tx, mut reports) = mpsc::channel(REPORTS_QUEUED);
     let mut shell = Shell {
         poller: Some(Poller::new(
             settings.refresh.clone(),
@@ -88,19 +101,17 @@ pub async fn run(
         tokio::select! {
             () = sleep_until(wakeup) => tracker.tick(now(), &mut shell),
             Some(report) = reports.recv() => match report {
-                Report::Event(event) => tracker.handle(event, now(), &mut shell),
-                Report::RoundDone(id) => {
-                    if shell.round_over(id).await {
+                Report::Probe(event) => tracker.handle(event, now(), &mut shell),
+                Report::Round(id, _) if !shell.is_current(id) => {}
+                Report::Round(_, RoundReport::List(event)) => tracker.handle(event, now(), &mut shell),
+                Report::Round(_, RoundReport::Done) => {
+                    if shell.round_over().await {
                         tracker.handle(Event::RoundDone, now(), &mut shell);
                     }
                 }
             },
             Some(reload) = reloads.recv() => {
-                // A fresh channel: what the abandoned round and the old
-                // probers queued, under the old settings, goes with the old one.
-                let (tx, rx) = mpsc::channel(1024);
-                reports = rx;
-                shell.reconfigure(&reload, tx);
+                shell.reconfigure(&reload);
                 let generation = tracker.reload(reload.zone, reload.settings, now(), &mut shell);
                 let _ = reload.applied.send(generation);
             }
@@ -137,7 +148,7 @@ struct Shell {
     health: HealthSettings,
     client: AlternatorClient,
     published: SharedSnapshot,
-    probers: HashMap<IpAddr, JoinHandle<()>>,
+    probers: HashMap<IpAddr, Prober>,
     /// The round under way and its number.
     round: Option<(u64, JoinHandle<Poller>)>,
     rounds: u64,
@@ -145,11 +156,16 @@ struct Shell {
 }
 
 impl Shell {
-    /// Takes the poller back from round `id`; false when `id` is not the
-    /// round under way (one abandoned by a reload), or when the round's task
-    /// failed and took the poller with it.
-    async fn round_over(&mut self, id: u64) -> bool {
-        let Some((_, handle)) = self.round.take_if(|(round, _)| *round == id) else {
+    /// Whether round `id` is the one under way (not one abandoned by a
+    /// reload).
+    fn is_current(&self, id: u64) -> bool {
+        self.round.as_ref().is_some_and(|(round, _)| *round == id)
+    }
+
+    /// Takes the poller back from the round under way, which is over; false
+    /// when the round's task failed and took the poller with it.
+    async fn round_over(&mut self) -> bool {
+        let Some((_, handle)) = self.round.take() else {
             return false;
         };
         match handle.await {
@@ -166,11 +182,10 @@ impl Shell {
 
     /// Abandons the round under way and takes a reload's client and
     /// settings; the tracker then restarts every prober.
-    fn reconfigure(&mut self, reload: &Reload, tx: mpsc::Sender<Report>) {
+    fn reconfigure(&mut self, reload: &Reload) {
         if let Some((_, handle)) = self.round.take() {
             handle.abort();
         }
-        self.tx = tx;
         self.client = reload.client.clone();
         self.port = reload.settings.refresh.alternator_port;
         self.health = reload.settings.health;
@@ -186,7 +201,7 @@ impl Shell {
             handle.abort();
         }
         for (_, prober) in self.probers.drain() {
-            prober.abort();
+            prober.task.abort();
         }
     }
 }
@@ -210,24 +225,37 @@ impl Effects for Shell {
         let probe = self
             .client
             .health_probe(SocketAddr::new(node, self.port), MAX_HEALTH_BODY);
-        let prober = tokio::spawn(probe_node(
+        let (retire, retired) = oneshot::channel();
+        let task = tokio::spawn(probe_node(
             node,
             probe,
             self.health,
             first,
             seed,
-            self.tx.clone(),
+            (self.tx.clone(), retired),
         ));
-        if let Some(old) = self.probers.insert(node, prober) {
-            old.abort();
-        }
+        // A prober replaced (after a reload) retires as the next one starts.
+        self.probers.insert(
+            node,
+            Prober {
+                task,
+                _retire: retire,
+            },
+        );
     }
 
     fn stop_probing(&mut self, node: IpAddr) {
-        if let Some(prober) = self.probers.remove(&node) {
-            prober.abort();
-        }
+        self.probers.remove(&node);
     }
+}
+
+/// A running prober. Dropping it retires the prober: a probe under way
+/// still reports (its result is as true as the next one's; dropping it
+/// would delay taking a failing node out by up to a probe interval), then
+/// the task ends.
+struct Prober {
+    task: JoinHandle<()>,
+    _retire: oneshot::Sender<()>,
 }
 
 /// One polling round: every selector, reported one by one, then the end.
@@ -251,11 +279,15 @@ async fn poll_round(
             },
             Err(error) => Event::ListFailed { selector, error },
         };
-        if tx.send(Report::Event(event)).await.is_err() {
+        if tx
+            .send(Report::Round(id, RoundReport::List(event)))
+            .await
+            .is_err()
+        {
             return poller;
         }
     }
-    let _ = tx.send(Report::RoundDone(id)).await;
+    let _ = tx.send(Report::Round(id, RoundReport::Done)).await;
     poller
 }
 
@@ -293,28 +325,30 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
     }
 }
 
-/// Checks one node forever on a jittered schedule, reporting every result;
-/// aborted when the node is no longer listed. Each check starts one
-/// interval (+-10%) after the previous one started, so a check that hangs
-/// until its timeout does not push the next one back.
+/// Checks one node forever on a jittered schedule, reporting every result,
+/// until it is retired (its `retired` sender dropped): a check under way
+/// still reports. Each check starts one interval (+-10%) after the previous
+/// one started, so a check that hangs until its timeout does not push the
+/// next one back.
 async fn probe_node(
     node: IpAddr,
     mut probe: impl Check,
     health: HealthSettings,
     first: Duration,
     seed: u64,
-    tx: mpsc::Sender<Report>,
+    (tx, mut retired): (mpsc::Sender<Report>, oneshot::Receiver<()>),
 ) {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut next = Instant::now() + first;
     loop {
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            _ = &mut retired => return,
+        }
         let started = Instant::now();
         let result = probe.check(health.timeout).await;
-        if tx
-            .send(Report::Event(Event::Probe { node, result }))
-            .await
-            .is_err()
+        let report = Report::Probe(Event::Probe { node, result });
+        if tx.send(report).await.is_err() || !matches!(retired.try_recv(), Err(TryRecvError::Empty))
         {
             return;
         }

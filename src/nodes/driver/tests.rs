@@ -34,17 +34,18 @@ async fn time_to_down(
 ) -> Duration {
     let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
     let (tx, mut rx) = mpsc::channel(16);
+    let (_retire, retired) = oneshot::channel();
     let prober = tokio::spawn(probe_node(
         node,
         HangsAt { fault_at },
         health,
         first,
         seed,
-        tx,
+        (tx, retired),
     ));
     let mut failed = 0;
     let took = loop {
-        let Some(Report::Event(Event::Probe { result, .. })) = rx.recv().await else {
+        let Some(Report::Probe(Event::Probe { result, .. })) = rx.recv().await else {
             panic!("the prober stopped reporting");
         };
         if result == ProbeResult::Passed {
@@ -87,6 +88,7 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
     let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
     let (tx, mut rx) = mpsc::channel(16);
     let never = Instant::now() + Duration::from_secs(3600);
+    let (_retire, retired) = oneshot::channel();
     let start = Instant::now();
     let prober = tokio::spawn(probe_node(
         node,
@@ -94,13 +96,13 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
         health,
         Duration::ZERO,
         1,
-        tx,
+        (tx, retired),
     ));
     let mut at = Vec::new();
     while at.len() < 20 {
         assert!(matches!(
             rx.recv().await,
-            Some(Report::Event(Event::Probe { .. }))
+            Some(Report::Probe(Event::Probe { .. }))
         ));
         at.push(Instant::now() - start);
     }
@@ -112,4 +114,54 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
             "{at:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_prober_reports_the_probe_under_way_then_stops() {
+    let health = HealthSettings::default();
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (tx, mut rx) = mpsc::channel(16);
+    let (retire, retired) = oneshot::channel();
+    // Hangs from the start: the first probe runs the whole 300 ms timeout.
+    let fault_at = Instant::now();
+    let prober = tokio::spawn(probe_node(
+        node,
+        HangsAt { fault_at },
+        health,
+        Duration::ZERO,
+        1,
+        (tx, retired),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(retire);
+    let Some(Report::Probe(Event::Probe { result, .. })) = rx.recv().await else {
+        panic!("the probe under way was not reported");
+    };
+    assert!(matches!(result, ProbeResult::Failed { .. }));
+    assert_eq!(Instant::now() - fault_at, health.timeout);
+    assert!(rx.recv().await.is_none(), "a retired prober probes no more");
+    prober.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prober_retired_between_probes_stops_at_once() {
+    let health = HealthSettings::default();
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (tx, mut rx) = mpsc::channel(16);
+    let (retire, retired) = oneshot::channel();
+    let never = Instant::now() + Duration::from_secs(3600);
+    let prober = tokio::spawn(probe_node(
+        node,
+        HangsAt { fault_at: never },
+        health,
+        Duration::ZERO,
+        1,
+        (tx, retired),
+    ));
+    assert!(rx.recv().await.is_some());
+    let retired_at = Instant::now();
+    drop(retire);
+    assert!(rx.recv().await.is_none());
+    prober.await.unwrap();
+    assert_eq!(Instant::now(), retired_at);
 }

@@ -58,8 +58,8 @@ enum Report {
     /// round abandoned by a reload had queued, under the old settings, is
     /// not taken for the next round's.
     Round(u64, RoundReport),
-    /// One probe result.
-    Probe(Event),
+    /// One probe result, from the prober with this number.
+    Probe(u64, Event),
 }
 
 enum RoundReport {
@@ -90,6 +90,7 @@ pub async fn run(
         client,
         published,
         probers: HashMap::new(),
+        started: 0,
         round: None,
         rounds: 0,
         tx,
@@ -101,7 +102,11 @@ pub async fn run(
         tokio::select! {
             () = sleep_until(wakeup) => tracker.tick(now(), &mut shell),
             Some(report) = reports.recv() => match report {
-                Report::Probe(event) => tracker.handle(event, now(), &mut shell),
+                Report::Probe(id, event) => {
+                    if shell.is_latest_word(id, &event) {
+                        tracker.handle(event, now(), &mut shell);
+                    }
+                }
                 Report::Round(id, _) if !shell.is_current(id) => {}
                 Report::Round(_, RoundReport::List(event)) => tracker.handle(event, now(), &mut shell),
                 Report::Round(_, RoundReport::Done) => {
@@ -149,6 +154,8 @@ struct Shell {
     client: AlternatorClient,
     published: SharedSnapshot,
     probers: HashMap<IpAddr, Prober>,
+    /// Probers started so far, to number them.
+    started: u64,
     /// The round under way and its number.
     round: Option<(u64, JoinHandle<Poller>)>,
     rounds: u64,
@@ -156,6 +163,16 @@ struct Shell {
 }
 
 impl Shell {
+    /// Whether a result from prober `id` is the latest word on its node:
+    /// it comes from the node's prober, or from one it replaced whose probe
+    /// was under way, as long as the replacement has not reported yet.
+    fn is_latest_word(&mut self, id: u64, event: &Event) -> bool {
+        let Event::Probe { node, .. } = event else {
+            return false;
+        };
+        latest_word(self.probers.get_mut(node), id)
+    }
+
     /// Whether round `id` is the one under way (not one abandoned by a
     /// reload).
     fn is_current(&self, id: u64) -> bool {
@@ -225,23 +242,22 @@ impl Effects for Shell {
         let probe = self
             .client
             .health_probe(SocketAddr::new(node, self.port), MAX_HEALTH_BODY);
+        self.started += 1;
         let (retire, retired) = oneshot::channel();
-        let task = tokio::spawn(probe_node(
-            node,
-            probe,
-            self.health,
-            first,
-            seed,
-            (self.tx.clone(), retired),
-        ));
+        let link = ProberLink {
+            id: self.started,
+            tx: self.tx.clone(),
+            retired,
+        };
+        let task = tokio::spawn(probe_node(node, probe, self.health, first, seed, link));
         // A prober replaced (after a reload) retires as the next one starts.
-        self.probers.insert(
-            node,
-            Prober {
-                task,
-                _retire: retire,
-            },
-        );
+        let prober = Prober {
+            id: self.started,
+            reported: false,
+            task,
+            _retire: retire,
+        };
+        self.probers.insert(node, prober);
     }
 
     fn stop_probing(&mut self, node: IpAddr) {
@@ -254,8 +270,33 @@ impl Effects for Shell {
 /// would delay taking a failing node out by up to a probe interval), then
 /// the task ends.
 struct Prober {
+    id: u64,
+    /// Whether it has reported a probe yet.
+    reported: bool,
     task: JoinHandle<()>,
     _retire: oneshot::Sender<()>,
+}
+
+/// Whether a result from prober `id` is the latest word on a node whose
+/// prober now is `current` (see [`Shell::is_latest_word`]).
+fn latest_word(current: Option<&mut Prober>, id: u64) -> bool {
+    match current {
+        Some(prober) if prober.id == id => {
+            prober.reported = true;
+            true
+        }
+        Some(prober) => id < prober.id && !prober.reported,
+        None => false,
+    }
+}
+
+/// A prober's side of its link to the driver.
+struct ProberLink {
+    /// The prober's number, on each of its reports.
+    id: u64,
+    tx: mpsc::Sender<Report>,
+    /// Resolves when the driver retires the prober.
+    retired: oneshot::Receiver<()>,
 }
 
 /// One polling round: every selector, reported one by one, then the end.
@@ -326,7 +367,7 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
 }
 
 /// Checks one node forever on a jittered schedule, reporting every result,
-/// until it is retired (its `retired` sender dropped): a check under way
+/// until it is retired (its [`Prober`] dropped): a check under way
 /// still reports. Each check starts one interval (+-10%) after the previous
 /// one started, so a check that hangs until its timeout does not push the
 /// next one back.
@@ -336,8 +377,13 @@ async fn probe_node(
     health: HealthSettings,
     first: Duration,
     seed: u64,
-    (tx, mut retired): (mpsc::Sender<Report>, oneshot::Receiver<()>),
+    link: ProberLink,
 ) {
+    let ProberLink {
+        id,
+        tx,
+        mut retired,
+    } = link;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut next = Instant::now() + first;
     loop {
@@ -347,7 +393,7 @@ async fn probe_node(
         }
         let started = Instant::now();
         let result = probe.check(health.timeout).await;
-        let report = Report::Probe(Event::Probe { node, result });
+        let report = Report::Probe(id, Event::Probe { node, result });
         if tx.send(report).await.is_err() || !matches!(retired.try_recv(), Err(TryRecvError::Empty))
         {
             return;

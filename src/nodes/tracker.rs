@@ -117,7 +117,9 @@ pub trait Effects {
     /// Probe this node every probe interval, the first time after `first`,
     /// jittered from `seed`; report each result as [`Event::Probe`].
     fn start_probing(&mut self, node: IpAddr, first: Duration, seed: u64);
-    /// Stop probing this node; results still queued are ignored.
+    /// Stop probing this node. A probe under way may still report: the
+    /// tracker ignores it unless the node is probed again by then, when it
+    /// counts as the latest word on the node until the new prober reports.
     fn stop_probing(&mut self, node: IpAddr);
 }
 
@@ -239,9 +241,8 @@ impl Tracker {
     /// with the apex's), takes the new rules and settings, restarts every
     /// prober (the shell has a new client for them), republishes under the
     /// new rules, and makes a polling round due now. The shell abandons the
-    /// round under way, if any, and drops every result queued under the old
-    /// settings. Returns the generation of the first snapshot of the new
-    /// zone.
+    /// round under way, if any, and ignores what it queued. Returns the
+    /// generation of the first snapshot of the new zone.
     pub fn reload(
         &mut self,
         zone: Arc<Zone>,
@@ -298,7 +299,8 @@ impl Tracker {
         }
         if self.membership.record_probe(node, passed) {
             self.publish(None, now, fx);
-            let served = self.current.nodes().any(|ip| ip == node);
+            let served = (0..self.current.zone.name_count())
+                .any(|i| self.current.set_nodes(i).any(|ip| ip == node));
             log::probe_changed(node, &result, served);
         } else if self.membership.health(node).is_some() && self.published_pending() {
             self.publish(None, now, fx);

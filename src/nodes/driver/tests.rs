@@ -41,11 +41,11 @@ async fn time_to_down(
         health,
         first,
         seed,
-        (tx, retired),
+        ProberLink { id: 1, tx, retired },
     ));
     let mut failed = 0;
     let took = loop {
-        let Some(Report::Probe(Event::Probe { result, .. })) = rx.recv().await else {
+        let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
             panic!("the prober stopped reporting");
         };
         if result == ProbeResult::Passed {
@@ -96,13 +96,13 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
         health,
         Duration::ZERO,
         1,
-        (tx, retired),
+        ProberLink { id: 1, tx, retired },
     ));
     let mut at = Vec::new();
     while at.len() < 20 {
         assert!(matches!(
             rx.recv().await,
-            Some(Report::Probe(Event::Probe { .. }))
+            Some(Report::Probe(_, Event::Probe { .. }))
         ));
         at.push(Instant::now() - start);
     }
@@ -130,11 +130,11 @@ async fn a_retired_prober_reports_the_probe_under_way_then_stops() {
         health,
         Duration::ZERO,
         1,
-        (tx, retired),
+        ProberLink { id: 1, tx, retired },
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(retire);
-    let Some(Report::Probe(Event::Probe { result, .. })) = rx.recv().await else {
+    let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
         panic!("the probe under way was not reported");
     };
     assert!(matches!(result, ProbeResult::Failed { .. }));
@@ -156,7 +156,7 @@ async fn a_prober_retired_between_probes_stops_at_once() {
         health,
         Duration::ZERO,
         1,
-        (tx, retired),
+        ProberLink { id: 1, tx, retired },
     ));
     assert!(rx.recv().await.is_some());
     let retired_at = Instant::now();
@@ -164,4 +164,23 @@ async fn a_prober_retired_between_probes_stops_at_once() {
     assert!(rx.recv().await.is_none());
     prober.await.unwrap();
     assert_eq!(Instant::now(), retired_at);
+}
+
+#[tokio::test]
+async fn a_replaced_probers_result_counts_only_until_its_replacement_reports() {
+    let (retire, _) = oneshot::channel();
+    let mut current = Prober {
+        id: 2,
+        reported: false,
+        task: tokio::spawn(async {}),
+        _retire: retire,
+    };
+    // The replaced prober's probe under way: the newest word so far.
+    assert!(latest_word(Some(&mut current), 1));
+    assert!(latest_word(Some(&mut current), 2));
+    // Once the replacement has reported, the old one's late result is stale.
+    assert!(!latest_word(Some(&mut current), 1));
+    assert!(latest_word(Some(&mut current), 2));
+    // A node no longer probed takes no result.
+    assert!(!latest_word(None, 2));
 }

@@ -151,7 +151,8 @@ impl HealthProbe {
             .await
             .map_err(|e| Failure::Fetch(FetchError::Connect(error_chain(&e))))?;
         let mut conn = Driven { conn, ended: false };
-        match conn.run(self.request_and_body(&mut sender)).await {
+        let exchanged = conn.run(self.request_and_body(&mut sender)).await;
+        match exchanged.unwrap_or(Err(Failed::Ended)) {
             Ok(done) => {
                 // hyper still waiting for a request: the connection is
                 // reusable (framed, kept alive, nothing unasked after it).
@@ -162,14 +163,17 @@ impl HealthProbe {
             Err(Failed::Fetch(e)) => Err(Failure::Fetch(e)),
             // hyper says the same of a connection closed before the response
             // and of one closed inside its head; the stream tells them apart.
-            Err(Failed::Closed(e)) => match conn.into_stream().read_since_write() {
-                false => Err(Failure::ClosedBeforeResponse(format!(
-                    "connection closed before the response ({e})"
-                ))),
-                true => Err(Failure::Fetch(FetchError::Request(
-                    "connection closed inside the response head".into(),
-                ))),
-            },
+            Err(closed @ (Failed::Closed(_) | Failed::Ended)) => {
+                match conn.into_stream().read_since_write() {
+                    false => Err(Failure::ClosedBeforeResponse(match closed {
+                        Failed::Closed(e) => format!("connection closed before the response ({e})"),
+                        _ => "connection closed before the response".into(),
+                    })),
+                    true => Err(Failure::Fetch(FetchError::Request(
+                        "connection closed inside the response head".into(),
+                    ))),
+                }
+            }
         }
     }
 
@@ -276,21 +280,25 @@ struct Driven {
 
 impl Driven {
     /// Runs `work` while driving the connection, which does the reading and
-    /// writing `work` waits on.
-    async fn run<F: Future>(&mut self, work: F) -> F::Output {
+    /// writing `work` waits on; None when hyper ended the connection while
+    /// `work` still waited for it.
+    async fn run<F: Future>(&mut self, work: F) -> Option<F::Output> {
         let mut work = pin!(work);
         if !self.ended {
             let conn = &mut self.conn;
             tokio::select! {
                 biased;
-                out = &mut work => return out,
+                out = &mut work => return Some(out),
                 _ = poll_fn(|cx| conn.poll_without_shutdown(cx)) => self.ended = true,
             }
         }
         // hyper is done with the connection (closed, failed, or done after
-        // its last response): what it delivered before is still there to
-        // take, and what it could not deliver fails.
-        work.await
+        // its last response): what it delivered before is there to take at
+        // once; what `work` still waits for will never come.
+        match poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        }
     }
 
     /// Polls the connection once without waiting; whether it goes on.
@@ -338,6 +346,9 @@ enum Failure {
 /// begun to answer.
 enum Failed {
     Closed(hyper::Error),
+    /// hyper ended the connection while the exchange still waited (a node
+    /// that closed it at once, before the request was even queued).
+    Ended,
     Fetch(FetchError),
 }
 

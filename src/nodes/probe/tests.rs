@@ -514,3 +514,21 @@ fn a_prober_holds_no_hyper_state_between_probes() {
         std::mem::size_of_val(&future)
     );
 }
+
+#[tokio::test]
+async fn a_node_that_closes_every_connection_at_once_fails_without_waiting_for_the_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    let mut probe = HealthProbe::new(addr, &addr.to_string(), None, MAX_BODY);
+    for _ in 0..20 {
+        let e = probe.probe(Duration::from_secs(60)).await.unwrap_err();
+        assert!(!e.to_string().contains("timed out"), "{e}");
+        assert!(!probe.has_kept_connection());
+    }
+    server.abort();
+}

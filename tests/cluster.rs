@@ -37,6 +37,18 @@ const SETTLE: Duration = Duration::from_secs(5);
 const REMOVAL_BOUND: Duration = Duration::from_millis(1500);
 const LOADED_MACHINE: Duration = Duration::from_millis(1000);
 
+/// A node whose process dies (its port refuses, its connections close) is
+/// out as soon as the closed kept connection is noticed and the connection
+/// that follows is refused: the target is 250 ms at worst. The room for a
+/// loaded machine is kept below the 0.66-1.03 s that waiting for the next
+/// probes used to take.
+const DEATH_BOUND: Duration = Duration::from_millis(250);
+const DEATH_LOADED: Duration = Duration::from_millis(350);
+
+/// A node that hangs: two timed-out probes, the second at once after the
+/// first (src/nodes/driver's paused-clock tests hold 1.15 s).
+const HANG_BOUND: Duration = Duration::from_millis(1200);
+
 /// How often the measuring loops query.
 const QUERY_EVERY: Duration = Duration::from_millis(5);
 
@@ -546,7 +558,7 @@ fn removal_times(test_no: u8, fault: Fault) -> Vec<Duration> {
     times
 }
 
-fn check_removal(test_no: u8, fault: Fault) {
+fn check_removal(test_no: u8, fault: Fault, bound: Duration, loaded: Duration) {
     let times = removal_times(test_no, fault);
     let (median, max) = median_and_max(&times);
     println!(
@@ -556,23 +568,24 @@ fn check_removal(test_no: u8, fault: Fault) {
         millis(&times)
     );
     assert!(
-        max < REMOVAL_BOUND + LOADED_MACHINE,
-        "under {fault:?} a node was served {max:?} after its fault (bound {REMOVAL_BOUND:?} \
-         and {LOADED_MACHINE:?} for a loaded machine): {:?} ms",
+        max < bound + loaded,
+        "under {fault:?} a node was served {max:?} after its fault (bound {bound:?} \
+         and {loaded:?} for a loaded machine): {:?} ms",
         millis(&times)
     );
 }
 
-// 4. A node that stops accepting connections is out of every answer within 1.5 s.
+// 4. A node whose process dies (it stops accepting connections and closes
+// the kept ones) is out of every answer within milliseconds.
 #[test]
 fn down_node_leaves_the_answers_within_the_bound() {
-    check_removal(103, Fault::Down);
+    check_removal(103, Fault::Down, DEATH_BOUND, DEATH_LOADED);
 }
 
-// 4b. A node that accepts but never answers: the same bound.
+// 4b. A node that accepts but never answers: two probe timeouts.
 #[test]
 fn hanging_node_leaves_the_answers_within_the_bound() {
-    check_removal(104, Fault::Hang);
+    check_removal(104, Fault::Hang, HANG_BOUND, LOADED_MACHINE);
 }
 
 // 5. Admission: a listed node failing its health check is never served;

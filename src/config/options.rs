@@ -118,7 +118,8 @@ pub struct Options {
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<HumanDuration>,
 
-    /// Failed probes in a row that take a node out of the answers [default: 2]
+    /// Failed probes in a row that take a node out of the answers; a refused
+    /// connection takes it out at once [default: 2]
     #[arg(long, value_name = "N")]
     pub health_failures: Option<u32>,
 

@@ -574,7 +574,7 @@ async fn health_probes_over_https() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let err = probe.probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Connect(m) if m.contains("refused")),
+        matches!(&err, FetchError::Refused(m) if m.contains("refused")),
         "{err:?}"
     );
     assert!(!probe.has_kept_connection());

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::error;
 
-use super::client::AlternatorClient;
+use super::client::{AlternatorClient, FetchError};
 use super::probe::HealthProbe;
 use super::refresher::{random_seed, Poller};
 use super::snapshot::{SharedSnapshot, Snapshot};
@@ -336,6 +336,9 @@ async fn poll_round(
 /// [`HealthProbe`]; the schedule's tests use a scripted one.
 trait Check: Send + 'static {
     fn check(&mut self, timeout: Duration) -> impl Future<Output = ProbeResult> + Send;
+    /// Resolves when the connection kept between checks shows that the node
+    /// closed it; never when there is none.
+    fn closed(&self) -> impl Future<Output = ()> + Send;
 }
 
 impl Check for HealthProbe {
@@ -345,12 +348,18 @@ impl Check for HealthProbe {
             Ok(status) => ProbeResult::Failed {
                 detail: format!("GET / answered HTTP status {status}"),
                 hint: status_hint(status, self.is_tls()),
+                refused: false,
             },
             Err(e) => ProbeResult::Failed {
                 detail: e.to_string(),
                 hint: e.hint(),
+                refused: matches!(e, FetchError::Refused(_)),
             },
         }
+    }
+
+    async fn closed(&self) {
+        HealthProbe::closed(self).await
     }
 }
 
@@ -370,7 +379,10 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
 /// until it is retired (its [`Prober`] dropped): a check under way
 /// still reports. Each check starts one interval (+-10%) after the previous
 /// one started, so a check that hangs until its timeout does not push the
-/// next one back.
+/// next one back; sooner when there is news: the node closed the connection
+/// kept between checks (its process may have died: the check at once finds
+/// out), or a check failed after one that passed (a second opinion at once
+/// rather than an interval later).
 async fn probe_node(
     node: IpAddr,
     mut probe: impl Check,
@@ -386,13 +398,18 @@ async fn probe_node(
     } = link;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut next = Instant::now() + first;
+    let mut passed_last = true;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
+            () = probe.closed() => {}
             _ = &mut retired => return,
         }
         let started = Instant::now();
         let result = probe.check(health.timeout).await;
+        let passed = result == ProbeResult::Passed;
+        let first_failure = passed_last && !passed;
+        passed_last = passed;
         let report = Report::Probe(id, Event::Probe { node, result });
         if tx.send(report).await.is_err() || !matches!(retired.try_recv(), Err(TryRecvError::Empty))
         {
@@ -401,7 +418,10 @@ async fn probe_node(
         // +-10% jitter keeps probers of many nodes from lining up.
         let interval = health.interval.as_micros() as u64;
         let jitter = rng.next_u64() % (interval / 5).max(1);
-        next = started + Duration::from_micros(interval - interval / 10 + jitter);
+        next = match first_failure {
+            true => Instant::now(),
+            false => started + Duration::from_micros(interval - interval / 10 + jitter),
+        };
     }
 }
 

@@ -195,6 +195,18 @@ impl Membership {
         is_up(before) != is_up(*health) || before == Health::Unknown
     }
 
+    /// Records a refused connection: nothing listens on the node's port, so
+    /// no client could be served there either; the node is down at once,
+    /// whatever the failure count. Returns true when that may change whether
+    /// it is served.
+    pub fn record_refused(&mut self, node: IpAddr) -> bool {
+        let Some(health) = self.health.get_mut(&node) else {
+            return false;
+        };
+        let before = std::mem::replace(health, Health::Down);
+        is_up(before) || before == Health::Unknown
+    }
+
     pub fn health(&self, node: IpAddr) -> Option<Health> {
         self.health.get(&node).copied()
     }

@@ -102,6 +102,16 @@ impl HealthProbe {
         }
     }
 
+    /// Resolves when the kept connection has something to read between
+    /// probes: the node closed or reset it (its process may have died), or
+    /// sent what nobody asked for. Never without a kept connection.
+    pub async fn closed(&self) {
+        match &self.kept {
+            Some(stream) => stream.readable().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Whether a connection is kept for the next probe.
     pub fn has_kept_connection(&self) -> bool {
         self.kept.is_some()

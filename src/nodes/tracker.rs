@@ -89,10 +89,12 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Passed,
-    /// Why it failed, and what to check.
+    /// Why it failed, and what to check; `refused`: the node refused the
+    /// connection (nothing listens on its port), which takes it out at once.
     Failed {
         detail: String,
         hint: &'static str,
+        refused: bool,
     },
 }
 
@@ -293,11 +295,15 @@ impl Tracker {
             ProbeResult::Passed => {
                 self.probe_failures.remove(&node);
             }
-            ProbeResult::Failed { detail, hint } => {
+            ProbeResult::Failed { detail, hint, .. } => {
                 self.probe_failures.insert(node, (detail.clone(), hint));
             }
         }
-        if self.membership.record_probe(node, passed) {
+        let changed = match result {
+            ProbeResult::Failed { refused: true, .. } => self.membership.record_refused(node),
+            _ => self.membership.record_probe(node, passed),
+        };
+        if changed {
             self.publish(None, now, fx);
             let served = (0..self.current.zone.name_count())
                 .any(|i| self.current.set_nodes(i).any(|ip| ip == node));

@@ -20,6 +20,39 @@ impl Check for HangsAt {
         ProbeResult::Failed {
             detail: "no answer within the timeout".into(),
             hint: "check the node",
+            refused: false,
+        }
+    }
+
+    async fn closed(&self) {
+        // A hanging node keeps its connections open.
+        std::future::pending().await
+    }
+}
+
+/// A node whose process dies at `fault_at`: the kernel closes the kept
+/// connection then, and refuses new ones.
+struct DiesAt {
+    fault_at: Instant,
+}
+
+impl Check for DiesAt {
+    async fn check(&mut self, _timeout: Duration) -> ProbeResult {
+        if Instant::now() < self.fault_at {
+            return ProbeResult::Passed;
+        }
+        ProbeResult::Failed {
+            detail: "tcp connect error: Connection refused".into(),
+            hint: "check the node",
+            refused: true,
+        }
+    }
+
+    async fn closed(&self) {
+        if Instant::now() < self.fault_at {
+            tokio::time::sleep_until(self.fault_at).await;
+        } else {
+            std::future::pending().await
         }
     }
 }
@@ -62,11 +95,11 @@ async fn time_to_down(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_node_that_hangs_is_reported_down_within_1400_ms_at_any_phase() {
+async fn a_node_that_hangs_is_reported_down_within_1150_ms_at_any_phase() {
     // The defaults: a probe every 500 ms (+-10%), 300 ms timeout, two
     // failures in a row. The worst case is a fault just after a passing
-    // probe: two more probes start at most 2 x 550 ms later, and the second
-    // fails 300 ms after it starts.
+    // probe: the next starts at most 550 ms later and fails 300 ms after;
+    // the second opinion starts at once and fails 300 ms after that.
     let health = HealthSettings::default();
     let mut times = Vec::new();
     for phase in 0..60u64 {
@@ -76,10 +109,10 @@ async fn a_node_that_hangs_is_reported_down_within_1400_ms_at_any_phase() {
     }
     let worst = times.iter().max().unwrap();
     let best = times.iter().min().unwrap();
-    assert!(*worst <= Duration::from_millis(1400), "{times:?}");
+    assert!(*worst <= Duration::from_millis(1150), "{times:?}");
     // The phases tried reach both ends of the range.
-    assert!(*worst > Duration::from_millis(1200), "{times:?}");
-    assert!(*best < Duration::from_millis(900), "{times:?}");
+    assert!(*worst > Duration::from_millis(1000), "{times:?}");
+    assert!(*best < Duration::from_millis(700), "{times:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,4 +216,36 @@ async fn a_replaced_probers_result_counts_only_until_its_replacement_reports() {
     assert!(latest_word(Some(&mut current), 2));
     // A node no longer probed takes no result.
     assert!(!latest_word(None, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_process_dies_is_reported_refused_at_once_at_any_phase() {
+    let health = HealthSettings::default();
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    for phase in 0..40u64 {
+        let fault_at = Instant::now() + Duration::from_millis(2000 + phase * 13);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (_retire, retired) = oneshot::channel();
+        let link = ProberLink { id: 1, tx, retired };
+        let first = Duration::from_millis(phase * 7 % 100);
+        let prober = tokio::spawn(probe_node(
+            node,
+            DiesAt { fault_at },
+            health,
+            first,
+            phase,
+            link,
+        ));
+        loop {
+            let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
+                panic!("the prober stopped reporting");
+            };
+            if let ProbeResult::Failed { refused, .. } = result {
+                assert!(refused);
+                assert_eq!(Instant::now(), fault_at, "phase {phase}");
+                break;
+            }
+        }
+        prober.abort();
+    }
 }

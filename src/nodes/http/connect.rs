@@ -56,9 +56,13 @@ impl NodeTls {
 /// node's certificate is verified against the configured server name, or
 /// else the node's IP address.
 pub(crate) async fn connect(node: SocketAddr, tls: Option<&NodeTls>) -> Result<Stream, FetchError> {
-    let tcp = TcpStream::connect(node)
-        .await
-        .map_err(|e| FetchError::Connect(format!("tcp connect error: {e}")))?;
+    let tcp = TcpStream::connect(node).await.map_err(|e| {
+        let message = format!("tcp connect error: {e}");
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => FetchError::Refused(message),
+            _ => FetchError::Connect(message),
+        }
+    })?;
     // A request goes out in one write; Nagle would only delay it.
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
@@ -95,6 +99,20 @@ impl Stream {
             inner,
             read_since_write: false,
         }
+    }
+
+    /// Resolves when the connection has something to read (the node closed
+    /// or reset it, or sent what nobody asked for), or at once on an error:
+    /// between probes, a kept connection becoming readable is news.
+    pub async fn readable(&self) {
+        let tcp = match &self.inner {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => s.get_ref().0,
+        };
+        // A peek, not `readable()`: readiness left over from the last read
+        // would wake it with nothing there, and a probe would follow at once.
+        let mut byte = [0u8; 1];
+        let _ = tcp.peek(&mut byte).await;
     }
 
     /// Whether a byte was read after the last write was tried.

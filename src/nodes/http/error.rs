@@ -96,6 +96,9 @@ pub enum FetchError {
     /// certificate, ...); the message carries the error chain.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The node refused the TCP connection: nothing listens on the port.
+    #[error("cannot connect: {0}")]
+    Refused(String),
     /// Connected, but sending the request or reading the response head
     /// failed: the peer closed the connection, sent a TLS alert after the
     /// handshake (such as a refused client certificate under TLS 1.3), or
@@ -134,7 +137,7 @@ impl FetchError {
                 "check that the node is up and reachable from here, and the timeout \
                  (--refresh-timeout, --health-timeout)"
             }
-            FetchError::Connect(_) => {
+            FetchError::Connect(_) | FetchError::Refused(_) => {
                 "check that the node is up, and --seed, --alternator-port and --alternator-scheme"
             }
             FetchError::Request(_) => "check --alternator-scheme and --alternator-port",

@@ -488,14 +488,14 @@ async fn a_silent_node_is_bounded_by_the_timeout() {
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_a_connect_failure() {
+async fn a_refused_connection_is_told_apart_from_other_connect_failures() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let mut probe = HealthProbe::new(addr, &addr.to_string(), None, MAX_BODY);
     let err = probe.probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Connect(m) if m.contains("refused")),
+        matches!(&err, FetchError::Refused(m) if m.contains("refused")),
         "{err:?}"
     );
 }
@@ -531,4 +531,43 @@ async fn a_node_that_closes_every_connection_at_once_fails_without_waiting_for_t
         assert!(!probe.has_kept_connection());
     }
     server.abort();
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_by_the_node_is_noticed_between_probes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close, closing) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        read_request(&mut conn).await.unwrap();
+        conn.write_all(OK).await.unwrap();
+        let _ = closing.await;
+        drop(conn);
+        // An idle close, as Alternator may do: the node is still up.
+        let (mut conn, _) = listener.accept().await.unwrap();
+        read_request(&mut conn).await.unwrap();
+        conn.write_all(OK).await.unwrap();
+    });
+    let mut probe = HealthProbe::new(addr, &addr.to_string(), None, MAX_BODY);
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert!(probe.has_kept_connection());
+    close.send(()).unwrap();
+    tokio::time::timeout(T, probe.closed())
+        .await
+        .expect("the close is noticed");
+    // The probe that follows reconnects and passes: a close is no failure.
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_kept_connection_is_no_news() {
+    let s = Scripted::start(vec![hold(&[Reply::Whole(OK)])]).await;
+    let mut probe = s.probe();
+    assert_eq!(probe.probe(T).await.unwrap(), 200);
+    assert!(probe.has_kept_connection());
+    // Left-over read readiness must not wake it.
+    let woke = tokio::time::timeout(Duration::from_millis(200), probe.closed()).await;
+    assert!(woke.is_err(), "woken with nothing to read");
 }

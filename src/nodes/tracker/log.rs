@@ -17,13 +17,13 @@ use crate::nodes::snapshot::{Basis, NodeSource, Snapshot};
 pub(super) fn probe_changed(node: IpAddr, result: &ProbeResult, served: bool) {
     match (result, served) {
         (ProbeResult::Passed, _) => info!(%node, "node passes its health check; serving it"),
-        (ProbeResult::Failed { detail, hint }, false) => warn!(
+        (ProbeResult::Failed { detail, hint, .. }, false) => warn!(
             %node,
             reason = %detail,
             check = hint,
             "node fails its health check; no longer serving it"
         ),
-        (ProbeResult::Failed { detail, hint }, true) => warn!(
+        (ProbeResult::Failed { detail, hint, .. }, true) => warn!(
             %node,
             reason = %detail,
             check = hint,

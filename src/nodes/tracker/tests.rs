@@ -157,8 +157,9 @@ impl Run {
         let result = match passed {
             true => ProbeResult::Passed,
             false => ProbeResult::Failed {
-                detail: "connection refused".into(),
+                detail: "timed out".into(),
                 hint: "check the node",
+                refused: false,
             },
         };
         self.event(Event::Probe { node, result })
@@ -475,4 +476,23 @@ fn first_probes_come_soon_for_a_few_nodes_and_paced_for_a_whole_cluster() {
             "{started} first probes in [{from:?}, {to:?})"
         );
     }
+}
+
+#[test]
+fn a_refused_connection_takes_a_node_out_at_once() {
+    let mut run = Run::checked();
+    run.serving(&[ip(1), ip(2)]);
+    let refused = ProbeResult::Failed {
+        detail: "tcp connect error: Connection refused".into(),
+        hint: "check the node",
+        refused: true,
+    };
+    let dids = run.event(Event::Probe {
+        node: ip(2),
+        result: refused,
+    });
+    assert!(matches!(dids.as_slice(), [Did::Publish(_)]), "{dids:?}");
+    assert_eq!(run.serves(0), vec![ip(1)], "out without a second failure");
+    run.probe(ip(2), true);
+    assert_eq!(run.serves(0), vec![ip(1), ip(2)]);
 }

@@ -874,15 +874,7 @@ fn path_str(path: &Path) -> &str {
 /// An HTTPS cluster of `count` nodes of test `test_no`, all in dc1/rack1.
 fn https_cluster(test_no: u8, count: u8, tls: SimTls) -> (SimCluster, Vec<IpAddr>) {
     let addrs = nodes(test_no, count);
-    let located: Vec<SimNode> = addrs
-        .iter()
-        .map(|&a| SimNode::new(a, "dc1", "rack1"))
-        .collect();
-    let options = SimOptions {
-        tls: Some(tls),
-        ..SimOptions::default()
-    };
-    let sim = SimCluster::start_with(&located, 0, options).expect("start the HTTPS cluster");
+    let sim = SimCluster::start_https(&addrs, 0, tls).expect("start the HTTPS cluster");
     assert!(sim.is_https());
     (sim, addrs)
 }

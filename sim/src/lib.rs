@@ -254,6 +254,14 @@ struct Control {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Every address as a node of the default datacenter and rack.
+fn default_located(addrs: &[IpAddr]) -> Vec<SimNode> {
+    addrs
+        .iter()
+        .map(|&addr| SimNode::new(addr, DEFAULT_DC, DEFAULT_RACK))
+        .collect()
+}
+
 impl SimCluster {
     /// Starts one node per address, all on `port` (0 = choose a free port
     /// once, then use it for every node), on a dedicated background thread
@@ -265,11 +273,16 @@ impl SimCluster {
     /// later node is retried with a fresh port a few times first). With no
     /// addresses and port 0, a port that was free on `127.0.0.1` is chosen.
     pub fn start(addrs: &[IpAddr], port: u16) -> io::Result<SimCluster> {
-        let nodes: Vec<SimNode> = addrs
-            .iter()
-            .map(|&addr| SimNode::new(addr, DEFAULT_DC, DEFAULT_RACK))
-            .collect();
-        SimCluster::start_with(&nodes, port, SimOptions::default())
+        SimCluster::start_with(&default_located(addrs), port, SimOptions::default())
+    }
+
+    /// [`SimCluster::start`] over HTTPS with `tls`.
+    pub fn start_https(addrs: &[IpAddr], port: u16, tls: SimTls) -> io::Result<SimCluster> {
+        let options = SimOptions {
+            tls: Some(tls),
+            ..SimOptions::default()
+        };
+        SimCluster::start_with(&default_located(addrs), port, options)
     }
 
     /// [`SimCluster::start`] with each node's datacenter and rack, and the

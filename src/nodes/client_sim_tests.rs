@@ -98,15 +98,7 @@ impl Pki {
 }
 
 fn start_https(addrs: &[IpAddr], tls: SimTls) -> SimCluster {
-    let nodes: Vec<SimNode> = addrs
-        .iter()
-        .map(|&a| SimNode::new(a, "dc1", "rack1"))
-        .collect();
-    let options = SimOptions {
-        tls: Some(tls),
-        ..SimOptions::default()
-    };
-    SimCluster::start_with(&nodes, 0, options).expect("start HTTPS cluster")
+    SimCluster::start_https(addrs, 0, tls).expect("start HTTPS cluster")
 }
 
 /// A failed handshake or a connection closed under the request.

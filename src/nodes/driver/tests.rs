@@ -57,25 +57,37 @@ impl Check for DiesAt {
     }
 }
 
+/// A prober of one node running `check` with the default health settings,
+/// its reports, and the sender whose drop retires it.
+struct Started {
+    task: JoinHandle<()>,
+    reports: mpsc::Receiver<Report>,
+    retire: oneshot::Sender<()>,
+}
+
+fn start(check: impl Check, first: Duration, seed: u64) -> Started {
+    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (tx, reports) = mpsc::channel(16);
+    let (retire, retired) = oneshot::channel();
+    let link = ProberLink { id: 1, tx, retired };
+    let health = HealthSettings::default();
+    let task = tokio::spawn(probe_node(node, check, health, first, seed, link));
+    Started {
+        task,
+        reports,
+        retire,
+    }
+}
+
 /// How long after `fault_at` the prober reports the `failures`-th failure
 /// in a row.
-async fn time_to_down(
-    fault_at: Instant,
-    health: HealthSettings,
-    first: Duration,
-    seed: u64,
-) -> Duration {
-    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let (tx, mut rx) = mpsc::channel(16);
-    let (_retire, retired) = oneshot::channel();
-    let prober = tokio::spawn(probe_node(
-        node,
-        HangsAt { fault_at },
-        health,
-        first,
-        seed,
-        ProberLink { id: 1, tx, retired },
-    ));
+async fn time_to_down(fault_at: Instant, first: Duration, seed: u64) -> Duration {
+    let failures = HealthSettings::default().failures;
+    let Started {
+        task: prober,
+        reports: mut rx,
+        retire: _retire,
+    } = start(HangsAt { fault_at }, first, seed);
     let mut failed = 0;
     let took = loop {
         let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
@@ -86,7 +98,7 @@ async fn time_to_down(
             continue;
         }
         failed += 1;
-        if failed == health.failures {
+        if failed == failures {
             break Instant::now() - fault_at;
         }
     };
@@ -100,12 +112,11 @@ async fn a_node_that_hangs_is_reported_down_within_1150_ms_at_any_phase() {
     // failures in a row. The worst case is a fault just after a passing
     // probe: the next starts at most 550 ms later and fails 300 ms after;
     // the second opinion starts at once and fails 300 ms after that.
-    let health = HealthSettings::default();
     let mut times = Vec::new();
     for phase in 0..60u64 {
         let fault_at = Instant::now() + Duration::from_millis(2000 + phase * 17);
         let first = Duration::from_millis(phase * 7 % 100);
-        times.push(time_to_down(fault_at, health, first, phase).await);
+        times.push(time_to_down(fault_at, first, phase).await);
     }
     let worst = times.iter().max().unwrap();
     let best = times.iter().min().unwrap();
@@ -117,27 +128,20 @@ async fn a_node_that_hangs_is_reported_down_within_1150_ms_at_any_phase() {
 
 #[tokio::test(start_paused = true)]
 async fn probes_of_a_healthy_node_keep_their_interval() {
-    let health = HealthSettings::default();
-    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let (tx, mut rx) = mpsc::channel(16);
     let never = Instant::now() + Duration::from_secs(3600);
-    let (_retire, retired) = oneshot::channel();
-    let start = Instant::now();
-    let prober = tokio::spawn(probe_node(
-        node,
-        HangsAt { fault_at: never },
-        health,
-        Duration::ZERO,
-        1,
-        ProberLink { id: 1, tx, retired },
-    ));
+    let begun = Instant::now();
+    let Started {
+        task: prober,
+        reports: mut rx,
+        retire: _retire,
+    } = start(HangsAt { fault_at: never }, Duration::ZERO, 1);
     let mut at = Vec::new();
     while at.len() < 20 {
         assert!(matches!(
             rx.recv().await,
             Some(Report::Probe(_, Event::Probe { .. }))
         ));
-        at.push(Instant::now() - start);
+        at.push(Instant::now() - begun);
     }
     prober.abort();
     for pair in at.windows(2) {
@@ -151,46 +155,32 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retired_prober_reports_the_probe_under_way_then_stops() {
-    let health = HealthSettings::default();
-    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let (tx, mut rx) = mpsc::channel(16);
-    let (retire, retired) = oneshot::channel();
     // Hangs from the start: the first probe runs the whole 300 ms timeout.
     let fault_at = Instant::now();
-    let prober = tokio::spawn(probe_node(
-        node,
-        HangsAt { fault_at },
-        health,
-        Duration::ZERO,
-        1,
-        ProberLink { id: 1, tx, retired },
-    ));
+    let Started {
+        task: prober,
+        reports: mut rx,
+        retire,
+    } = start(HangsAt { fault_at }, Duration::ZERO, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(retire);
     let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
         panic!("the probe under way was not reported");
     };
     assert!(matches!(result, ProbeResult::Failed { .. }));
-    assert_eq!(Instant::now() - fault_at, health.timeout);
+    assert_eq!(Instant::now() - fault_at, HealthSettings::default().timeout);
     assert!(rx.recv().await.is_none(), "a retired prober probes no more");
     prober.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_prober_retired_between_probes_stops_at_once() {
-    let health = HealthSettings::default();
-    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let (tx, mut rx) = mpsc::channel(16);
-    let (retire, retired) = oneshot::channel();
     let never = Instant::now() + Duration::from_secs(3600);
-    let prober = tokio::spawn(probe_node(
-        node,
-        HangsAt { fault_at: never },
-        health,
-        Duration::ZERO,
-        1,
-        ProberLink { id: 1, tx, retired },
-    ));
+    let Started {
+        task: prober,
+        reports: mut rx,
+        retire,
+    } = start(HangsAt { fault_at: never }, Duration::ZERO, 1);
     assert!(rx.recv().await.is_some());
     let retired_at = Instant::now();
     drop(retire);
@@ -220,22 +210,14 @@ async fn a_replaced_probers_result_counts_only_until_its_replacement_reports() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_process_dies_is_reported_refused_at_once_at_any_phase() {
-    let health = HealthSettings::default();
-    let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
     for phase in 0..40u64 {
         let fault_at = Instant::now() + Duration::from_millis(2000 + phase * 13);
-        let (tx, mut rx) = mpsc::channel(16);
-        let (_retire, retired) = oneshot::channel();
-        let link = ProberLink { id: 1, tx, retired };
         let first = Duration::from_millis(phase * 7 % 100);
-        let prober = tokio::spawn(probe_node(
-            node,
-            DiesAt { fault_at },
-            health,
-            first,
-            phase,
-            link,
-        ));
+        let Started {
+            task: prober,
+            reports: mut rx,
+            retire: _retire,
+        } = start(DiesAt { fault_at }, first, phase);
         loop {
             let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
                 panic!("the prober stopped reporting");

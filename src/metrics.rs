@@ -16,8 +16,8 @@
 //!   thread at a time (and the runtime's task switches order the accesses).
 //!   Should TCP ever move to a multi-threaded runtime, give it
 //!   `fetch_add`s or one `QueryMetrics` per thread.
-//! - [`ControlMetrics`]: refresh and health-probe outcomes per node, and
-//!   gauges, written by the control plane (a `Mutex`ed map and atomics; a
+//! - [`ControlMetrics`]: refresh and health-probe outcomes per node, node
+//!   removals by reason with the time each took, and gauges, written by the control plane (a `Mutex`ed map and atomics; a
 //!   few writes per second, never on the packet path).
 //! - Facts about the current snapshot (live nodes per name, generation,
 //!   age) are read at scrape time from a [`SnapshotSource`] the server
@@ -68,7 +68,7 @@ mod render;
 pub use control::{ControlMetrics, SnapshotFacts, SnapshotSource};
 pub use counters::{QueryCounts, QueryMetrics};
 pub use http::{serve, ReadyCheck, Readyz};
-pub use labels::{DropReason, Outcome, QueryType, Rcode};
+pub use labels::{DropReason, Outcome, QueryType, Rcode, RemovalReason};
 
 /// `alternator_dns_build_info{version,io_backend} 1`.
 pub const BUILD_INFO: &str = "alternator_dns_build_info";
@@ -92,6 +92,11 @@ pub const RATE_LIMIT_SLIPS_TOTAL: &str = "alternator_dns_rate_limit_slips_total"
 pub const REFRESH_REQUESTS_TOTAL: &str = "alternator_dns_refresh_requests_total";
 /// Health probes, by node and result (`ok`, `error`).
 pub const HEALTH_PROBES_TOTAL: &str = "alternator_dns_health_probes_total";
+/// Counter: nodes taken out of the answers, by reason.
+pub const NODE_REMOVALS_TOTAL: &str = "alternator_dns_node_removals_total";
+/// Histogram: from a removed node's first failing probe to the snapshot
+/// without it, by reason.
+pub const NODE_REMOVAL_SECONDS: &str = "alternator_dns_node_removal_seconds";
 /// TCP connections open now.
 pub const TCP_CONNECTIONS: &str = "alternator_dns_tcp_connections";
 /// Forwarded queries waiting for an upstream answer now.

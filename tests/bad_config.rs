@@ -231,6 +231,22 @@ fn bad_configurations_fail_alike_at_check_and_start_and_name_the_option() {
             &["--health-failures"],
         ),
         case(
+            "a flapping node that could never come back",
+            &["--health-flap-passes", "0"],
+            exit::CONFIG,
+            &["--health-flap-passes"],
+        ),
+        case(
+            "a flap window shorter than the probe interval",
+            &["--health-flap-window", "100ms"],
+            exit::CONFIG,
+            &[
+                "--health-flap-window",
+                "--health-interval",
+                "--health-flap-limit 0",
+            ],
+        ),
+        case(
             "a rate limit out of range",
             &["--rate-limit", "100000000"],
             exit::CONFIG,

@@ -123,6 +123,20 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub health_failures: Option<u32>,
 
+    /// Flap damping: a node taken out this many times within
+    /// --health-flap-window counts as flapping, and comes back only after
+    /// --health-flap-passes probes in a row pass; 0 turns damping off [default: 3]
+    #[arg(long, value_name = "N")]
+    pub health_flap_limit: Option<u32>,
+
+    /// The window over which --health-flap-limit counts removals [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_flap_window: Option<HumanDuration>,
+
+    /// Probes in a row a flapping node must pass to be served again [default: 5]
+    #[arg(long, value_name = "N")]
+    pub health_flap_passes: Option<u32>,
+
     /// TTL of the A/AAAA answers, in seconds. Behind caching resolvers 0 balances best:
     /// each lookup then gets its own random node (README: "Deploying behind resolvers")
     /// [default: 4]

@@ -16,8 +16,8 @@ use crate::dns::zone::{
 use crate::dns::{Zone, ZoneSettings};
 use crate::forward::ForwardSettings;
 use crate::nodes::client::TlsSettings;
+use crate::nodes::health::{Damping, HealthSettings};
 use crate::nodes::membership::{NameRule, Selector};
-use crate::nodes::tracker::HealthSettings;
 use crate::rrl::RrlSettings;
 use crate::tcp::TcpSettings;
 
@@ -151,6 +151,14 @@ fn health_settings(o: &mut Options) -> Result<HealthSettings, ConfigError> {
             .get_or_insert(HumanDuration(defaults.timeout))
             .0,
         failures: *o.health_failures.get_or_insert(defaults.failures),
+        damping: Damping {
+            limit: *o.health_flap_limit.get_or_insert(defaults.damping.limit),
+            window: o
+                .health_flap_window
+                .get_or_insert(HumanDuration(defaults.damping.window))
+                .0,
+            passes: *o.health_flap_passes.get_or_insert(defaults.damping.passes),
+        },
     };
     if health.interval < Duration::from_millis(10) || health.timeout < Duration::from_millis(10) {
         return Err(ConfigError::Invalid(
@@ -161,6 +169,19 @@ fn health_settings(o: &mut Options) -> Result<HealthSettings, ConfigError> {
         return Err(ConfigError::Invalid(
             "--health-failures must be at least 1".into(),
         ));
+    }
+    if health.damping.passes == 0 {
+        return Err(ConfigError::Invalid(
+            "--health-flap-passes must be at least 1".into(),
+        ));
+    }
+    if health.damping.limit > 0 && health.damping.window < health.interval {
+        return Err(ConfigError::Invalid(format!(
+            "--health-flap-window ({:?}) is shorter than --health-interval ({:?}): no node \
+             could be taken out twice within it; give a longer window, or \
+             --health-flap-limit 0 to turn damping off",
+            health.damping.window, health.interval
+        )));
     }
     Ok(health)
 }

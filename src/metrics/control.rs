@@ -1,5 +1,5 @@
-//! What the control plane reports (refresh and probe outcomes per node, TCP
-//! and forwarding gauges) and what the scraper asks of the current snapshot:
+//! What the control plane reports (refresh and probe outcomes per node, node
+//! removals and how long each took, TCP and forwarding gauges) and what the scraper asks of the current snapshot:
 //! a few writes a second, so a `Mutex`ed map is cheap enough.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{lock, Outcome};
+use super::{lock, Outcome, RemovalReason};
 
 /// Counters and gauges of the control plane. Not for the packet path.
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ pub struct ControlMetrics {
     /// Node address -> counts by [`Outcome`].
     pub(super) refresh: Mutex<BTreeMap<String, [u64; Outcome::COUNT]>>,
     pub(super) probes: Mutex<BTreeMap<String, [u64; Outcome::COUNT]>>,
+    /// Nodes taken out, by [`RemovalReason`].
+    pub(super) removals: Mutex<[Removals; RemovalReason::COUNT]>,
     pub(super) tcp_connections: AtomicU64,
     pub(super) forward_outstanding: AtomicU64,
     /// Why the latest `/localnodes` round failed, and what to check; None
@@ -35,6 +37,22 @@ impl ControlMetrics {
     pub fn health_probe(&self, node: impl fmt::Display, outcome: Outcome) {
         let mut map = lock(&self.probes);
         map.entry(node.to_string()).or_default()[outcome as usize] += 1;
+    }
+
+    /// A node taken out of the answers, and the time from its first failing
+    /// probe to the snapshot without it (None when no probe was involved).
+    pub fn node_removed(&self, reason: RemovalReason, took: Option<Duration>) {
+        let mut removals = lock(&self.removals);
+        let stats = &mut removals[reason as usize];
+        stats.count += 1;
+        if let Some(took) = took {
+            stats.took.observe(took);
+        }
+    }
+
+    /// Nodes taken out for `reason` so far.
+    pub fn removals(&self, reason: RemovalReason) -> u64 {
+        lock(&self.removals)[reason as usize].count
     }
 
     /// Stops reporting `node` (e.g. once it left the cluster for good), so
@@ -81,6 +99,39 @@ impl ControlMetrics {
     /// Sets the gauge of forwarded queries awaiting an answer.
     pub fn set_forward_outstanding(&self, n: u64) {
         self.forward_outstanding.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The removals of one reason.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Removals {
+    pub(super) count: u64,
+    pub(super) took: Histogram,
+}
+
+/// Upper bounds, in seconds, of the removal-time histogram's buckets: from
+/// a closed connection noticed at once to several timed-out probes.
+pub(super) const REMOVAL_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus histogram over [`REMOVAL_BUCKETS`] (counts per bucket, not
+/// cumulative; the exposition adds them up).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Histogram {
+    pub(super) buckets: [u64; REMOVAL_BUCKETS.len()],
+    pub(super) count: u64,
+    pub(super) sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, value: Duration) {
+        let secs = value.as_secs_f64();
+        if let Some(i) = REMOVAL_BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
     }
 }
 

@@ -122,3 +122,21 @@ label_enum! {
         Error => "error",
     }
 }
+
+label_enum! {
+    /// The `reason` label of a node taken out of the answers.
+    RemovalReason {
+        /// Its connection was refused: nothing listens on the port.
+        Refused => "refused",
+        /// It closed or reset the probe's connection before answering.
+        Closed => "closed",
+        /// Its probes timed out.
+        Timeout => "timeout",
+        /// Its probes got an error status.
+        Status => "status",
+        /// Its probes failed otherwise (unreachable, TLS, not HTTP).
+        Error => "error",
+        /// `/localnodes` no longer lists it.
+        Unlisted => "unlisted",
+    }
+}

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{
-    lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts, QueryType, Rcode,
-    SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
-    FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, LIVE_NODES, QUERIES_TOTAL,
-    RATE_LIMIT_SLIPS_TOTAL, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS,
-    SNAPSHOT_GENERATION, START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL,
-    UNVERIFIED_SEEDS, WORKER_QUERIES_TOTAL,
+    control::REMOVAL_BUCKETS, lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts,
+    QueryType, Rcode, RemovalReason, SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN,
+    FAIL_OPEN_NODES, FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, LIVE_NODES,
+    NODE_REMOVALS_TOTAL, NODE_REMOVAL_SECONDS, QUERIES_TOTAL, RATE_LIMIT_SLIPS_TOTAL,
+    REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS, SNAPSHOT_GENERATION,
+    START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL, UNVERIFIED_SEEDS,
+    WORKER_QUERIES_TOTAL,
 };
 
 impl Metrics {
@@ -179,6 +180,7 @@ fn render_control(out: &mut Text, control: &ControlMetrics) {
         }
     }
 
+    render_removals(out, control);
     out.family(TCP_CONNECTIONS, "gauge", "TCP connections open.");
     out.sample(
         TCP_CONNECTIONS,
@@ -195,6 +197,53 @@ fn render_control(out: &mut Text, control: &ControlMetrics) {
         &[],
         control.forward_outstanding.load(Ordering::Relaxed),
     );
+}
+
+/// Nodes taken out by reason, and the time each removal took.
+fn render_removals(out: &mut Text, control: &ControlMetrics) {
+    let removals = *lock(&control.removals);
+    out.family(
+        NODE_REMOVALS_TOTAL,
+        "counter",
+        "Nodes taken out of the answers, by reason.",
+    );
+    for &r in RemovalReason::ALL {
+        out.sample(
+            NODE_REMOVALS_TOTAL,
+            &[("reason", r.label())],
+            removals[r as usize].count,
+        );
+    }
+    out.family(
+        NODE_REMOVAL_SECONDS,
+        "histogram",
+        "Seconds from a removed node's first failing probe to the answers without it, by reason.",
+    );
+    let bucket = format!("{NODE_REMOVAL_SECONDS}_bucket");
+    for &r in RemovalReason::ALL {
+        if r == RemovalReason::Unlisted {
+            continue;
+        }
+        let took = &removals[r as usize].took;
+        let mut below = 0;
+        for (le, n) in REMOVAL_BUCKETS.iter().zip(took.buckets) {
+            below += n;
+            out.sample(
+                &bucket,
+                &[("reason", r.label()), ("le", &le.to_string())],
+                below,
+            );
+        }
+        out.sample(
+            &bucket,
+            &[("reason", r.label()), ("le", "+Inf")],
+            took.count,
+        );
+        let name = format!("{NODE_REMOVAL_SECONDS}_sum");
+        out.sample(&name, &[("reason", r.label())], took.sum);
+        let name = format!("{NODE_REMOVAL_SECONDS}_count");
+        out.sample(&name, &[("reason", r.label())], took.count);
+    }
 }
 
 /// Facts about the current snapshot, when the server gave a source of them.

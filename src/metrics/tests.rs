@@ -26,7 +26,7 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(helped.contains(name), "TYPE before HELP for {name}");
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "counter {name} ends in _total");
             }
@@ -51,9 +51,16 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
                 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
             "{name}"
         );
+        let family = match typed.get(current.as_deref().unwrap_or("")) {
+            Some(kind) if kind == "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name),
+            _ => name,
+        };
         assert_eq!(
             current.as_deref(),
-            Some(name),
+            Some(family),
             "sample outside its family: {line}"
         );
         let key = if labels.is_empty() {
@@ -134,6 +141,9 @@ fn known_metrics() -> Metrics {
     c.refresh("10.0.0.1:8000", Outcome::Error);
     c.refresh("[fd00::2]:8000", Outcome::Error);
     c.health_probe("10.0.0.1:8000", Outcome::Ok);
+    c.node_removed(RemovalReason::Refused, Some(Duration::from_micros(1500)));
+    c.node_removed(RemovalReason::Refused, Some(Duration::from_millis(40)));
+    c.node_removed(RemovalReason::Unlisted, None);
     c.set_tcp_connections(4);
     c.set_forward_outstanding(2);
     m
@@ -291,6 +301,40 @@ fn render_gives_the_exact_samples() {
     assert_eq!(
         get("alternator_dns_health_probes_total{node=\"10.0.0.1:8000\",result=\"ok\"}"),
         1.0
+    );
+    assert_eq!(
+        get("alternator_dns_node_removals_total{reason=\"refused\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("alternator_dns_node_removals_total{reason=\"unlisted\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("alternator_dns_node_removals_total{reason=\"timeout\"}"),
+        0.0
+    );
+    let bucket = |le: &str| {
+        get(&format!(
+            "alternator_dns_node_removal_seconds_bucket{{le=\"{le}\",reason=\"refused\"}}"
+        ))
+    };
+    assert_eq!(bucket("0.001"), 0.0);
+    assert_eq!(bucket("0.0025"), 1.0);
+    assert_eq!(bucket("0.025"), 1.0);
+    assert_eq!(bucket("0.05"), 2.0, "buckets are cumulative");
+    assert_eq!(bucket("+Inf"), 2.0);
+    assert_eq!(
+        get("alternator_dns_node_removal_seconds_count{reason=\"refused\"}"),
+        2.0
+    );
+    assert!(
+        (get("alternator_dns_node_removal_seconds_sum{reason=\"refused\"}") - 0.0415).abs() < 1e-9
+    );
+    assert!(
+        !s.keys().any(|k| k.starts_with("alternator_dns_node_removal_seconds")
+            && k.contains("unlisted")),
+        "no time for a node no longer listed"
     );
     assert_eq!(get("alternator_dns_tcp_connections"), 4.0);
     assert_eq!(get("alternator_dns_forward_outstanding_queries"), 2.0);

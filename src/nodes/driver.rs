@@ -31,7 +31,7 @@ use super::probe::HealthProbe;
 use super::refresher::{random_seed, Poller};
 use super::snapshot::{SharedSnapshot, Snapshot};
 use super::tracker::{
-    Effects, Event, HealthSettings, PollPlan, ProbeResult, Tracker, TrackerSettings,
+    Effects, Event, FailureKind, HealthSettings, PollPlan, ProbeResult, Tracker, TrackerSettings,
 };
 use crate::dns::Zone;
 
@@ -346,20 +346,29 @@ impl Check for HealthProbe {
         match self.probe(timeout).await {
             Ok(status) if status.is_success() => ProbeResult::Passed,
             Ok(status) => ProbeResult::Failed {
+                kind: FailureKind::Status,
                 detail: format!("GET / answered HTTP status {status}"),
                 hint: status_hint(status, self.is_tls()),
-                refused: false,
             },
             Err(e) => ProbeResult::Failed {
+                kind: failure_kind(&e),
                 detail: e.to_string(),
                 hint: e.hint(),
-                refused: matches!(e, FetchError::Refused(_)),
             },
         }
     }
 
     async fn closed(&self) {
         HealthProbe::closed(self).await
+    }
+}
+
+/// How a probe that got no response failed.
+fn failure_kind(e: &FetchError) -> FailureKind {
+    match e {
+        FetchError::Refused(_) => FailureKind::Refused,
+        FetchError::Timeout(_) => FailureKind::Timeout,
+        _ => FailureKind::Other,
     }
 }
 
@@ -410,7 +419,14 @@ async fn probe_node(
         let passed = result == ProbeResult::Passed;
         let first_failure = passed_last && !passed;
         passed_last = passed;
-        let report = Report::Probe(id, Event::Probe { node, result });
+        let report = Report::Probe(
+            id,
+            Event::Probe {
+                node,
+                result,
+                started: started.into_std(),
+            },
+        );
         if tx.send(report).await.is_err() || !matches!(retired.try_recv(), Err(TryRecvError::Empty))
         {
             return;

@@ -11,6 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Instant;
+
+pub use super::health::Health;
+use super::health::{FailureKind, HealthSettings, NodeHealth};
 
 /// Which nodes a `/localnodes` request asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,17 +93,6 @@ pub struct NameRule {
     pub fallback: bool,
 }
 
-/// What a node's probes say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    /// Listed, not probed yet: not served.
-    Unknown,
-    Healthy,
-    /// Failed this many probes in a row (below the threshold it stays served).
-    Failing(u32),
-    Down,
-}
-
 /// How one name's list was chosen, for logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
@@ -118,27 +111,23 @@ pub enum Choice {
 #[derive(Debug, Clone)]
 pub struct Membership {
     listed: BTreeMap<Selector, Vec<IpAddr>>,
-    health: BTreeMap<IpAddr, Health>,
-    /// Failed probes in a row that take a node out.
-    failures_to_down: u32,
-    /// False when health checking is off: every listed node is served.
-    checking: bool,
+    health: BTreeMap<IpAddr, NodeHealth>,
+    /// The probing rules; `enabled` false: every listed node is served.
+    settings: HealthSettings,
 }
 
 impl Membership {
-    pub fn new(checking: bool, failures_to_down: u32) -> Membership {
+    pub fn new(settings: HealthSettings) -> Membership {
         Membership {
             listed: BTreeMap::new(),
             health: BTreeMap::new(),
-            failures_to_down: failures_to_down.max(1),
-            checking,
+            settings,
         }
     }
 
     /// Applies new health settings, keeping the lists and probe results.
-    pub fn reconfigure(&mut self, checking: bool, failures_to_down: u32) {
-        self.checking = checking;
-        self.failures_to_down = failures_to_down.max(1);
+    pub fn reconfigure(&mut self, settings: HealthSettings) {
+        self.settings = settings;
     }
 
     /// Forgets the lists of selectors no served name needs any more (after a
@@ -161,54 +150,37 @@ impl Membership {
             .filter(|ip| {
                 let new = !self.health.contains_key(ip);
                 if new {
-                    self.health.insert(*ip, Health::Unknown);
+                    self.health.insert(*ip, NodeHealth::new());
                 }
                 new
             })
             .collect()
     }
 
-    /// Records a probe result; returns true when it may change whether the
-    /// node is served.
-    pub fn record_probe(&mut self, node: IpAddr, passed: bool) -> bool {
+    /// Records a probe of `node` that started at `at`: passed (`None`) or
+    /// failed this way. Returns true when it may change whether the node is
+    /// served.
+    pub fn record_probe(
+        &mut self,
+        node: IpAddr,
+        failure: Option<FailureKind>,
+        at: Instant,
+    ) -> bool {
         let Some(health) = self.health.get_mut(&node) else {
             return false;
         };
-        let before = *health;
-        *health = match (passed, before) {
-            (true, _) => Health::Healthy,
-            (false, Health::Healthy) | (false, Health::Failing(_)) => {
-                let failed = match before {
-                    Health::Failing(n) => n + 1,
-                    _ => 1,
-                };
-                if failed >= self.failures_to_down {
-                    Health::Down
-                } else {
-                    Health::Failing(failed)
-                }
-            }
-            (false, Health::Unknown) | (false, Health::Down) => Health::Down,
-        };
-        // Unknown -> Down changes nothing for a node not served yet, but a node
-        // kept served while unprobed (after start-up or a reload) must go.
-        is_up(before) != is_up(*health) || before == Health::Unknown
+        let settings = &self.settings;
+        health.record(failure, at, settings.failures, &settings.damping)
     }
 
-    /// Records a refused connection: nothing listens on the node's port, so
-    /// no client could be served there either; the node is down at once,
-    /// whatever the failure count. Returns true when that may change whether
-    /// it is served.
-    pub fn record_refused(&mut self, node: IpAddr) -> bool {
-        let Some(health) = self.health.get_mut(&node) else {
-            return false;
-        };
-        let before = std::mem::replace(health, Health::Down);
-        is_up(before) || before == Health::Unknown
+    /// Since when `node` fails, and how it failed last; None while it passes
+    /// (or is not listed).
+    pub fn failing(&self, node: IpAddr) -> Option<(Instant, FailureKind)> {
+        self.health.get(&node)?.failing()
     }
 
     pub fn health(&self, node: IpAddr) -> Option<Health> {
-        self.health.get(&node).copied()
+        self.health.get(&node).map(NodeHealth::state)
     }
 
     /// Every node some list names: the nodes to probe and to poll.
@@ -219,7 +191,7 @@ impl Membership {
     /// Whether some listed node has not been probed yet (always false when
     /// health checking is off).
     pub fn any_unprobed(&self) -> bool {
-        self.checking && self.health.values().any(|h| *h == Health::Unknown)
+        self.settings.enabled && self.health.values().any(|h| h.state() == Health::Unknown)
     }
 
     pub fn has_list(&self, selector: &Selector) -> bool {
@@ -238,10 +210,11 @@ impl Membership {
             return (Vec::new(), Choice::Pending);
         }
         let chain = rule.selector.chain(rule.fallback);
-        let usable = |ip: &IpAddr| match self.health.get(ip) {
-            _ if !self.checking => true,
+        let checking = self.settings.enabled;
+        let usable = |ip: &IpAddr| match self.health(*ip) {
+            _ if !checking => true,
             Some(Health::Unknown) => served_now.contains(ip),
-            Some(h) => is_up(*h),
+            Some(h) => h.is_up(),
             None => false,
         };
         for selector in &chain {
@@ -256,15 +229,15 @@ impl Membership {
             }
             // Nodes of this list not probed yet: wait for their probes
             // rather than fall back past them.
-            let unprobed = |ip: &IpAddr| self.health.get(ip) == Some(&Health::Unknown);
-            if self.checking && self.listed(selector).iter().any(unprobed) {
+            let unprobed = |ip: &IpAddr| self.health(*ip) == Some(Health::Unknown);
+            if checking && self.listed(selector).iter().any(unprobed) {
                 return (Vec::new(), Choice::Pending);
             }
         }
         let all_unprobed = chain
             .iter()
             .flat_map(|s| self.listed(s))
-            .all(|ip| self.health.get(ip).copied() == Some(Health::Unknown));
+            .all(|ip| self.health(*ip) == Some(Health::Unknown));
         for selector in &chain {
             let listed = self.listed(selector);
             if !listed.is_empty() {
@@ -283,14 +256,23 @@ impl Membership {
     }
 }
 
-/// Whether a node in this state is served.
-fn is_up(health: Health) -> bool {
-    matches!(health, Health::Healthy | Health::Failing(_))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn membership(checking: bool, failures: u32) -> Membership {
+        Membership::new(HealthSettings {
+            enabled: checking,
+            failures,
+            ..HealthSettings::default()
+        })
+    }
+
+    /// A probe now, passed or timed out.
+    fn probe(m: &mut Membership, node: IpAddr, passed: bool) -> bool {
+        let failure = (!passed).then_some(FailureKind::Timeout);
+        m.record_probe(node, failure, Instant::now())
+    }
 
     fn none() -> BTreeSet<IpAddr> {
         BTreeSet::new()
@@ -327,15 +309,15 @@ mod tests {
 
     #[test]
     fn new_nodes_are_served_only_after_a_good_probe() {
-        let mut m = Membership::new(true, 2);
+        let mut m = membership(true, 2);
         let added = m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
         assert_eq!(added.len(), 2);
-        m.record_probe(ip("10.0.0.1"), true);
+        probe(&mut m, ip("10.0.0.1"), true);
         let (nodes, choice) = m.serve(&rule(None, None, true), &none());
         assert_eq!(nodes, vec![ip("10.0.0.1")]);
         assert_eq!(choice, Choice::Healthy(Selector::default()));
         // A failing first probe: down at once, and still not served.
-        assert!(m.record_probe(ip("10.0.0.2"), false));
+        assert!(probe(&mut m, ip("10.0.0.2"), false));
         assert_eq!(m.health(ip("10.0.0.2")), Some(Health::Down));
         assert_eq!(
             m.serve(&rule(None, None, true), &none()).0,
@@ -345,38 +327,38 @@ mod tests {
 
     #[test]
     fn a_node_leaves_after_n_failures_and_returns_after_one_success() {
-        let mut m = Membership::new(true, 2);
+        let mut m = membership(true, 2);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
-        m.record_probe(ip("10.0.0.1"), true);
-        m.record_probe(ip("10.0.0.2"), true);
+        probe(&mut m, ip("10.0.0.1"), true);
+        probe(&mut m, ip("10.0.0.2"), true);
         assert!(
-            !m.record_probe(ip("10.0.0.2"), false),
+            !probe(&mut m, ip("10.0.0.2"), false),
             "one failure is tolerated"
         );
         assert_eq!(m.serve(&rule(None, None, true), &none()).0.len(), 2);
         assert!(
-            m.record_probe(ip("10.0.0.2"), false),
+            probe(&mut m, ip("10.0.0.2"), false),
             "the second takes it out"
         );
         assert_eq!(
             m.serve(&rule(None, None, true), &none()).0,
             vec![ip("10.0.0.1")]
         );
-        assert!(m.record_probe(ip("10.0.0.2"), true));
+        assert!(probe(&mut m, ip("10.0.0.2"), true));
         assert_eq!(m.serve(&rule(None, None, true), &none()).0.len(), 2);
     }
 
     #[test]
     fn every_listed_node_failing_fails_open() {
-        let mut m = Membership::new(true, 1);
+        let mut m = membership(true, 1);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
         assert_eq!(
             m.serve(&rule(None, None, true), &none()),
             (vec![], Choice::Pending)
         );
         for node in ["10.0.0.1", "10.0.0.2"] {
-            m.record_probe(ip(node), true);
-            m.record_probe(ip(node), false);
+            probe(&mut m, ip(node), true);
+            probe(&mut m, ip(node), false);
         }
         let (nodes, choice) = m.serve(&rule(None, None, true), &none());
         assert_eq!(nodes.len(), 2);
@@ -385,7 +367,7 @@ mod tests {
 
     #[test]
     fn racks_fall_back_to_their_datacenter_then_the_default_list() {
-        let mut m = Membership::new(false, 2);
+        let mut m = membership(false, 2);
         let r1 = rule(Some("dc1"), Some("r1"), true);
         m.set_listed(sel(Some("dc1"), Some("r1")), vec![]);
         m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.0.1")]);
@@ -414,12 +396,12 @@ mod tests {
 
     #[test]
     fn unhealthy_rack_nodes_fall_back_to_healthy_datacenter_nodes() {
-        let mut m = Membership::new(true, 1);
+        let mut m = membership(true, 1);
         m.set_listed(sel(Some("dc1"), Some("r1")), vec![ip("10.1.1.1")]);
         m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.1.1"), ip("10.1.2.1")]);
-        m.record_probe(ip("10.1.1.1"), true);
-        m.record_probe(ip("10.1.2.1"), true);
-        m.record_probe(ip("10.1.1.1"), false);
+        probe(&mut m, ip("10.1.1.1"), true);
+        probe(&mut m, ip("10.1.2.1"), true);
+        probe(&mut m, ip("10.1.1.1"), false);
         let (nodes, choice) = m.serve(&rule(Some("dc1"), Some("r1"), true), &none());
         assert_eq!(nodes, vec![ip("10.1.2.1")]);
         assert_eq!(choice, Choice::Healthy(sel(Some("dc1"), None)));
@@ -427,7 +409,7 @@ mod tests {
 
     #[test]
     fn nodes_served_now_stay_until_their_first_probe() {
-        let mut m = Membership::new(true, 2);
+        let mut m = membership(true, 2);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
         let seeds = BTreeSet::from([ip("10.0.0.1")]);
         let (nodes, choice) = m.serve(&rule(None, None, true), &seeds);
@@ -437,8 +419,8 @@ mod tests {
             "the seed stays, the new node waits"
         );
         assert_eq!(choice, Choice::Healthy(Selector::default()));
-        m.record_probe(ip("10.0.0.1"), false);
-        m.record_probe(ip("10.0.0.2"), true);
+        probe(&mut m, ip("10.0.0.1"), false);
+        probe(&mut m, ip("10.0.0.2"), true);
         assert_eq!(
             m.serve(&rule(None, None, true), &seeds).0,
             vec![ip("10.0.0.2")]
@@ -447,13 +429,13 @@ mod tests {
 
     #[test]
     fn a_list_not_probed_yet_waits_instead_of_falling_back() {
-        let mut m = Membership::new(true, 2);
+        let mut m = membership(true, 2);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
-        m.record_probe(ip("10.0.0.1"), true);
+        probe(&mut m, ip("10.0.0.1"), true);
         m.set_listed(sel(Some("dc2"), None), vec![ip("10.2.0.1")]);
         let dc2 = rule(Some("dc2"), None, true);
         assert_eq!(m.serve(&dc2, &none()), (vec![], Choice::Pending));
-        m.record_probe(ip("10.2.0.1"), false);
+        probe(&mut m, ip("10.2.0.1"), false);
         let (nodes, choice) = m.serve(&dc2, &none());
         assert_eq!(nodes, vec![ip("10.0.0.1")], "probed and failed: fall back");
         assert_eq!(choice, Choice::Healthy(Selector::default()));
@@ -461,9 +443,9 @@ mod tests {
 
     #[test]
     fn unlisted_nodes_are_forgotten() {
-        let mut m = Membership::new(true, 2);
+        let mut m = membership(true, 2);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
-        m.record_probe(ip("10.0.0.2"), true);
+        probe(&mut m, ip("10.0.0.2"), true);
         m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
         assert_eq!(m.health(ip("10.0.0.2")), None);
         // Listed again: unknown until probed again.

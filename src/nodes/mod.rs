@@ -7,6 +7,7 @@
 pub mod client;
 pub mod degraded;
 pub mod driver;
+pub mod health;
 pub mod http;
 pub mod membership;
 pub mod probe;

@@ -7,7 +7,10 @@
 //! back-off while no node answers; which nodes to probe; when the seeds give
 //! way to the cluster's list (once every listed node has had its first probe,
 //! so the first list served is whole); the fallbacks and fail open of
-//! [`Membership`]; and reloads, which keep what is known.
+//! [`Membership`], with each node's health and flap damping kept by
+//! [`health`](super::health); the narrowing after a full outage, held until
+//! the other nodes have reported ([`recovery`]); the removals counted by
+//! reason and time ([`removals`]); and reloads, which keep what is known.
 //!
 //! [`driver`](super::driver) is the shell around it: it performs the
 //! [`Effects`] (runs polling rounds and probers, stores each snapshot the
@@ -21,39 +24,23 @@ use std::time::{Duration, Instant};
 use rand_core::{Rng as _, SeedableRng};
 
 use super::degraded::{self, Reminder};
-use super::membership::{Choice, Membership, NameRule, Selector};
+pub use super::health::{FailureKind, HealthSettings};
+use super::membership::{Choice, Health, Membership, NameRule, Selector};
 use super::refresher::{PollError, RefreshSettings};
 use super::snapshot::{Basis, NodeSource, Snapshot};
 use crate::dns::Zone;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, RemovalReason};
 
 mod log;
+mod recovery;
+mod removals;
 #[cfg(test)]
 mod tests;
 
+use recovery::Recovery;
+
 /// Longest pause between polling rounds while the cluster is unreachable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Node health probing as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthSettings {
-    pub enabled: bool,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Failed probes in a row that take a node out.
-    pub failures: u32,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        HealthSettings {
-            enabled: true,
-            interval: Duration::from_millis(500),
-            timeout: Duration::from_millis(300),
-            failures: 2,
-        }
-    }
-}
 
 /// What the tracker is told at start-up and on each reload.
 pub struct TrackerSettings {
@@ -81,21 +68,34 @@ pub enum Event {
     },
     /// The polling round asked for by [`Effects::poll`] is over.
     RoundDone,
-    /// One probe of one node.
-    Probe { node: IpAddr, result: ProbeResult },
+    /// One probe of one node, and when it started.
+    Probe {
+        node: IpAddr,
+        result: ProbeResult,
+        started: Instant,
+    },
 }
 
 /// The outcome of one health probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Passed,
-    /// Why it failed, and what to check; `refused`: the node refused the
-    /// connection (nothing listens on its port), which takes it out at once.
+    /// How it failed, in words, and what to check.
     Failed {
+        kind: FailureKind,
         detail: String,
         hint: &'static str,
-        refused: bool,
     },
+}
+
+impl ProbeResult {
+    /// How it failed; None when it passed.
+    pub fn failure(&self) -> Option<FailureKind> {
+        match self {
+            ProbeResult::Passed => None,
+            ProbeResult::Failed { kind, .. } => Some(*kind),
+        }
+    }
 }
 
 /// Whom to ask for one selector's list: its own nodes first, then others.
@@ -160,6 +160,8 @@ pub struct Tracker {
     seeds_reminder: Reminder,
     stale_reminder: Reminder,
     fail_open_reminder: Reminder,
+    /// A narrowing from fail open held back ([`recovery`]).
+    recovery: Option<Recovery>,
     rng: rand_xoshiro::Xoshiro256PlusPlus,
 }
 
@@ -169,7 +171,7 @@ impl Tracker {
     /// probes.
     pub fn new(settings: TrackerSettings, current: Arc<Snapshot>, now: Instant, seed: u64) -> Self {
         Tracker {
-            membership: Membership::new(settings.health.enabled, settings.health.failures),
+            membership: Membership::new(settings.health),
             selectors: needed_selectors(&settings.names),
             names: settings.names,
             health: settings.health,
@@ -185,6 +187,7 @@ impl Tracker {
             seeds_reminder: Reminder::default(),
             stale_reminder: Reminder::default(),
             fail_open_reminder: Reminder::default(),
+            recovery: None,
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed),
         }
     }
@@ -195,19 +198,26 @@ impl Tracker {
     }
 
     /// When [`Self::tick`] has something to do: the start of the next
-    /// polling round (None while one runs).
+    /// polling round (none while one runs), or the end of a held narrowing.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        match self.round {
+        let round = match self.round {
             Round::Due(at) => Some(at),
             Round::Running => None,
-        }
+        };
+        let recovery = self.recovery.as_ref().map(Recovery::until);
+        round.into_iter().chain(recovery).min()
     }
 
-    /// Starts the polling round if it is due.
+    /// Starts the polling round if it is due, and narrows a name from fail
+    /// open once its hold is over.
     pub fn tick(&mut self, now: Instant, fx: &mut impl Effects) {
         if matches!(self.round, Round::Due(at) if at <= now) {
             self.round = Round::Running;
             fx.poll(self.round_plan());
+        }
+        if self.recovery.as_ref().is_some_and(|r| r.over(now)) {
+            self.publish(None, now, fx);
+            self.recovery = None;
         }
     }
 
@@ -234,7 +244,11 @@ impl Tracker {
                     self.round = Round::Due(now + pause);
                 }
             }
-            Event::Probe { node, result } => self.record_probe(node, result, now, fx),
+            Event::Probe {
+                node,
+                result,
+                started,
+            } => self.record_probe(node, result, started, now, fx),
         }
     }
 
@@ -261,8 +275,7 @@ impl Tracker {
         self.health = settings.health;
         self.interval = settings.refresh.interval;
         self.metrics = settings.metrics;
-        self.membership
-            .reconfigure(settings.health.enabled, settings.health.failures);
+        self.membership.reconfigure(settings.health);
         self.membership.keep_only(&self.selectors);
         for node in std::mem::take(&mut self.probing) {
             fx.stop_probing(node);
@@ -272,6 +285,7 @@ impl Tracker {
         self.sync_probers(&listed, fx);
         self.last_choice.clear();
         self.round_failure = None;
+        self.recovery = None;
         self.round = Round::Due(now);
         self.publish(None, now, fx);
         generation
@@ -281,6 +295,7 @@ impl Tracker {
         &mut self,
         node: IpAddr,
         result: ProbeResult,
+        started: Instant,
         now: Instant,
         fx: &mut impl Effects,
     ) {
@@ -288,28 +303,38 @@ impl Tracker {
         if !self.probing.contains(&node) {
             return;
         }
-        let passed = result == ProbeResult::Passed;
-        let outcome = if passed { Outcome::Ok } else { Outcome::Error };
+        let failure = result.failure();
+        let outcome = failure.map_or(Outcome::Ok, |_| Outcome::Error);
         self.metrics.control().health_probe(node, outcome);
         match &result {
-            ProbeResult::Passed => {
-                self.probe_failures.remove(&node);
-            }
+            ProbeResult::Passed => self.probe_failures.remove(&node),
             ProbeResult::Failed { detail, hint, .. } => {
-                self.probe_failures.insert(node, (detail.clone(), hint));
+                self.probe_failures.insert(node, (detail.clone(), hint))
             }
-        }
-        let changed = match result {
-            ProbeResult::Failed { refused: true, .. } => self.membership.record_refused(node),
-            _ => self.membership.record_probe(node, passed),
         };
+        if let Some(recovery) = &mut self.recovery {
+            recovery.reported(node);
+        }
+        let before = self.membership.health(node);
+        let changed = self.membership.record_probe(node, failure, started);
+        let after = self.membership.health(node);
+        if changed && failure.is_none() {
+            self.hold_narrowing(node, now);
+        }
+        let released = self.recovery.as_ref().is_some_and(|r| r.over(now));
         if changed {
+            let took = self.failing_for(node, now);
             self.publish(None, now, fx);
-            let served = (0..self.current.zone.name_count())
-                .any(|i| self.current.set_nodes(i).any(|ip| ip == node));
-            log::probe_changed(node, &result, served);
-        } else if self.membership.health(node).is_some() && self.published_pending() {
+            let served = self.current.nodes().any(|ip| ip == node);
+            log::probe_changed(node, &result, served, took);
+        } else if released || (after.is_some() && self.published_pending()) {
             self.publish(None, now, fx);
+        }
+        if released {
+            self.recovery = None;
+        }
+        if before == Some(Health::Down) && matches!(after, Some(Health::Recovering(_))) {
+            log::damped(node, &self.health.damping);
         }
         self.remind_fail_open(now);
     }
@@ -451,7 +476,7 @@ impl Tracker {
             return;
         }
         let current = Arc::clone(&self.current);
-        let (sets, bases, choices) = self.choose_sets(&current);
+        let (sets, bases, choices) = self.choose_sets(&current, now);
         let everything_pending = choices.iter().all(|c| *c == Choice::Pending);
         let source = if everything_pending && current.source == NodeSource::Seeds {
             NodeSource::Seeds
@@ -473,6 +498,7 @@ impl Tracker {
             )
             .with_bases(&bases);
             self.store(Arc::new(snapshot), fx);
+            self.count_removals(&current, now);
             log::changes(&current, &self.current, from);
         }
         self.log_choices(&choices, now);
@@ -480,14 +506,27 @@ impl Tracker {
     }
 
     /// Each name's nodes, what they are based on, and how they were chosen.
-    fn choose_sets(&self, current: &Snapshot) -> (Vec<Vec<IpAddr>>, Vec<Basis>, Vec<Choice>) {
+    fn choose_sets(
+        &self,
+        current: &Snapshot,
+        now: Instant,
+    ) -> (Vec<Vec<IpAddr>>, Vec<Basis>, Vec<Choice>) {
         let mut sets = Vec::with_capacity(self.names.len());
         let mut bases = Vec::with_capacity(self.names.len());
         let mut choices = Vec::with_capacity(self.names.len());
+        let holding = self.recovery.as_ref().is_some_and(|r| !r.over(now));
         for (i, rule) in self.names.iter().enumerate() {
             let served_now: BTreeSet<IpAddr> = current.set_nodes(i).collect();
-            let (nodes, choice) = self.membership.serve(rule, &served_now);
+            let (nodes, mut choice) = self.membership.serve(rule, &served_now);
+            let held = holding
+                && current.basis(i) == Basis::FailOpen
+                && matches!(choice, Choice::Healthy(_));
+            if held {
+                // Still in fail open, as far as the log is concerned.
+                choice = self.last_choice.get(i).cloned().unwrap_or(choice);
+            }
             let (nodes, basis) = match choice {
+                _ if held => (served_now.into_iter().collect(), Basis::FailOpen),
                 // Keep what was served: the seeds, or the last healthy list.
                 Choice::Pending => (current.set_nodes(i).collect(), current.basis(i)),
                 Choice::Empty if i == 0 => (current.set_nodes(i).collect(), current.basis(i)),

@@ -31,6 +31,9 @@ fn every_option() -> Options {
         tls_insecure_skip_verify: Some(true),
         health_interval: Some(HumanDuration(Duration::from_millis(750))),
         health_failures: Some(3),
+        health_flap_limit: Some(4),
+        health_flap_window: Some(HumanDuration(Duration::from_secs(120))),
+        health_flap_passes: Some(3),
         ttl: Some(0),
         answers: Some(AnswerMode::Random(2)),
         refresh_timeout: Some(HumanDuration(Duration::from_secs(90))),
@@ -72,6 +75,9 @@ health-check = true
 health-interval = "750ms"
 health-timeout = "300ms"
 health-failures = 3
+health-flap-limit = 4
+health-flap-window = "2m"
+health-flap-passes = 3
 ttl = 0
 answers = "2"
 refresh-interval = "1s"
@@ -132,6 +138,9 @@ health-check = true
 health-interval = "500ms"
 health-timeout = "300ms"
 health-failures = 2
+health-flap-limit = 3
+health-flap-window = "1m"
+health-flap-passes = 5
 ttl = 4
 answers = "1"
 refresh-interval = "1s"

@@ -18,9 +18,9 @@ impl Check for HangsAt {
         }
         tokio::time::sleep(timeout).await;
         ProbeResult::Failed {
+            kind: FailureKind::Timeout,
             detail: "no answer within the timeout".into(),
             hint: "check the node",
-            refused: false,
         }
     }
 
@@ -42,9 +42,9 @@ impl Check for DiesAt {
             return ProbeResult::Passed;
         }
         ProbeResult::Failed {
+            kind: FailureKind::Refused,
             detail: "tcp connect error: Connection refused".into(),
             hint: "check the node",
-            refused: true,
         }
     }
 
@@ -222,8 +222,8 @@ async fn a_node_whose_process_dies_is_reported_refused_at_once_at_any_phase() {
             let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
                 panic!("the prober stopped reporting");
             };
-            if let ProbeResult::Failed { refused, .. } = result {
-                assert!(refused);
+            if let ProbeResult::Failed { kind, .. } = result {
+                assert_eq!(kind, FailureKind::Refused);
                 assert_eq!(Instant::now(), fault_at, "phase {phase}");
                 break;
             }

@@ -4,23 +4,33 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
 use super::ProbeResult;
+use crate::nodes::health::Damping;
 use crate::nodes::membership::{Choice, Selector};
 use crate::nodes::refresher::PollError;
 use crate::nodes::snapshot::{Basis, NodeSource, Snapshot};
 
 /// A probe result that changed whether `node` is served; `served` says
-/// whether it is served now.
-pub(super) fn probe_changed(node: IpAddr, result: &ProbeResult, served: bool) {
+/// whether it is served now, `failing_for` how long since its first failing
+/// probe.
+pub(super) fn probe_changed(
+    node: IpAddr,
+    result: &ProbeResult,
+    served: bool,
+    failing_for: Option<Duration>,
+) {
+    let ms = failing_for.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     match (result, served) {
         (ProbeResult::Passed, _) => info!(%node, "node passes its health check; serving it"),
         (ProbeResult::Failed { detail, hint, .. }, false) => warn!(
             %node,
             reason = %detail,
             check = hint,
+            failing_ms = format_args!("{ms:.1}"),
             "node fails its health check; no longer serving it"
         ),
         (ProbeResult::Failed { detail, hint, .. }, true) => warn!(
@@ -30,6 +40,30 @@ pub(super) fn probe_changed(node: IpAddr, result: &ProbeResult, served: bool) {
             "node fails its health check; still served, as no node passes (fail open)"
         ),
     }
+}
+
+/// A flapping node passed again: served only after more passes.
+pub(super) fn damped(node: IpAddr, damping: &Damping) {
+    warn!(
+        %node,
+        removals = damping.limit,
+        window_s = damping.window.as_secs_f64(),
+        passes_needed = damping.passes,
+        "node passes again but flaps (taken out this often within the window); \
+         serving it after enough passes in a row"
+    );
+}
+
+/// The first node to pass after every node failed: the others' next probes
+/// are awaited before the answers narrow from fail open.
+pub(super) fn narrowing_held(node: IpAddr, waiting: usize, interval: Duration) {
+    info!(
+        %node,
+        waiting,
+        at_most_ms = interval.as_millis() as u64,
+        "a node passes again after every node failed; still serving every listed node until \
+         the others' next probes report"
+    );
 }
 
 pub(super) fn reachable_again(failed_rounds: u32) {

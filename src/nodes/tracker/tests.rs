@@ -9,6 +9,8 @@ use super::*;
 use crate::dns::{Zone, ZoneSettings};
 use crate::nodes::refresher::RefreshError;
 
+mod failover;
+
 /// What the tracker asked for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Did {
@@ -153,16 +155,30 @@ impl Run {
         self.event(Event::ListFailed { selector, error })
     }
 
+    /// A probe that started and ended now: passed, or timed out.
     fn probe(&mut self, node: IpAddr, passed: bool) -> Vec<Did> {
-        let result = match passed {
-            true => ProbeResult::Passed,
-            false => ProbeResult::Failed {
-                detail: "timed out".into(),
-                hint: "check the node",
-                refused: false,
-            },
+        match passed {
+            true => self.probe_result(node, ProbeResult::Passed, self.now),
+            false => self.probe_failed(node, FailureKind::Timeout, self.now),
+        }
+    }
+
+    /// A probe that started at `started` and failed this way now.
+    fn probe_failed(&mut self, node: IpAddr, kind: FailureKind, started: Instant) -> Vec<Did> {
+        let result = ProbeResult::Failed {
+            kind,
+            detail: "failed".into(),
+            hint: "check the node",
         };
-        self.event(Event::Probe { node, result })
+        self.probe_result(node, result, started)
+    }
+
+    fn probe_result(&mut self, node: IpAddr, result: ProbeResult, started: Instant) -> Vec<Did> {
+        self.event(Event::Probe {
+            node,
+            result,
+            started,
+        })
     }
 
     fn tick(&mut self) -> Vec<Did> {
@@ -313,7 +329,12 @@ fn every_node_failing_is_served_anyway_and_marked_fail_open() {
     }
     assert_eq!(run.serves(0), vec![ip(1), ip(2)]);
     assert_eq!(run.basis(0), Basis::FailOpen);
+    // The first node to pass again is not served alone before the other's
+    // next probe reports.
     run.probe(ip(2), true);
+    assert_eq!(run.serves(0), vec![ip(1), ip(2)]);
+    assert_eq!(run.basis(0), Basis::FailOpen);
+    run.probe(ip(1), false);
     assert_eq!(run.serves(0), vec![ip(2)]);
     assert_eq!(run.basis(0), Basis::Listed);
 }
@@ -482,15 +503,7 @@ fn first_probes_come_soon_for_a_few_nodes_and_paced_for_a_whole_cluster() {
 fn a_refused_connection_takes_a_node_out_at_once() {
     let mut run = Run::checked();
     run.serving(&[ip(1), ip(2)]);
-    let refused = ProbeResult::Failed {
-        detail: "tcp connect error: Connection refused".into(),
-        hint: "check the node",
-        refused: true,
-    };
-    let dids = run.event(Event::Probe {
-        node: ip(2),
-        result: refused,
-    });
+    let dids = run.probe_failed(ip(2), FailureKind::Refused, run.now);
     assert!(matches!(dids.as_slice(), [Did::Publish(_)]), "{dids:?}");
     assert_eq!(run.serves(0), vec![ip(1)], "out without a second failure");
     run.probe(ip(2), true);

@@ -9,8 +9,8 @@
 //! so the first list served is whole); the fallbacks and fail open of
 //! [`Membership`], with each node's health and flap damping kept by
 //! [`health`](super::health); the narrowing after a full outage, held until
-//! the other nodes have reported ([`recovery`]); the removals counted by
-//! reason and time ([`removals`]); and reloads, which keep what is known.
+//! the other nodes have reported (`tracker/recovery.rs`); the removals counted by
+//! reason and time (`tracker/removals.rs`); and reloads, which keep what is known.
 //!
 //! [`driver`](super::driver) is the shell around it: it performs the
 //! [`Effects`] (runs polling rounds and probers, stores each snapshot the

@@ -36,7 +36,8 @@
 //!    time, to the tracker; SIGHUP reaches it too ([`reload`] loads the file).
 //! 3. [`nodes::tracker`], a state machine without I/O, applies the rules of
 //!    [`nodes::membership`] (listed AND healthy, rack -> datacenter -> default
-//!    fallback, fail open) and asks the driver to publish a new immutable
+//!    fallback, fail open), with each node's health and flap damping in
+//!    [`nodes::health`], and asks the driver to publish a new immutable
 //!    [`nodes::Snapshot`] through `arc-swap`; workers pick it up on their next
 //!    packet without locking.
 //!

@@ -71,6 +71,12 @@ const DEFAULT_QPS: u64 = 30_000;
 /// How stale an answer may be: a node unreachable (or healthy and listed)
 /// for longer than this must be out of (in) every answer.
 const BOUND: Duration = Duration::from_millis(1500);
+/// Flap damping as configured by default: a node taken out this often
+/// within the window comes back only after 5 passes in a row (2.5 s at the
+/// default interval), so it may be missing for [`DAMPED_BOUND`] instead.
+const FLAP_LIMIT: usize = 3;
+const FLAP_WINDOW: Duration = Duration::from_secs(60);
+const DAMPED_BOUND: Duration = Duration::from_millis(4500);
 /// The resident set and the fd count are first read this long after dnsperf
 /// starts (allocator arenas and connection pools have settled by then).
 const WARM_UP: Duration = Duration::from_secs(10);
@@ -210,6 +216,24 @@ impl Timeline {
         if list.last().map(|&(_, c)| c) != Some(class) {
             list.push((at, class));
         }
+    }
+
+    /// Whether the server may hold `node` back as flapping when it becomes
+    /// servable at `at`: it became unreachable (after being servable)
+    /// [`FLAP_LIMIT`] times within the damping window before `at`, widened
+    /// by `BOUND` since the server sees each fall up to that late. Counting
+    /// falls the server may not have seen errs in its favour.
+    fn flapping(&self, node: IpAddr, at: Instant) -> bool {
+        let Some(list) = self.changes.get(&node) else {
+            return false;
+        };
+        let from = at.checked_sub(FLAP_WINDOW + BOUND);
+        let falls = list
+            .windows(2)
+            .filter(|w| w[0].1 == Class::Serve && w[1].1 == Class::Unreachable)
+            .filter(|w| w[1].0 <= at && from.is_none_or(|from| w[1].0 >= from))
+            .count();
+        falls >= FLAP_LIMIT
     }
 
     /// The node's class at `at` and since when it has held, if it held
@@ -520,7 +544,9 @@ fn sample(server: std::net::SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
 ///   a break from before `sent - BOUND` through `received`, yet the answer
 ///   names X;
 /// - missing: X existed, was listed and answered `GET /` without a break from
-///   before `sent - BOUND` through `received`, yet the answer lacks X.
+///   before `sent - BOUND` through `received`, yet the answer lacks X; for a
+///   node the server may hold back as flapping, before
+///   `sent - DAMPED_BOUND`.
 ///
 /// Change times are taken after the simulator call returned, and the
 /// query's send time is used: both in the server's favour. `BOUND` covers a
@@ -543,6 +569,12 @@ fn check_samples(samples: &[Sample], timeline: &Timeline, pool: &[IpAddr]) -> Ve
                 continue;
             };
             if since >= old_enough {
+                continue;
+            }
+            let damped = class == Class::Serve
+                && timeline.flapping(node, since)
+                && s.sent.checked_sub(DAMPED_BOUND).is_none_or(|t| since >= t);
+            if damped {
                 continue;
             }
             let named = s.addrs.contains(&node);

@@ -52,6 +52,13 @@ const HANG_BOUND: Duration = Duration::from_millis(1200);
 /// How often the measuring loops query.
 const QUERY_EVERY: Duration = Duration::from_millis(5);
 
+/// The removal counter and histogram, and every reason they count.
+const REMOVALS: &str = "alternator_dns_node_removals_total";
+const REMOVAL_SECONDS: &str = "alternator_dns_node_removal_seconds";
+const REMOVAL_REASONS: [&str; 6] = [
+    "refused", "closed", "timeout", "status", "error", "unlisted",
+];
+
 const DC2_NAME: &str = "dc2.alternator.test";
 const RACK1_NAME: &str = "rack1.dc1.alternator.test";
 /// Not served, but above [`RACK1_NAME`]: exists with no records.
@@ -207,6 +214,17 @@ fn median_and_max(times: &[Duration]) -> (Duration, Duration) {
 
 fn millis(times: &[Duration]) -> Vec<u128> {
     times.iter().map(Duration::as_millis).collect()
+}
+
+/// The removals counted under `reason` in the metrics text `text`.
+fn removals(text: &str, reason: &str) -> f64 {
+    metric_sum(text, REMOVALS, &[("reason", reason)])
+}
+
+/// The current metrics text; panics with the log when the scrape fails.
+fn scrape(r: &Responder) -> String {
+    r.metrics()
+        .unwrap_or_else(|| panic!("no metrics scrape; log:\n{}", r.log_text()))
 }
 
 /// A responder for `sim` with the dc2 and rack1 names as flags, fast
@@ -588,6 +606,154 @@ fn hanging_node_leaves_the_answers_within_the_bound() {
     check_removal(104, Fault::Hang, HANG_BOUND, LOADED_MACHINE);
 }
 
+// 4c. A node that closes its idle keep-alive connections (as Alternator
+// does) is not a node that died: each close is noticed and probed at once on
+// a new connection, which passes, so the node stays in every answer and
+// nothing is counted as a removal.
+#[test]
+fn a_node_closing_its_idle_connections_stays_served() {
+    const CLOSING_FOR: Duration = Duration::from_secs(5);
+    const QUERY_OFTEN: Duration = Duration::from_millis(3);
+    let (sim, n) = cluster(118, 3);
+    let r = Responder::start(&default_health_args(&sim, &n[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    let probes_before = [sim.health_requests(n[0]), sim.health_requests(n[1])];
+    // Closes every 50 to 300 ms, at another phase of the probe schedule
+    // each time, while asking every few ms.
+    let mut rng = SplitMix(0xc105_e118);
+    let mut gaps = Vec::new();
+    let (mut closes, mut queries) = (0usize, 0usize);
+    let start = Instant::now();
+    let mut next_close = start;
+    while start.elapsed() < CLOSING_FOR {
+        if Instant::now() >= next_close {
+            sim.close_connections(n[0])
+                .expect("close node 0's connections");
+            closes += 1;
+            let gap = Duration::from_millis(50 + rng.next_u64() % 251);
+            gaps.push(gap);
+            next_close = Instant::now() + gap;
+        }
+        let answer = a_set(&r, &mut client, DOMAIN);
+        queries += 1;
+        assert!(
+            answer.contains(&n[0]),
+            "node 0 left the answers after {:?} ({closes} closes): {answer:?}; log:\n{}",
+            start.elapsed(),
+            r.log_text()
+        );
+        std::thread::sleep(QUERY_OFTEN);
+    }
+    let probes = [
+        sim.health_requests(n[0]) - probes_before[0],
+        sim.health_requests(n[1]) - probes_before[1],
+    ];
+    let shortest = gaps.iter().min().copied().unwrap_or_default();
+    let longest = gaps.iter().max().copied().unwrap_or_default();
+    println!(
+        "node 0 closed its connections {closes} times over {CLOSING_FOR:?} (gaps \
+         {shortest:?} to {longest:?}); {queries} queries, node 0 in every answer; probes of \
+         node 0: {}, of node 1: {}",
+        probes[0], probes[1]
+    );
+    // The closes were noticed: each one brings a probe at once.
+    assert!(
+        probes[0] > probes[1] && probes[0] as usize >= closes / 2,
+        "node 0 probed {} times for {closes} closes (node 1: {})",
+        probes[0],
+        probes[1]
+    );
+    assert!(
+        log_lines(&r, &["no longer serving it"]).is_empty(),
+        "a node was taken out; log:\n{}",
+        r.log_text()
+    );
+    let text = scrape(&r);
+    assert!(
+        text.contains(&format!("{REMOVALS}{{")),
+        "no {REMOVALS} in:\n{text}"
+    );
+    for reason in REMOVAL_REASONS {
+        assert_eq!(removals(&text, reason), 0.0, "{reason}:\n{text}");
+    }
+}
+
+// 4d. A node whose process dies is counted as a removal: under the refused
+// connection (or the closed one, had a probe been under way), with the
+// time from its first failing probe in the histogram; a node no longer
+// listed is counted under `unlisted`, without a time.
+#[test]
+fn a_killed_node_is_counted_in_the_removal_metrics() {
+    let (sim, n) = cluster(120, 3);
+    let r = Responder::start(&default_health_args(&sim, &n[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    let text = scrape(&r);
+    for reason in REMOVAL_REASONS {
+        assert_eq!(removals(&text, reason), 0.0, "{reason}:\n{text}");
+    }
+
+    sim.set_fault(n[1], Fault::Down);
+    expect_served(&r, &mut client, DOMAIN, &[n[0], n[2]]);
+    let mut text = String::new();
+    let counted = wait_until(SETTLE, || {
+        text = scrape(&r);
+        metric_sum(&text, REMOVALS, &[]) >= 1.0
+    });
+    assert!(counted, "the killed node is not counted:\n{text}");
+    let reason = if removals(&text, "refused") > 0.0 {
+        "refused"
+    } else {
+        "closed"
+    };
+    assert_eq!(removals(&text, reason), 1.0, "{text}");
+    assert_eq!(
+        metric_sum(&text, REMOVALS, &[]),
+        1.0,
+        "one removal:\n{text}"
+    );
+    let labels = [("reason", reason)];
+    let count = metric_sum(&text, &format!("{REMOVAL_SECONDS}_count"), &labels);
+    let took = metric_sum(&text, &format!("{REMOVAL_SECONDS}_sum"), &labels);
+    let inf = metric_sum(
+        &text,
+        &format!("{REMOVAL_SECONDS}_bucket"),
+        &[("reason", reason), ("le", "+Inf")],
+    );
+    println!(
+        "killed node counted under reason={reason}: histogram count {count}, sum {:.1} ms",
+        took * 1000.0
+    );
+    assert!(count >= 1.0 && inf == count, "{text}");
+    // The first failing probe is the refused one (or the one the kill cut):
+    // taken out within the bound of a death.
+    assert!(
+        took < (DEATH_BOUND + DEATH_LOADED).as_secs_f64(),
+        "{took} s:\n{text}"
+    );
+
+    // Back and served, nothing more is counted; then no longer listed, it is
+    // counted under `unlisted`, which has no time.
+    sim.set_fault(n[1], Fault::None);
+    expect_served(&r, &mut client, DOMAIN, &n);
+    sim.set_listed(n[1], false);
+    expect_served(&r, &mut client, DOMAIN, &[n[0], n[2]]);
+    let counted = wait_until(SETTLE, || {
+        text = scrape(&r);
+        removals(&text, "unlisted") >= 1.0
+    });
+    assert!(counted, "the unlisted node is not counted:\n{text}");
+    assert_eq!(metric_sum(&text, REMOVALS, &[]), 2.0, "{text}");
+    assert_eq!(removals(&text, reason), 1.0, "{text}");
+    assert!(
+        !text.contains(&format!("{REMOVAL_SECONDS}_count{{reason=\"unlisted\"}}")),
+        "{text}"
+    );
+}
+
 // 5. Admission: a listed node failing its health check is never served;
 // once it passes, it is.
 #[test]
@@ -830,6 +996,91 @@ fn every_node_failing_its_health_check_fails_open() {
     assert!(r.wait_for_metric("alternator_dns_live_nodes", &name, 3.0, SETTLE));
     assert_eq!(r.metric("alternator_dns_fail_open_nodes", &name), Some(0.0));
     assert_eq!(r.readyz(), Some((200, "ready\n".to_string())));
+}
+
+// 6b. The end of a full outage: the nodes pass again one by one, each on
+// its own probe schedule. The answers keep every listed node until the
+// others' next probes have reported (or one probe interval has passed),
+// then narrow to the nodes that pass: never to the first one alone.
+#[test]
+fn after_a_full_outage_answers_do_not_shrink_to_one_node() {
+    const WATCH_FOR: Duration = Duration::from_secs(2);
+    const QUERY_OFTEN: Duration = Duration::from_millis(2);
+    let (sim, n) = cluster(119, 6);
+    let r = Responder::start(&default_health_args(&sim, &n[..1]));
+    r.wait_for_cluster_list();
+    let mut client = r.client();
+    expect_served(&r, &mut client, DOMAIN, &n);
+    let fqdn = format!("{DOMAIN}.");
+    let name = [("name", fqdn.as_str())];
+    // `GET /` and `/localnodes` both answer 500 (the nodes keep listening):
+    // the last list is kept, every node fails its probes, and all six are
+    // served in fail open.
+    sim.set_fault_all(Fault::Status500);
+    assert!(
+        r.wait_for_log("serving them anyway (fail open)", SETTLE),
+        "no fail open; log:\n{}",
+        r.log_text()
+    );
+    assert!(
+        r.wait_for_metric("alternator_dns_fail_open", &name, 1.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    expect_served(&r, &mut client, DOMAIN, &n);
+
+    // Every fault cleared at once.
+    sim.set_fault_all(Fault::None);
+    let cleared = Instant::now();
+    let mut smallest = n.len();
+    let mut changes: Vec<(u128, usize)> = Vec::new();
+    let mut queries = 0usize;
+    while cleared.elapsed() < WATCH_FOR {
+        let answer = a_set(&r, &mut client, DOMAIN);
+        queries += 1;
+        smallest = smallest.min(answer.len());
+        if changes.last().is_none_or(|&(_, len)| len != answer.len()) {
+            changes.push((cleared.elapsed().as_millis(), answer.len()));
+        }
+        assert!(
+            answer.len() >= n.len() / 2,
+            "{} ms after the outage ended, an answer of {} node(s): {answer:?} (sizes so far, \
+             as (ms, size): {changes:?}); log:\n{}",
+            cleared.elapsed().as_millis(),
+            answer.len(),
+            r.log_text()
+        );
+        std::thread::sleep(QUERY_OFTEN);
+    }
+    println!(
+        "after the full outage of 6 nodes: smallest answer {smallest} of {} over {queries} \
+         queries in {WATCH_FOR:?}; sizes as (ms after the faults cleared, size): {changes:?}",
+        n.len()
+    );
+    // All six served, and no longer in fail open.
+    expect_served(&r, &mut client, DOMAIN, &n);
+    assert!(
+        r.wait_for_metric("alternator_dns_fail_open", &name, 0.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert!(
+        r.wait_for_metric("alternator_dns_live_nodes", &name, 6.0, SETTLE),
+        "{:?}",
+        r.metrics()
+    );
+    assert!(
+        r.wait_for_log("serving this name's own nodes again", SETTLE),
+        "{}",
+        r.log_text()
+    );
+    // The narrowing was held back by the first node to pass.
+    assert_eq!(
+        r.log_count("a node passes again after every node failed"),
+        1,
+        "{}",
+        r.log_text()
+    );
 }
 
 // 7. Without health checks, a listed node is served even when it is down.

@@ -29,7 +29,9 @@
 //! inside another tokio runtime): [`SimCluster::set_listed`] changes the
 //! membership seen in `/localnodes` independently of whether the node's HTTP
 //! server works, [`SimCluster::set_fault`] makes one node misbehave (see
-//! [`Fault`]), [`SimCluster::add_node`] / [`SimCluster::add_node_in`] /
+//! [`Fault`]), [`SimCluster::close_connections`] closes a node's open
+//! connections while it goes on serving new ones (as Alternator closes idle
+//! keep-alive connections), [`SimCluster::add_node`] / [`SimCluster::add_node_in`] /
 //! [`SimCluster::remove_node`] change the set of nodes,
 //! [`SimCluster::set_location`] moves a node to another dc or rack, and
 //! per-node counters tell which nodes were asked.
@@ -485,6 +487,18 @@ impl SimCluster {
         self.owner.set_fault(addr, fault)
     }
 
+    /// Closes every connection the node has open, as Alternator does when it
+    /// closes an idle keep-alive connection, while it goes on listening and
+    /// serving new connections (whatever its fault says). An idle connection
+    /// is closed at once; one with a request under way, once its response is
+    /// written (so a request that hangs keeps its connection until it is
+    /// answered or the node goes [`Fault::Down`]); one still in its TLS
+    /// handshake, at once. Returns without waiting for the sockets to close.
+    /// Nothing to close on a `Down` node; `NotFound` for an unknown node.
+    pub fn close_connections(&self, addr: IpAddr) -> io::Result<()> {
+        self.owner.close_connections(addr)
+    }
+
     /// [`SimCluster::set_fault`] on every node.
     pub fn set_fault_all(&self, fault: Fault) {
         for addr in self.nodes() {
@@ -724,6 +738,20 @@ impl Owner {
         }
         if old != fault {
             info!(node = %addr, ?old, new = ?fault, "simulated node fault changed");
+        }
+        Ok(())
+    }
+
+    fn close_connections(&self, addr: IpAddr) -> io::Result<()> {
+        let ctl = self.control();
+        if ctl.shut {
+            return Err(shut_down_error());
+        }
+        // A `Down` node has no server, and no connection to close.
+        let fault = self.fault(addr)?;
+        if let Some(server) = ctl.servers.get(&addr) {
+            server.close_connections();
+            info!(node = %addr, ?fault, "simulated node closed its connections");
         }
         Ok(())
     }

@@ -53,7 +53,8 @@ struct ClusterArgs {
     /// Read commands from standard input, one a line, each answered on standard
     /// output with `ok` or `error: ...`: `down IP` (refuse connections, close
     /// open ones), `hang IP` (accept, never answer), `up IP` (healthy again),
-    /// `unlist IP` and `list IP` (leave or join /localnodes)
+    /// `close IP` (close the open connections, idle ones at once, and go on
+    /// serving new ones), `unlist IP` and `list IP` (leave or join /localnodes)
     #[arg(long)]
     control_stdin: bool,
     /// Serve HTTPS instead of HTTP: a fresh test CA is written to DIR/ca.pem
@@ -277,7 +278,7 @@ fn control_from_stdin(cluster: &SimCluster) {
     }
 }
 
-/// One `--control-stdin` command: `down|hang|up|list|unlist IP`.
+/// One `--control-stdin` command: `down|hang|up|close|list|unlist IP`.
 fn control_command(cluster: &SimCluster, line: &str) -> Result<(), String> {
     let (verb, addr) = line
         .split_once(' ')
@@ -293,13 +294,18 @@ fn control_command(cluster: &SimCluster, line: &str) -> Result<(), String> {
         "down" => Fault::Down,
         "hang" => Fault::Hang,
         "up" => Fault::None,
+        "close" => {
+            return cluster
+                .close_connections(addr)
+                .map_err(|e| format!("{addr}: {e}"))
+        }
         "list" | "unlist" => {
             cluster.set_listed(addr, verb == "list");
             return Ok(());
         }
         _ => {
             return Err(format!(
-                "unknown command {verb:?}: down, hang, up, list or unlist"
+                "unknown command {verb:?}: down, hang, up, close, list or unlist"
             ))
         }
     };

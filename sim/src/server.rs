@@ -1,11 +1,17 @@
 //! One simulated node's HTTP(S) server: the accept loop, the connections
 //! (with their TLS handshake) and the request handler.
+//!
+//! Two signals reach the connection tasks, each through its own watch
+//! channel: `kill` (the node goes `Down` or away: the listener and every
+//! connection close at once) and `close` (the node closes the connections
+//! it has open, as Alternator does with idle keep-alive connections, and
+//! goes on listening).
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{pending, Future};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -40,6 +46,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub(super) struct ServerHandle {
     /// `true` (or dropped) = stop.
     kill: watch::Sender<bool>,
+    /// Bumped to close the connections open at that moment; each connection
+    /// remembers the value when it was accepted and closes once it changes.
+    close: watch::Sender<u64>,
     /// Every task of this server holds a clone of the matching sender; the
     /// channel disconnects once they have all ended, i.e. once every socket
     /// of this server is closed. Nothing is ever sent on it.
@@ -65,6 +74,7 @@ impl ServerHandle {
             TcpListener::from_std(listener)?
         };
         let (kill, kill_rx) = watch::channel(false);
+        let (close, close_rx) = watch::channel(0);
         let (alive, done) = mpsc::channel();
         let node = Arc::new(Node {
             addr,
@@ -73,17 +83,33 @@ impl ServerHandle {
             shared,
             tls,
         });
-        rt.spawn(accept_loop(listener, node, kill_rx, alive));
-        Ok(ServerHandle { kill, done })
+        let signals = Signals {
+            kill: kill_rx,
+            close: close_rx,
+        };
+        rt.spawn(accept_loop(listener, node, signals, alive));
+        Ok(ServerHandle { kill, close, done })
+    }
+
+    /// Closes every connection accepted so far, and goes on accepting and
+    /// serving new ones. An idle connection closes at once; one with a
+    /// request under way closes once its response is written (never under a
+    /// request, as a server closing idle keep-alive connections does); one
+    /// not speaking HTTP yet (a TLS handshake under way, or held by
+    /// `TlsHang`) closes at once. Returns without waiting for them.
+    pub(super) fn close_connections(&self) {
+        self.close
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// Tells every task of the server to stop; with `wait`, waits up to that
     /// long for them to end. Returns `false` if they did not end in time.
     pub(super) fn stop(self, wait: Option<Duration>) -> bool {
-        let ServerHandle { kill, done } = self;
+        let ServerHandle { kill, close, done } = self;
         // The receivers see the value, or else the sender's drop; either stops them.
         let _ = kill.send(true);
         drop(kill);
+        drop(close);
         match wait {
             None => true,
             Some(timeout) => matches!(
@@ -104,18 +130,43 @@ struct Node {
     tls: Option<TlsAcceptor>,
 }
 
+/// The server's two signals, as its tasks receive them.
+struct Signals {
+    kill: watch::Receiver<bool>,
+    close: watch::Receiver<u64>,
+}
+
 /// Resolves when the server is told to stop.
 async fn killed(kill: &mut watch::Receiver<bool>) {
     // `Err` means the sender was dropped, which also means stop.
     let _ = kill.wait_for(|&k| k).await;
 }
 
+/// What tells one connection to close: the close signal moving past the
+/// value it had when the connection was accepted.
+struct Closing {
+    close: watch::Receiver<u64>,
+    accepted_at: u64,
+}
+
+impl Closing {
+    /// Resolves when the node closes its connections. Never once the server
+    /// is gone: the kill signal closes the connection then.
+    async fn wait(&mut self) {
+        let accepted_at = self.accepted_at;
+        if self.close.wait_for(|&g| g != accepted_at).await.is_err() {
+            pending::<()>().await;
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     node: Arc<Node>,
-    mut kill: watch::Receiver<bool>,
+    signals: Signals,
     alive: mpsc::Sender<()>,
 ) {
+    let Signals { mut kill, close } = signals;
     loop {
         tokio::select! {
             biased;
@@ -123,10 +174,17 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(node = %node.addr, %peer, "simulated node accepted a connection");
+                    // Read here, not in the task: a close asked for after
+                    // this accept closes this connection too.
+                    let closing = Closing {
+                        accepted_at: *close.borrow(),
+                        close: close.clone(),
+                    };
                     tokio::spawn(connection(
                         stream,
                         node.clone(),
                         kill.clone(),
+                        closing,
                         alive.clone(),
                     ));
                 }
@@ -146,6 +204,7 @@ async fn connection(
     stream: TcpStream,
     node: Arc<Node>,
     mut kill: watch::Receiver<bool>,
+    closing: Closing,
     alive: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -154,41 +213,63 @@ async fn connection(
         biased;
         // Dropping the connection future closes the socket.
         () = killed(&mut kill) => debug!(node = %addr, "simulated node closed a connection"),
-        () = serve(stream, node) => {}
+        () = serve(stream, node, closing) => {}
     }
     drop(alive);
 }
 
-/// Serves one accepted connection until it ends: the TLS handshake if the
-/// cluster is HTTPS, then HTTP/1.1 with keep-alive.
-async fn serve(stream: TcpStream, node: Arc<Node>) {
-    if node.shared.fault_of(node.addr) == Fault::TlsHang {
-        debug!(node = %node.addr, "simulated node holds a connection without a handshake");
+/// Serves one accepted connection until it ends (or the node closes it):
+/// the TLS handshake if the cluster is HTTPS, then HTTP/1.1 with keep-alive.
+async fn serve(stream: TcpStream, node: Arc<Node>, mut closing: Closing) {
+    let addr = node.addr;
+    if node.shared.fault_of(addr) == Fault::TlsHang {
+        debug!(node = %addr, "simulated node holds a connection without a handshake");
         // Swallow whatever arrives and never answer, until the client closes
-        // (or the connection is killed).
+        // (or the node closes or kills the connection).
         let mut stream = stream;
         let mut sink = [0u8; 4096];
-        while let Ok(1..) = stream.read(&mut sink).await {}
+        let swallow = async { while let Ok(1..) = stream.read(&mut sink).await {} };
+        tokio::select! {
+            () = closing.wait() => debug!(node = %addr, "simulated node closed a connection"),
+            () = swallow => {}
+        }
         return;
     }
     match node.tls.clone() {
-        None => serve_http(TokioIo::new(stream), node).await,
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls) => serve_http(TokioIo::new(tls), node).await,
-            Err(e) => debug!(node = %node.addr, error = %e, "simulated node TLS handshake failed"),
-        },
+        None => serve_http(TokioIo::new(stream), node, closing).await,
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                () = closing.wait() => {
+                    debug!(node = %addr, "simulated node closed a connection during the handshake");
+                    return;
+                }
+                handshake = acceptor.accept(stream) => handshake,
+            };
+            match handshake {
+                Ok(tls) => serve_http(TokioIo::new(tls), node, closing).await,
+                Err(e) => debug!(node = %addr, error = %e, "simulated node TLS handshake failed"),
+            }
+        }
     }
 }
 
-async fn serve_http<I>(io: I, node: Arc<Node>)
+async fn serve_http<I>(io: I, node: Arc<Node>, mut closing: Closing)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let addr = node.addr;
     let service = service_fn(move |req| handle(req, node.clone()));
-    let served = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
+    let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = closing.wait() => {
+            // Idle: closed at once; under a request: once its response is
+            // written.
+            debug!(node = %addr, "simulated node closes a connection");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = served {
         debug!(node = %addr, error = %e, "simulated node connection ended with an error");
     }

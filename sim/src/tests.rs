@@ -91,6 +91,11 @@ fn get(to: SocketAddr, path: &str) -> Reply {
 /// One request on an open keep-alive connection; reads exactly one response.
 fn keep_alive_get(stream: &mut TcpStream, host: SocketAddr, path: &str) -> io::Result<Reply> {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+    read_reply(stream)
+}
+
+/// Reads exactly one response (with a `Content-Length` body) from `stream`.
+fn read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -251,6 +256,115 @@ fn fault_down_refuses_closes_open_connections_and_comes_back() {
     assert!(refused(to));
     c.try_set_fault(v4(1), Fault::EmptyList).unwrap();
     assert_eq!(get(to, "/localnodes").body, "[]");
+}
+
+/// Whether the node closed `stream`: the next read sees its end (or a reset).
+fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn close_connections_closes_kept_connections_and_serves_new_ones() {
+    let c = start(2);
+    let to = c.socket_addr(v4(1));
+    let other = c.socket_addr(v4(2));
+    let mut kept = connect(to, T).unwrap();
+    assert_eq!(keep_alive_get(&mut kept, to, "/").unwrap().status, 200);
+    let mut kept_other = connect(other, T).unwrap();
+    assert_eq!(
+        keep_alive_get(&mut kept_other, other, "/").unwrap().status,
+        200
+    );
+
+    c.close_connections(v4(1)).unwrap();
+    // The kept connection is closed by the node (the read is bounded by T).
+    assert!(closed_by_peer(&mut kept), "kept connection not closed");
+    // The node still listens: a new connection is served, and kept alive.
+    let mut fresh = connect(to, T).unwrap();
+    assert_eq!(keep_alive_get(&mut fresh, to, "/").unwrap().status, 200);
+    assert_eq!(
+        sorted(
+            serde_json::from_str(&keep_alive_get(&mut fresh, to, "/localnodes").unwrap().body)
+                .unwrap()
+        ),
+        strings(&c.nodes())
+    );
+    // The other node's connection is untouched, and so is the fault.
+    assert_eq!(
+        keep_alive_get(&mut kept_other, other, "/").unwrap().status,
+        200
+    );
+    assert_eq!(c.fault(v4(1)), Some(Fault::None));
+
+    // A request under way is answered before its connection is closed.
+    c.set_fault(v4(1), Fault::Delay(Duration::from_millis(300)));
+    let before = c.health_requests(v4(1));
+    write!(fresh, "GET / HTTP/1.1\r\nHost: {to}\r\n\r\n").unwrap();
+    assert!(wait_until(|| c.health_requests(v4(1)) > before));
+    c.close_connections(v4(1)).unwrap();
+    assert_eq!(read_reply(&mut fresh).unwrap().status, 200);
+    assert!(closed_by_peer(&mut fresh), "closed only after the answer");
+    c.set_fault(v4(1), Fault::None);
+
+    // Closing again and again: each new connection is served until the next.
+    for _ in 0..3 {
+        let mut conn = connect(to, T).unwrap();
+        assert_eq!(keep_alive_get(&mut conn, to, "/").unwrap().status, 200);
+        c.close_connections(v4(1)).unwrap();
+        assert!(closed_by_peer(&mut conn));
+    }
+
+    // `Down` still closes and refuses; closing a `Down` node does nothing;
+    // back up, it serves.
+    let mut conn = connect(to, T).unwrap();
+    assert_eq!(keep_alive_get(&mut conn, to, "/").unwrap().status, 200);
+    c.set_fault(v4(1), Fault::Down);
+    assert!(refused(to));
+    assert!(closed_by_peer(&mut conn));
+    c.close_connections(v4(1)).unwrap();
+    c.set_fault(v4(1), Fault::None);
+    assert_eq!(get(to, "/").status, 200);
+    assert_eq!(
+        c.close_connections(v4(99)).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn close_connections_closes_a_connection_stuck_in_tls_hang() {
+    let c = start(1);
+    let to = c.socket_addr(v4(1));
+    c.set_fault(v4(1), Fault::TlsHang);
+    let mut held = connect(to, Duration::from_millis(100)).unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    // Nothing tells when the node has accepted it (no request arrives under
+    // `TlsHang`): closed by one of the closes, each followed by a short read.
+    let deadline = Instant::now() + T;
+    let mut buf = [0u8; 64];
+    loop {
+        c.close_connections(v4(1)).unwrap();
+        match held.read(&mut buf) {
+            Ok(0) => break,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                assert!(Instant::now() < deadline, "a held connection not closed");
+            }
+            other => panic!("unexpected read on a held connection: {other:?}"),
+        }
+    }
+    // Still listening.
+    c.set_fault(v4(1), Fault::None);
+    assert_eq!(get(to, "/").status, 200);
 }
 
 #[test]

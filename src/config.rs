@@ -17,7 +17,8 @@
 //! the file and printing the effective configuration follow from its serde
 //! form. If it needs a restart, it also gets a line in `restart`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +42,9 @@ mod resolve;
 mod restart;
 mod values;
 
-pub use options::{Cli, Options};
+pub use options::{Cli, Command, Options, StatusArgs};
 pub use resolve::available_cpus;
+pub use resolve::DEFAULT_METRICS_LISTEN;
 pub use values::{CpuList, HumanDuration, IoMode, LogFormat, NameSpec, Scheme, Seed};
 
 /// Why the configuration cannot be used.
@@ -79,6 +81,8 @@ pub struct Config {
     pub names: Vec<NameSpec>,
     pub tls: TlsSettings,
     pub health: HealthSettings,
+    /// Nodes never served.
+    pub exclude: BTreeSet<IpAddr>,
     pub refresh_interval: Duration,
     pub refresh_timeout: Duration,
     /// Worker i is pinned to `cpus[i]`; one entry per worker.
@@ -153,6 +157,7 @@ impl Config {
                 timeout: self.refresh_timeout,
             },
             health: self.health,
+            exclude: self.exclude.clone(),
             names: self.name_rules().1,
             metrics,
         }

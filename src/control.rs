@@ -18,11 +18,12 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
-use crate::metrics::{Metrics, ReadyCheck};
+use crate::metrics::{Endpoints, Metrics, ReadyCheck};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::degraded;
-use crate::nodes::driver::{self, Reload};
+use crate::nodes::driver::{self, Inputs, Reload};
 use crate::nodes::tracker::TrackerSettings;
+use crate::nodes::view::{NodesView, ViewRequests};
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
 use crate::reload::{self, ReloadSource};
@@ -143,7 +144,8 @@ pub fn spawn(
 async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdown) {
     let mut tasks = JoinSet::new();
     let ready = ready_check(&plane);
-    spawn_listeners(&mut plane, &mut tasks, &shutdown);
+    let (views, view_requests) = mpsc::channel(VIEW_REQUESTS_QUEUED);
+    spawn_listeners(&mut plane, &mut tasks, views, &shutdown);
     if let Some(notifier) = plane.notifier.clone() {
         tasks.spawn(notify_systemd(
             notifier,
@@ -152,7 +154,12 @@ async fn run(mut plane: ControlPlane, tracker: TrackerSettings, shutdown: Shutdo
             shutdown.subscribe(),
         ));
     }
-    let mut tracker = spawn_tracker(tracker, plane.client.clone(), &plane.published);
+    let mut tracker = spawn_tracker(
+        tracker,
+        plane.client.clone(),
+        &plane.published,
+        view_requests,
+    );
     watch_signals(&mut plane, &mut tracker, &shutdown).await;
     tracker.stop.send_replace(true);
     let _ = tracker.task.await;
@@ -184,8 +191,17 @@ fn readyz_check(plane: &ControlPlane) -> ReadyCheck {
     })
 }
 
-/// Starts TCP, forwarding and the metrics endpoint.
-fn spawn_listeners(plane: &mut ControlPlane, tasks: &mut JoinSet<()>, shutdown: &Shutdown) {
+/// `/nodes` requests waiting for the tracker; more wait to be queued.
+const VIEW_REQUESTS_QUEUED: usize = 8;
+
+/// Starts TCP, forwarding and the metrics endpoint (which asks the tracker
+/// for its view through `views`).
+fn spawn_listeners(
+    plane: &mut ControlPlane,
+    tasks: &mut JoinSet<()>,
+    views: ViewRequests,
+    shutdown: &Shutdown,
+) {
     for listener in std::mem::take(&mut plane.tcp) {
         match async_listener(listener) {
             Ok(listener) => {
@@ -219,10 +235,14 @@ fn spawn_listeners(plane: &mut ControlPlane, tasks: &mut JoinSet<()>, shutdown: 
     if let Some(listener) = plane.metrics_listener.take() {
         match async_listener(listener) {
             Ok(listener) => {
+                let endpoints = Endpoints {
+                    metrics: Arc::clone(&plane.metrics),
+                    ready: readyz_check(plane),
+                    views,
+                };
                 tasks.spawn(crate::metrics::serve(
                     listener,
-                    Arc::clone(&plane.metrics),
-                    readyz_check(plane),
+                    endpoints,
                     shutdown.subscribe(),
                 ));
             }
@@ -253,16 +273,16 @@ pub(crate) fn spawn_tracker(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: &SharedSnapshot,
+    views: mpsc::Receiver<oneshot::Sender<NodesView>>,
 ) -> RunningTracker {
     let stop = watch::Sender::new(false);
     let (reloads, reload_rx) = mpsc::channel(1);
-    let task = tokio::spawn(driver::run(
-        settings,
-        client,
-        Arc::clone(published),
-        reload_rx,
-        stop.subscribe(),
-    ));
+    let inputs = Inputs {
+        reloads: reload_rx,
+        views,
+        shutdown: stop.subscribe(),
+    };
+    let task = tokio::spawn(driver::run(settings, client, Arc::clone(published), inputs));
     RunningTracker {
         stop,
         reloads,
@@ -333,7 +353,14 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
                 Ok(()) => generation.await.ok(),
                 Err(_) => None,
             };
-            let Some(generation) = generation else {
+            if let Some(Err(rejected)) = &generation {
+                error!(error = %rejected, "the new configuration is rejected; still serving the old one");
+                if let Some(notifier) = &plane.notifier {
+                    let _ = notifier.ready(&status_line(&plane.published));
+                }
+                return;
+            }
+            let Some(Ok(generation)) = generation else {
                 error!("the node tracker has stopped; the new configuration is not applied");
                 if let Some(notifier) = &plane.notifier {
                     let _ = notifier.ready(&status_line(&plane.published));

@@ -70,4 +70,5 @@ pub mod reload;
 pub mod responder;
 pub mod rrl;
 pub mod server;
+pub mod status;
 pub mod tcp;

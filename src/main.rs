@@ -5,17 +5,62 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use alternator_dns::config::{Cli, Config, IoMode, LogFormat};
+use alternator_dns::config::{
+    Cli, Command, Config, IoMode, LogFormat, Options, StatusArgs, DEFAULT_METRICS_LISTEN,
+};
 use alternator_dns::control::Shutdown;
 use alternator_dns::exit;
 use alternator_dns::plan::{Plan, AUTO_CHOICE};
 use alternator_dns::reload::ReloadSource;
 use alternator_dns::server::{self, RunError};
+use alternator_dns::status;
 
 fn main() -> ExitCode {
     // A command line that does not parse exits here with exit::USAGE.
     let cli = Cli::parse();
-    serve(&cli)
+    match &cli.command {
+        Some(Command::Status(args)) => show_status(args),
+        None => serve(&cli),
+    }
+}
+
+/// `status`: the running server's /nodes, as tables or JSON.
+fn show_status(args: &StatusArgs) -> ExitCode {
+    let listen = match (args.metrics, &args.config) {
+        (Some(addr), _) => addr,
+        (None, Some(file)) => match Config::load(Some(file), &Options::default()) {
+            Ok(config) => match config.metrics_listen {
+                Some(addr) => addr,
+                None => {
+                    eprintln!(
+                        "alternator-dns: {}: metrics-listen is empty, so the server has no \
+                         /nodes to ask; set it, or give --metrics ADDR:PORT",
+                        file.display()
+                    );
+                    return ExitCode::from(exit::CONFIG);
+                }
+            },
+            Err(e) => {
+                eprintln!("alternator-dns: {e}");
+                return ExitCode::from(exit::CONFIG);
+            }
+        },
+        (None, None) => DEFAULT_METRICS_LISTEN,
+    };
+    match status::fetch(status::target(listen)) {
+        Ok((json, _)) if args.json => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok((_, view)) => {
+            print!("{}", status::table(&view));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("alternator-dns: {e}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
 }
 
 fn serve(cli: &Cli) -> ExitCode {

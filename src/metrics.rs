@@ -45,7 +45,7 @@
 //!
 //! # Exposition
 //! [`Metrics::render`] writes the Prometheus text format 0.0.4; [`serve`]
-//! answers `GET /metrics`, `/healthz` and `/readyz` over HTTP/1.1. The
+//! answers `GET /metrics`, `/healthz`, `/readyz` and `/nodes` over HTTP/1.1. The
 //! metric names are the `pub const`s below. Every counter family with fixed
 //! labels is written in full, zeros included, so that rates work from the
 //! first scrape.
@@ -67,7 +67,7 @@ mod render;
 
 pub use control::{ControlMetrics, SnapshotFacts, SnapshotSource};
 pub use counters::{QueryCounts, QueryMetrics};
-pub use http::{serve, ReadyCheck, Readyz};
+pub use http::{serve, Endpoints, ReadyCheck, Readyz};
 pub use labels::{DropReason, Outcome, QueryType, Rcode, RemovalReason};
 
 /// `alternator_dns_build_info{version,io_backend} 1`.

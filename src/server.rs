@@ -6,6 +6,7 @@
 //! bound before privileges are dropped (port 53), and nothing serves before
 //! they are.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -96,7 +97,7 @@ pub fn run(
         client,
         ..
     } = nodes;
-    let published = first_snapshot(zone, &seeds);
+    let published = first_snapshot(zone, &seeds, &config.exclude);
     let Bound {
         per_worker,
         addrs: bound,
@@ -259,14 +260,22 @@ fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, RunErro
     Ok(Some(listener))
 }
 
-/// Publishes the seeds as the first node list of every name, so queries are
-/// answered before the first `/localnodes` reply arrives.
-fn first_snapshot(zone: Arc<Zone>, seeds: &[SocketAddr]) -> SharedSnapshot {
+/// Publishes the seeds (less any excluded) as the first node list of every
+/// name, so queries are answered before the first `/localnodes` reply
+/// arrives. Excluded seeds are still asked for the list.
+fn first_snapshot(
+    zone: Arc<Zone>,
+    seeds: &[SocketAddr],
+    exclude: &BTreeSet<IpAddr>,
+) -> SharedSnapshot {
     let mut unique: Vec<IpAddr> = Vec::with_capacity(seeds.len());
     for ip in seeds.iter().map(SocketAddr::ip) {
-        if !unique.contains(&ip) {
+        if !unique.contains(&ip) && !exclude.contains(&ip) {
             unique.push(ip);
         }
+    }
+    if unique.is_empty() && !seeds.is_empty() {
+        warn!("every seed is excluded: no address to answer with until /localnodes answers");
     }
     let snapshot = Snapshot::new(1, zone, NodeSource::Seeds, &unique);
     info!(

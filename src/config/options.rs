@@ -4,10 +4,10 @@
 //! its checks) is in `resolve`, which also fills the default in here so that
 //! `--check` prints it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use super::{CpuList, HumanDuration, IoMode, LogFormat, NameSpec, Scheme};
@@ -32,7 +32,11 @@ use crate::dns::AnswerMode;
         --ns ns1.alternator.example.com=10.0.0.53",
     after_help = crate::exit::HELP
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub options: Options,
 
@@ -46,6 +50,33 @@ pub struct Cli {
     /// addresses), else the exit status of the real start, with the reason.
     #[arg(long)]
     pub check: bool,
+}
+
+/// What else the binary does besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a running server hands out: each node (listed, health, served,
+    /// excluded, its last probe, the names serving it) and each name with the
+    /// nodes it serves, from the server's /nodes endpoint. Exits 1 when the
+    /// server cannot be reached.
+    Status(StatusArgs),
+}
+
+/// `alternator-dns status`'s own flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The server's metrics endpoint [default: the --metrics-listen of --config FILE,
+    /// else 127.0.0.1:9153]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Read the server's metrics-listen from its configuration file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the /nodes JSON as the server wrote it instead of tables
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The options shared by the command line and the TOML file.
@@ -136,6 +167,14 @@ pub struct Options {
     /// Probes in a row a flapping node must pass to be served again [default: 5]
     #[arg(long, value_name = "N")]
     pub health_flap_passes: Option<u32>,
+
+    /// A node never to serve, listed or not, e.g. one about to be restarted
+    /// (repeatable). Still probed, so `alternator-dns status` shows when it is
+    /// healthy again. Takes effect on reload (SIGHUP); a reload that would
+    /// leave a served name with no node is rejected
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<IpAddr>,
 
     /// TTL of the A/AAAA answers, in seconds. Behind caching resolvers 0 balances best:
     /// each lookup then gets its own random node (README: "Deploying behind resolvers")

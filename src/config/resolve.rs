@@ -22,7 +22,8 @@ use crate::rrl::RrlSettings;
 use crate::tcp::TcpSettings;
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53));
-const DEFAULT_METRICS_LISTEN: SocketAddr =
+/// Where metrics, health checks and /nodes are served unless configured otherwise.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9153));
 const DEFAULT_ALTERNATOR_PORT: u16 = 8000;
 const DEFAULT_ALTERNATOR_HTTPS_PORT: u16 = 8043;
@@ -64,6 +65,7 @@ impl Config {
             names: o.names.clone(),
             tls,
             health,
+            exclude: o.exclude.iter().copied().collect(),
             refresh_interval,
             refresh_timeout,
             cpus,

@@ -1,4 +1,6 @@
-//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, and `/nodes`, the
+//! operator's view of membership (asked of the node tracker for each
+//! request).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,11 +15,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::Metrics;
+use crate::nodes::view::ViewRequests;
 
 /// Connections served at once; more are closed as soon as accepted.
 /// A Prometheus server or two and a load balancer's probes need a handful.
@@ -45,6 +48,18 @@ pub struct Readyz {
 /// Builds the `/readyz` answer; called on the control plane for each request.
 pub type ReadyCheck = Arc<dyn Fn() -> Readyz + Send + Sync>;
 
+/// How long `/nodes` waits for the tracker's view before answering 503.
+pub const VIEW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the endpoint serves from.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub metrics: Arc<Metrics>,
+    pub ready: ReadyCheck,
+    /// Where `/nodes` asks for the tracker's view.
+    pub views: ViewRequests,
+}
+
 /// Serves HTTP/1.1 on `listener` until `shutdown` becomes `true` (or its
 /// sender is dropped), then closes the listener and every connection and
 /// returns.
@@ -54,6 +69,8 @@ pub type ReadyCheck = Arc<dyn Fn() -> Readyz + Send + Sync>;
 /// - `GET /healthz`: 200 `ok` while the process runs (liveness).
 /// - `GET /readyz`: what `ready()` says: 200 when ready, else 503, the
 ///   reasons in the body.
+/// - `GET /nodes`: 200, the tracker's [`NodesView`](crate::nodes::view::NodesView)
+///   as JSON; 503 when the tracker does not answer within [`VIEW_TIMEOUT`].
 /// - `HEAD` works like `GET`; another method on those paths gets 405;
 ///   any other path 404.
 ///
@@ -64,8 +81,7 @@ pub type ReadyCheck = Arc<dyn Fn() -> Readyz + Send + Sync>;
 /// it must be cheap and must not block.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: ReadyCheck,
+    endpoints: Endpoints,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = http1::Builder::new();
@@ -88,12 +104,7 @@ pub async fn serve(
                         debug!(%peer, "metrics endpoint: too many connections, closing");
                         continue;
                     }
-                    connections.spawn(connection(
-                        builder.clone(),
-                        stream,
-                        metrics.clone(),
-                        ready.clone(),
-                    ));
+                    connections.spawn(connection(builder.clone(), stream, endpoints.clone()));
                 }
                 Err(e) => {
                     debug!(error = %e, "metrics endpoint: accept failed");
@@ -113,16 +124,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|&stop| stop).await;
 }
 
-async fn connection(
-    builder: http1::Builder,
-    stream: TcpStream,
-    metrics: Arc<Metrics>,
-    ready: ReadyCheck,
-) {
+async fn connection(builder: http1::Builder, stream: TcpStream, endpoints: Endpoints) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| {
-        let response = respond(&req, &metrics, &*ready);
-        async move { Ok::<_, Infallible>(response) }
+        let endpoints = endpoints.clone();
+        async move { Ok::<_, Infallible>(respond(&req, &endpoints).await) }
     });
     if let Err(e) = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -132,13 +138,9 @@ async fn connection(
     }
 }
 
-fn respond(
-    req: &Request<Incoming>,
-    metrics: &Metrics,
-    ready: &(dyn Fn() -> Readyz + Send + Sync),
-) -> Response<Full<Bytes>> {
+async fn respond(req: &Request<Incoming>, endpoints: &Endpoints) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/nodes");
     if !known {
         return text(StatusCode::NOT_FOUND, "not found");
     }
@@ -149,8 +151,9 @@ fn respond(
         return r;
     }
     match path {
+        "/nodes" => nodes(&endpoints.views).await,
         "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
+            let mut r = Response::new(Full::new(Bytes::from(endpoints.metrics.render())));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(super::CONTENT_TYPE));
             r.headers_mut()
@@ -159,7 +162,7 @@ fn respond(
         }
         "/healthz" => text(StatusCode::OK, "ok"),
         _ => {
-            let report = ready();
+            let report = (endpoints.ready)();
             let status = match report.ready {
                 true => StatusCode::OK,
                 false => StatusCode::SERVICE_UNAVAILABLE,
@@ -167,6 +170,31 @@ fn respond(
             text(status, report.text)
         }
     }
+}
+
+/// `/nodes`: the tracker's view as JSON.
+async fn nodes(views: &ViewRequests) -> Response<Full<Bytes>> {
+    let (reply, view) = oneshot::channel();
+    let asked = async {
+        views.send(reply).await.ok()?;
+        view.await.ok()
+    };
+    let Ok(Some(view)) = tokio::time::timeout(VIEW_TIMEOUT, asked).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node tracker did not answer",
+        );
+    };
+    let body = match serde_json::to_vec(&view) {
+        Ok(body) => body,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

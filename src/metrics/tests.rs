@@ -3,9 +3,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::*;
+use crate::nodes::view::{LastProbe, NameView, NodeView, NodesView, ViewRequests};
 
 /// The samples of an exposition text: `name{labels}` (labels sorted) -> value,
 /// after checking its syntax: every sample belongs to a family declared by
@@ -519,6 +520,80 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
 }
 
+/// A stand-in for the tracker answering view requests with `view`, or
+/// never (it holds the requests) when `view` is None.
+fn answer_views(view: Option<NodesView>) -> ViewRequests {
+    let (views, mut requests) = tokio::sync::mpsc::channel::<oneshot::Sender<NodesView>>(8);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(reply) = requests.recv().await {
+            match &view {
+                Some(view) => drop(reply.send(view.clone())),
+                None => held.push(reply),
+            }
+        }
+    });
+    views
+}
+
+fn one_node_view() -> NodesView {
+    NodesView {
+        generation: 7,
+        nodes: vec![NodeView {
+            address: "10.0.0.1".into(),
+            listed: true,
+            healthy: Some(false),
+            served: false,
+            excluded: false,
+            names: vec![],
+            last_probe: Some(LastProbe {
+                ok: false,
+                ms: 0.2,
+                error: Some("cannot connect: connection refused".into()),
+                age_s: 0.1,
+            }),
+            since: 3.5,
+        }],
+        names: vec![NameView {
+            name: "alternator.example.com".into(),
+            dc: None,
+            rack: None,
+            served: vec![],
+            fallback: None,
+            fail_open: false,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn nodes_answers_the_trackers_view_as_json_or_503_when_it_does_not_answer() {
+    for view in [Some(one_node_view()), None] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoints = Endpoints {
+            metrics: Arc::new(Metrics::new(1)),
+            ready: Arc::new(|| Readyz {
+                ready: true,
+                text: "ready".into(),
+            }),
+            views: answer_views(view.clone()),
+        };
+        let (_stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(listener, endpoints, stop_rx));
+        let (status, headers, body) = http(addr, &get("/nodes")).await;
+        match view {
+            Some(view) => {
+                assert_eq!(status, 200);
+                assert_eq!(headers["content-type"], "application/json");
+                let parsed: NodesView = serde_json::from_str(&body).unwrap();
+                assert_eq!(parsed, view);
+                assert!(body.contains("\"healthy\":false"), "{body}");
+            }
+            None => assert_eq!(status, 503, "{body}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_the_three_paths_and_stops() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -536,7 +611,12 @@ async fn serve_answers_the_three_paths_and_stops() {
         })
     };
     let (stop, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, metrics.clone(), ready, stop_rx));
+    let endpoints = Endpoints {
+        metrics: metrics.clone(),
+        ready,
+        views: answer_views(None),
+    };
+    let server = tokio::spawn(serve(listener, endpoints, stop_rx));
 
     let (status, headers, body) = http(addr, &get("/metrics")).await;
     assert_eq!(status, 200);

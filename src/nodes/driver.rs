@@ -31,8 +31,10 @@ use super::probe::HealthProbe;
 use super::refresher::{random_seed, Poller};
 use super::snapshot::{SharedSnapshot, Snapshot};
 use super::tracker::{
-    Effects, Event, FailureKind, HealthSettings, PollPlan, ProbeResult, Tracker, TrackerSettings,
+    Effects, Event, FailureKind, HealthSettings, PollPlan, ProbeResult, ReloadRejected, Tracker,
+    TrackerSettings,
 };
+use super::view::NodesView;
 use crate::dns::Zone;
 
 /// Largest health-check body read; Alternator's is a few dozen bytes.
@@ -48,8 +50,8 @@ pub struct Reload {
     pub settings: TrackerSettings,
     pub client: AlternatorClient,
     /// Told the generation of the first snapshot of the new zone once it is
-    /// served.
-    pub applied: oneshot::Sender<u64>,
+    /// served, or why the configuration was not applied.
+    pub applied: oneshot::Sender<Result<u64, ReloadRejected>>,
 }
 
 /// What the helper tasks report.
@@ -67,17 +69,30 @@ enum RoundReport {
     Done,
 }
 
+/// What the driver takes in besides probe and round reports: reloads, view
+/// requests (`/nodes`), and the shutdown signal.
+pub struct Inputs {
+    pub reloads: mpsc::Receiver<Reload>,
+    pub views: mpsc::Receiver<oneshot::Sender<NodesView>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs until `shutdown` turns true, applying each [`Reload`] that arrives
-/// on `reloads`; the tracker keeps what it knew (the lists and the probe
-/// results) across reloads, so a new configuration goes on from there
-/// instead of from the seeds.
+/// (or rejecting it, when it would leave a name with no node) and
+/// answering each view request; the tracker keeps what it knew (the lists
+/// and the probe results) across reloads, so a new configuration goes on
+/// from there instead of from the seeds.
 pub async fn run(
     settings: TrackerSettings,
     client: AlternatorClient,
     published: SharedSnapshot,
-    mut reloads: mpsc::Receiver<Reload>,
-    mut shutdown: watch::Receiver<bool>,
+    inputs: Inputs,
 ) {
+    let Inputs {
+        mut reloads,
+        mut views,
+        mut shutdown,
+    } = inputs;
     let (tx, mut reports) = mpsc::channel(REPORTS_QUEUED);
     let mut shell = Shell {
         poller: Some(Poller::new(
@@ -115,15 +130,25 @@ pub async fn run(
                     }
                 }
             },
-            Some(reload) = reloads.recv() => {
-                shell.reconfigure(&reload);
-                let generation = tracker.reload(reload.zone, reload.settings, now(), &mut shell);
-                let _ = reload.applied.send(generation);
+            Some(reload) = reloads.recv() => apply(&mut tracker, &mut shell, reload),
+            Some(reply) = views.recv() => {
+                let _ = reply.send(tracker.view(now()));
             }
             () = stopped(&mut shutdown) => break,
         }
     }
     shell.stop_all();
+}
+
+/// Applies a reload, unless the tracker rejects it; says which.
+fn apply(tracker: &mut Tracker, shell: &mut Shell, reload: Reload) {
+    if let Err(rejected) = tracker.check_reload(&reload.zone, &reload.settings) {
+        let _ = reload.applied.send(Err(rejected));
+        return;
+    }
+    shell.reconfigure(&reload);
+    let generation = tracker.reload(reload.zone, reload.settings, now(), shell);
+    let _ = reload.applied.send(Ok(generation));
 }
 
 fn now() -> std::time::Instant {

@@ -117,19 +117,29 @@ pub struct NodeHealth {
     /// When the node was taken out, within the damping window (oldest
     /// first; at most [`Damping::limit`] kept).
     removals: VecDeque<Instant>,
+    /// Since when it is in its current state, as far as serving goes
+    /// (listed and unprobed, up, or not).
+    since: Instant,
 }
 
 impl NodeHealth {
-    pub fn new() -> NodeHealth {
+    /// A node listed at `now`, not probed yet.
+    pub fn new(now: Instant) -> NodeHealth {
         NodeHealth {
             state: Health::Unknown,
             failing: None,
             removals: VecDeque::new(),
+            since: now,
         }
     }
 
     pub fn state(&self) -> Health {
         self.state
+    }
+
+    /// Since when the node is up, or not (or listed, while unprobed).
+    pub fn since(&self) -> Instant {
+        self.since
     }
 
     /// Since when the node fails, and how it failed last; None while it
@@ -161,7 +171,11 @@ impl NodeHealth {
         }
         // Unknown -> Down changes nothing for a node not served yet, but a
         // node kept served while unprobed (after start-up or a reload) must go.
-        before.is_up() != self.state.is_up() || before == Health::Unknown
+        let changed = before.is_up() != self.state.is_up() || before == Health::Unknown;
+        if changed {
+            self.since = at;
+        }
+        changed
     }
 
     fn passed(&mut self, at: Instant, damping: &Damping) -> Health {
@@ -205,12 +219,6 @@ impl NodeHealth {
     }
 }
 
-impl Default for NodeHealth {
-    fn default() -> Self {
-        NodeHealth::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,7 +236,7 @@ mod tests {
     #[test]
     fn failures_in_a_row_take_a_node_out_and_a_refusal_at_once() {
         let t = Instant::now();
-        let mut h = NodeHealth::new();
+        let mut h = NodeHealth::new(t);
         assert!(pass(&mut h, t), "the first pass serves it");
         assert!(!fail(&mut h, FailureKind::Timeout, t + SECOND));
         assert_eq!(h.state(), Health::Failing(1));
@@ -248,7 +256,7 @@ mod tests {
     #[test]
     fn a_node_taken_out_three_times_a_minute_needs_five_passes() {
         let t = Instant::now();
-        let mut h = NodeHealth::new();
+        let mut h = NodeHealth::new(t);
         pass(&mut h, t);
         for i in 1..=2 {
             fail(&mut h, FailureKind::Refused, t + i * 10 * SECOND);
@@ -274,7 +282,7 @@ mod tests {
     #[test]
     fn a_failure_while_recovering_starts_the_count_again() {
         let t = Instant::now();
-        let mut h = NodeHealth::new();
+        let mut h = NodeHealth::new(t);
         pass(&mut h, t);
         for i in 1..=3 {
             fail(&mut h, FailureKind::Refused, t + i * SECOND);
@@ -290,7 +298,7 @@ mod tests {
     #[test]
     fn removals_older_than_the_window_do_not_count() {
         let t = Instant::now();
-        let mut h = NodeHealth::new();
+        let mut h = NodeHealth::new(t);
         pass(&mut h, t);
         for i in 0..3 {
             fail(&mut h, FailureKind::Refused, t + i * 40 * SECOND);
@@ -306,7 +314,7 @@ mod tests {
             limit: 0,
             ..Damping::default()
         };
-        let mut h = NodeHealth::new();
+        let mut h = NodeHealth::new(t);
         h.record(None, t, 1, &off);
         for i in 1..10 {
             h.record(Some(FailureKind::Timeout), t + i * SECOND, 1, &off);

@@ -114,20 +114,35 @@ pub struct Membership {
     health: BTreeMap<IpAddr, NodeHealth>,
     /// The probing rules; `enabled` false: every listed node is served.
     settings: HealthSettings,
+    /// Nodes never served, healthy or not, fail open included.
+    excluded: BTreeSet<IpAddr>,
 }
 
 impl Membership {
-    pub fn new(settings: HealthSettings) -> Membership {
+    pub fn new(settings: HealthSettings, excluded: BTreeSet<IpAddr>) -> Membership {
         Membership {
             listed: BTreeMap::new(),
             health: BTreeMap::new(),
             settings,
+            excluded,
         }
     }
 
-    /// Applies new health settings, keeping the lists and probe results.
-    pub fn reconfigure(&mut self, settings: HealthSettings) {
+    /// Applies new health settings and exclusions, keeping the lists and
+    /// probe results.
+    pub fn reconfigure(&mut self, settings: HealthSettings, excluded: BTreeSet<IpAddr>) {
         self.settings = settings;
+        self.excluded = excluded;
+    }
+
+    /// Whether the configuration excludes `node`.
+    pub fn is_excluded(&self, node: IpAddr) -> bool {
+        self.excluded.contains(&node)
+    }
+
+    /// The nodes excluded.
+    pub fn excluded(&self) -> &BTreeSet<IpAddr> {
+        &self.excluded
     }
 
     /// Forgets the lists of selectors no served name needs any more (after a
@@ -139,10 +154,15 @@ impl Membership {
         self.health.retain(|ip, _| all.contains(ip));
     }
 
-    /// Records the latest good list for a selector; returns the nodes it added
-    /// to the set of probed nodes (new nodes start unknown: not served until
-    /// a probe passes).
-    pub fn set_listed(&mut self, selector: Selector, nodes: Vec<IpAddr>) -> Vec<IpAddr> {
+    /// Records the latest good list for a selector, received at `now`;
+    /// returns the nodes it added to the set of probed nodes (new nodes start
+    /// unknown: not served until a probe passes).
+    pub fn set_listed(
+        &mut self,
+        selector: Selector,
+        nodes: Vec<IpAddr>,
+        now: Instant,
+    ) -> Vec<IpAddr> {
         self.listed.insert(selector, nodes);
         let all = self.all_listed();
         self.health.retain(|ip, _| all.contains(ip));
@@ -150,7 +170,7 @@ impl Membership {
             .filter(|ip| {
                 let new = !self.health.contains_key(ip);
                 if new {
-                    self.health.insert(*ip, NodeHealth::new());
+                    self.health.insert(*ip, NodeHealth::new(now));
                 }
                 new
             })
@@ -183,6 +203,12 @@ impl Membership {
         self.health.get(&node).map(NodeHealth::state)
     }
 
+    /// Since when `node` is in its current health state (listed, served,
+    /// or not).
+    pub fn health_since(&self, node: IpAddr) -> Option<Instant> {
+        self.health.get(&node).map(NodeHealth::since)
+    }
+
     /// Every node some list names: the nodes to probe and to poll.
     pub fn all_listed(&self) -> BTreeSet<IpAddr> {
         self.listed.values().flatten().copied().collect()
@@ -212,6 +238,7 @@ impl Membership {
         let chain = rule.selector.chain(rule.fallback);
         let checking = self.settings.enabled;
         let usable = |ip: &IpAddr| match self.health(*ip) {
+            _ if self.excluded.contains(ip) => false,
             _ if !checking => true,
             Some(Health::Unknown) => served_now.contains(ip),
             Some(h) => h.is_up(),
@@ -229,22 +256,30 @@ impl Membership {
             }
             // Nodes of this list not probed yet: wait for their probes
             // rather than fall back past them.
-            let unprobed = |ip: &IpAddr| self.health(*ip) == Some(Health::Unknown);
+            let unprobed = |ip: &IpAddr| {
+                !self.excluded.contains(ip) && self.health(*ip) == Some(Health::Unknown)
+            };
             if checking && self.listed(selector).iter().any(unprobed) {
                 return (Vec::new(), Choice::Pending);
             }
         }
+        let servable = |ip: &&IpAddr| !self.excluded.contains(*ip);
         let all_unprobed = chain
             .iter()
-            .flat_map(|s| self.listed(s))
+            .flat_map(|s| self.listed(s).iter().filter(servable))
             .all(|ip| self.health(*ip) == Some(Health::Unknown));
         for selector in &chain {
-            let listed = self.listed(selector);
+            let listed: Vec<IpAddr> = self
+                .listed(selector)
+                .iter()
+                .filter(servable)
+                .copied()
+                .collect();
             if !listed.is_empty() {
                 if all_unprobed {
                     return (Vec::new(), Choice::Pending);
                 }
-                return (listed.to_vec(), Choice::FailOpen(selector.clone()));
+                return (listed, Choice::FailOpen(selector.clone()));
             }
         }
         (Vec::new(), Choice::Empty)
@@ -261,11 +296,12 @@ mod tests {
     use super::*;
 
     fn membership(checking: bool, failures: u32) -> Membership {
-        Membership::new(HealthSettings {
+        let settings = HealthSettings {
             enabled: checking,
             failures,
             ..HealthSettings::default()
-        })
+        };
+        Membership::new(settings, BTreeSet::new())
     }
 
     /// A probe now, passed or timed out.
@@ -310,7 +346,11 @@ mod tests {
     #[test]
     fn new_nodes_are_served_only_after_a_good_probe() {
         let mut m = membership(true, 2);
-        let added = m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let added = m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         assert_eq!(added.len(), 2);
         probe(&mut m, ip("10.0.0.1"), true);
         let (nodes, choice) = m.serve(&rule(None, None, true), &none());
@@ -328,7 +368,11 @@ mod tests {
     #[test]
     fn a_node_leaves_after_n_failures_and_returns_after_one_success() {
         let mut m = membership(true, 2);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         probe(&mut m, ip("10.0.0.1"), true);
         probe(&mut m, ip("10.0.0.2"), true);
         assert!(
@@ -351,7 +395,11 @@ mod tests {
     #[test]
     fn every_listed_node_failing_fails_open() {
         let mut m = membership(true, 1);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         assert_eq!(
             m.serve(&rule(None, None, true), &none()),
             (vec![], Choice::Pending)
@@ -369,9 +417,9 @@ mod tests {
     fn racks_fall_back_to_their_datacenter_then_the_default_list() {
         let mut m = membership(false, 2);
         let r1 = rule(Some("dc1"), Some("r1"), true);
-        m.set_listed(sel(Some("dc1"), Some("r1")), vec![]);
-        m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.0.1")]);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        m.set_listed(sel(Some("dc1"), Some("r1")), vec![], Instant::now());
+        m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.0.1")], Instant::now());
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")], Instant::now());
         assert_eq!(
             m.serve(&r1, &none()),
             (
@@ -379,7 +427,7 @@ mod tests {
                 Choice::Healthy(sel(Some("dc1"), None))
             )
         );
-        m.set_listed(sel(Some("dc1"), None), vec![]);
+        m.set_listed(sel(Some("dc1"), None), vec![], Instant::now());
         assert_eq!(
             m.serve(&r1, &none()),
             (vec![ip("10.0.0.1")], Choice::Healthy(Selector::default()))
@@ -390,15 +438,27 @@ mod tests {
             Choice::Empty
         );
         // A rack with nodes is served itself.
-        m.set_listed(sel(Some("dc1"), Some("r1")), vec![ip("10.1.1.1")]);
+        m.set_listed(
+            sel(Some("dc1"), Some("r1")),
+            vec![ip("10.1.1.1")],
+            Instant::now(),
+        );
         assert_eq!(m.serve(&r1, &none()).0, vec![ip("10.1.1.1")]);
     }
 
     #[test]
     fn unhealthy_rack_nodes_fall_back_to_healthy_datacenter_nodes() {
         let mut m = membership(true, 1);
-        m.set_listed(sel(Some("dc1"), Some("r1")), vec![ip("10.1.1.1")]);
-        m.set_listed(sel(Some("dc1"), None), vec![ip("10.1.1.1"), ip("10.1.2.1")]);
+        m.set_listed(
+            sel(Some("dc1"), Some("r1")),
+            vec![ip("10.1.1.1")],
+            Instant::now(),
+        );
+        m.set_listed(
+            sel(Some("dc1"), None),
+            vec![ip("10.1.1.1"), ip("10.1.2.1")],
+            Instant::now(),
+        );
         probe(&mut m, ip("10.1.1.1"), true);
         probe(&mut m, ip("10.1.2.1"), true);
         probe(&mut m, ip("10.1.1.1"), false);
@@ -410,7 +470,11 @@ mod tests {
     #[test]
     fn nodes_served_now_stay_until_their_first_probe() {
         let mut m = membership(true, 2);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         let seeds = BTreeSet::from([ip("10.0.0.1")]);
         let (nodes, choice) = m.serve(&rule(None, None, true), &seeds);
         assert_eq!(
@@ -430,9 +494,9 @@ mod tests {
     #[test]
     fn a_list_not_probed_yet_waits_instead_of_falling_back() {
         let mut m = membership(true, 2);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")], Instant::now());
         probe(&mut m, ip("10.0.0.1"), true);
-        m.set_listed(sel(Some("dc2"), None), vec![ip("10.2.0.1")]);
+        m.set_listed(sel(Some("dc2"), None), vec![ip("10.2.0.1")], Instant::now());
         let dc2 = rule(Some("dc2"), None, true);
         assert_eq!(m.serve(&dc2, &none()), (vec![], Choice::Pending));
         probe(&mut m, ip("10.2.0.1"), false);
@@ -444,12 +508,20 @@ mod tests {
     #[test]
     fn unlisted_nodes_are_forgotten() {
         let mut m = membership(true, 2);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         probe(&mut m, ip("10.0.0.2"), true);
-        m.set_listed(Selector::default(), vec![ip("10.0.0.1")]);
+        m.set_listed(Selector::default(), vec![ip("10.0.0.1")], Instant::now());
         assert_eq!(m.health(ip("10.0.0.2")), None);
         // Listed again: unknown until probed again.
-        let added = m.set_listed(Selector::default(), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let added = m.set_listed(
+            Selector::default(),
+            vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            Instant::now(),
+        );
         assert_eq!(added, vec![ip("10.0.0.2")]);
         assert_eq!(m.health(ip("10.0.0.2")), Some(Health::Unknown));
     }

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod refresher;
 pub mod snapshot;
 pub mod tracker;
+pub mod view;
 
 pub use snapshot::{Basis, NodeSet, NodeSource, SharedSnapshot, Snapshot};
 

@@ -36,8 +36,10 @@ mod recovery;
 mod removals;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use recovery::Recovery;
+use view::ProbeRecord;
 
 /// Longest pause between polling rounds while the cluster is unreachable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -46,6 +48,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct TrackerSettings {
     pub refresh: RefreshSettings,
     pub health: HealthSettings,
+    /// Nodes never served.
+    pub exclude: BTreeSet<IpAddr>,
     /// One rule per served name, in the zone's order.
     pub names: Vec<NameRule>,
     /// Where refresh and probe results are counted.
@@ -96,6 +100,19 @@ impl ProbeResult {
             ProbeResult::Failed { kind, .. } => Some(*kind),
         }
     }
+}
+
+/// A reload not applied: it would leave a served name with no node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name} would serve no node: each node it could serve ({}) is excluded; keep one of them \
+     out of `exclude`",
+    serves.join(", ")
+)]
+pub struct ReloadRejected {
+    pub name: String,
+    /// What it serves now.
+    pub serves: Vec<String>,
 }
 
 /// Whom to ask for one selector's list: its own nodes first, then others.
@@ -162,6 +179,8 @@ pub struct Tracker {
     fail_open_reminder: Reminder,
     /// A narrowing from fail open held back ([`recovery`]).
     recovery: Option<Recovery>,
+    /// Each probed node's latest probe, for the operator's view.
+    last_probes: HashMap<IpAddr, ProbeRecord>,
     rng: rand_xoshiro::Xoshiro256PlusPlus,
 }
 
@@ -171,7 +190,7 @@ impl Tracker {
     /// probes.
     pub fn new(settings: TrackerSettings, current: Arc<Snapshot>, now: Instant, seed: u64) -> Self {
         Tracker {
-            membership: Membership::new(settings.health),
+            membership: Membership::new(settings.health, settings.exclude),
             selectors: needed_selectors(&settings.names),
             names: settings.names,
             health: settings.health,
@@ -188,6 +207,7 @@ impl Tracker {
             stale_reminder: Reminder::default(),
             fail_open_reminder: Reminder::default(),
             recovery: None,
+            last_probes: HashMap::new(),
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed),
         }
     }
@@ -229,7 +249,7 @@ impl Tracker {
                 from,
                 nodes,
             } => {
-                let added = self.membership.set_listed(selector.clone(), nodes);
+                let added = self.membership.set_listed(selector.clone(), nodes, now);
                 self.sync_probers(&added, fx);
                 self.publish(Some(from), now, fx);
             }
@@ -250,6 +270,37 @@ impl Tracker {
                 started,
             } => self.record_probe(node, result, started, now, fx),
         }
+    }
+
+    /// Whether a new configuration may be applied: not when it would leave a
+    /// name that serves nodes now with none (every node it could serve
+    /// excluded).
+    pub fn check_reload(
+        &self,
+        zone: &Arc<Zone>,
+        settings: &TrackerSettings,
+    ) -> Result<(), ReloadRejected> {
+        let mut trial = self.membership.clone();
+        trial.reconfigure(settings.health, settings.exclude.clone());
+        let kept = kept_sets(&self.current, Arc::clone(zone));
+        for (i, rule) in settings.names.iter().enumerate() {
+            let served_now: BTreeSet<IpAddr> = kept.set_nodes(i).collect();
+            let (nodes, choice) = trial.serve(rule, &served_now);
+            let left = match choice {
+                Choice::Pending | Choice::Empty => served_now
+                    .iter()
+                    .filter(|ip| !trial.is_excluded(**ip))
+                    .count(),
+                _ => nodes.len(),
+            };
+            if left == 0 && !served_now.is_empty() {
+                return Err(ReloadRejected {
+                    name: view::name_without_dot(zone.name_text(i)),
+                    serves: served_now.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Applies a new configuration (SIGHUP): publishes a snapshot of the new
@@ -275,7 +326,8 @@ impl Tracker {
         self.health = settings.health;
         self.interval = settings.refresh.interval;
         self.metrics = settings.metrics;
-        self.membership.reconfigure(settings.health);
+        self.membership
+            .reconfigure(settings.health, settings.exclude);
         self.membership.keep_only(&self.selectors);
         for node in std::mem::take(&mut self.probing) {
             fx.stop_probing(node);
@@ -304,6 +356,8 @@ impl Tracker {
             return;
         }
         let failure = result.failure();
+        let record = ProbeRecord::new(&result, started, now);
+        self.last_probes.insert(node, record);
         let outcome = failure.map_or(Outcome::Ok, |_| Outcome::Error);
         self.metrics.control().health_probe(node, outcome);
         match &result {
@@ -442,6 +496,7 @@ impl Tracker {
         }
         let listed = self.membership.all_listed();
         self.probe_failures.retain(|ip, _| listed.contains(ip));
+        self.last_probes.retain(|ip, _| listed.contains(ip));
         let gone: Vec<IpAddr> = self.probing.difference(&listed).copied().collect();
         for node in gone {
             self.probing.remove(&node);
@@ -528,8 +583,8 @@ impl Tracker {
             let (nodes, basis) = match choice {
                 _ if held => (served_now.into_iter().collect(), Basis::FailOpen),
                 // Keep what was served: the seeds, or the last healthy list.
-                Choice::Pending => (current.set_nodes(i).collect(), current.basis(i)),
-                Choice::Empty if i == 0 => (current.set_nodes(i).collect(), current.basis(i)),
+                Choice::Pending => (self.kept(current, i), current.basis(i)),
+                Choice::Empty if i == 0 => (self.kept(current, i), current.basis(i)),
                 Choice::FailOpen(_) => (nodes, Basis::FailOpen),
                 Choice::Healthy(_) | Choice::Empty => (nodes, Basis::Listed),
             };
@@ -538,6 +593,15 @@ impl Tracker {
             choices.push(choice);
         }
         (sets, bases, choices)
+    }
+
+    /// What name `i` serves in `current`, less the nodes now excluded: what
+    /// it keeps while its own nodes are not probed yet.
+    fn kept(&self, current: &Snapshot, i: usize) -> Vec<IpAddr> {
+        current
+            .set_nodes(i)
+            .filter(|ip| !self.membership.is_excluded(*ip))
+            .collect()
     }
 
     /// Logs each name whose way of choosing changed.

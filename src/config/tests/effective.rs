@@ -34,6 +34,7 @@ fn every_option() -> Options {
         health_flap_limit: Some(4),
         health_flap_window: Some(HumanDuration(Duration::from_secs(120))),
         health_flap_passes: Some(3),
+        exclude: vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()],
         ttl: Some(0),
         answers: Some(AnswerMode::Random(2)),
         refresh_timeout: Some(HumanDuration(Duration::from_secs(90))),
@@ -78,6 +79,7 @@ health-failures = 3
 health-flap-limit = 4
 health-flap-window = "2m"
 health-flap-passes = 3
+exclude = ["10.0.0.9", "fd00::9"]
 ttl = 0
 answers = "2"
 refresh-interval = "1s"

@@ -10,6 +10,7 @@ use crate::dns::{Zone, ZoneSettings};
 use crate::nodes::refresher::RefreshError;
 
 mod failover;
+mod operator;
 
 /// What the tracker asked for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,7 @@ fn settings(names: &[NameSpec], health: HealthSettings) -> TrackerSettings {
             timeout: Duration::from_millis(500),
         },
         health,
+        exclude: BTreeSet::new(),
         names: rules,
         metrics: Arc::new(Metrics::new(1)),
     }

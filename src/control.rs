@@ -26,8 +26,8 @@ use crate::nodes::tracker::TrackerSettings;
 use crate::nodes::view::{NodesView, ViewRequests};
 use crate::nodes::{NodeSource, SharedSnapshot};
 use crate::notify::Notifier;
+use crate::policy::Policy;
 use crate::reload::{self, ReloadSource};
-use crate::responder::Policy;
 use crate::tcp::TcpSettings;
 
 /// One signal that stops everything: workers poll the flag, async tasks wait
@@ -367,15 +367,7 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
                 }
                 return;
             };
-            if applied.config.forward_allow != plane.config.forward_allow {
-                plane
-                    .policy
-                    .forward_allow
-                    .store(Arc::new(applied.config.forward_allow.clone()));
-                if let Some(summary) = applied.config.forwarding_summary() {
-                    info!("{summary}");
-                }
-            }
+            apply_rules(&plane.policy, &plane.config, &applied.config);
             plane.config = applied.config;
             info!(generation, "configuration reloaded");
         }
@@ -385,6 +377,31 @@ async fn reload_now(plane: &mut ControlPlane, tracker: &mut RunningTracker) {
     }
     if let Some(notifier) = &plane.notifier {
         let _ = notifier.ready(&status_line(&plane.published));
+    }
+}
+
+/// Puts a reloaded configuration's access list, denied policy, forwarding
+/// sources and rate limit in force when any of them changed (the rate
+/// limiters start afresh then), and logs what changed.
+fn apply_rules(policy: &Policy, running: &Config, new: &Config) {
+    let changed: Vec<&str> = [
+        ("allow", running.access != new.access),
+        ("denied", running.denied != new.denied),
+        ("forward-allow", running.forward_allow != new.forward_allow),
+        ("rate-limit", running.rate_limit != new.rate_limit),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
+    if changed.is_empty() {
+        return;
+    }
+    policy.replace(crate::server::rules(new));
+    info!(changed = %changed.join(","), "access and rate-limit rules replaced");
+    if running.forward_allow != new.forward_allow {
+        if let Some(summary) = new.forwarding_summary() {
+            info!("{summary}");
+        }
     }
 }
 

@@ -65,6 +65,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod notify;
 pub mod plan;
+pub mod policy;
 pub mod privileges;
 pub mod reload;
 pub mod responder;

@@ -5,14 +5,17 @@
 //! files, refresh and health settings take effect at once: this module loads
 //! and checks them, and the node tracker, the only writer of the snapshot,
 //! applies them ([`Reload`](crate::nodes::driver::Reload)): a snapshot of the new zone in which
-//! each name keeps the nodes it served, then the new rules. The sources that may recurse
-//! (`--forward-allow`) are swapped in too, for UDP and TCP alike. Workers
-//! never stop answering: they read whichever snapshot is current. Settings
-//! bound to sockets, threads or privileges (listen addresses, CPUs, I/O
-//! backend, metrics address, user, TCP limits, the forwarding upstreams and
-//! their limits, access list, rate limit, logging) need a restart: a changed
-//! one is reported and the running value kept. A file that does not load, or
-//! does not validate, changes nothing.
+//! each name keeps the nodes it served, then the new rules; it rejects a
+//! configuration that would leave a served name with no node (every node it
+//! could serve excluded). The access list, the denied policy, the sources
+//! that may recurse and the rate limit ([`Policy`](crate::policy::Policy))
+//! are swapped in too, for UDP and TCP alike. Workers never stop answering:
+//! they read whichever snapshot and rules are current. Settings bound to
+//! sockets, threads or privileges (listen addresses, CPUs, I/O backend,
+//! metrics address, user, TCP limits, the forwarding upstreams and their
+//! limits, logging) need a restart: a changed one is reported and the
+//! running value kept. A file that does not load, or does not validate,
+//! changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::tracker::TrackerSettings;
 use crate::plan::{Nodes, PlanError};
+use crate::rrl::RateLimiter;
 
 /// Where the configuration is re-read from: the file, and the command-line
 /// flags that still override it.
@@ -74,6 +78,9 @@ pub fn load(
     }
     for setting in config.keep_restart_only(running) {
         warn_restart_only(setting);
+    }
+    if let Some(rate_limit) = &config.rate_limit {
+        RateLimiter::new(&rate_limit.per_worker(config.cpus.len())).map_err(PlanError::from)?;
     }
     let nodes = Nodes::build(&config)?;
     for failure in &nodes.unresolved {

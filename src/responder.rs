@@ -18,50 +18,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Cache};
+use arc_swap::Cache;
 
-use crate::access::{AccessList, Denied};
+use crate::access::Denied;
 use crate::dns::wire;
 use crate::dns::{respond, respond_local, DropReason, Outcome, Rng, Transport};
 use crate::forward::{ForwardJob, ForwardQueue};
 use crate::io::PacketHandler;
 use crate::metrics::{self, QueryMetrics, QueryType};
 use crate::nodes::{SharedSnapshot, Snapshot};
+use crate::policy::{Policy, PolicyReader};
 use crate::rrl::{self, RateLimiter, Verdict};
-
-/// Who may ask, and who may recurse.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Empty: everyone. Fixed at start-up.
-    pub access: Arc<AccessList>,
-    pub denied: Denied,
-    /// With forwarding: the sources whose queries for names outside the zone
-    /// are forwarded; others get REFUSED. Swapped on reload; read only for
-    /// queries that would be forwarded, never on the zone's answers.
-    pub forward_allow: SharedAccessList,
-}
-
-/// An access list that a reload may replace while workers read it.
-pub type SharedAccessList = Arc<ArcSwap<AccessList>>;
-
-impl Default for Policy {
-    /// Everyone may ask; only this machine may recurse.
-    fn default() -> Self {
-        Policy {
-            access: Arc::default(),
-            denied: Denied::default(),
-            forward_allow: Arc::new(ArcSwap::from_pointee(AccessList::loopback())),
-        }
-    }
-}
-
-impl Policy {
-    /// Whether `source` may have a name outside the zone forwarded.
-    #[inline]
-    pub fn may_recurse(&self, source: IpAddr) -> bool {
-        self.forward_allow.load().allows(source)
-    }
-}
 
 /// What the transport does with a query once [`Responder::respond`] has
 /// decided.
@@ -80,8 +47,7 @@ pub enum Action {
 /// gets: access -> answer -> rate limit -> count.
 pub struct Responder {
     rng: Rng,
-    policy: Policy,
-    rate_limit: Option<RateLimiter>,
+    policy: PolicyReader,
     metrics: Arc<QueryMetrics>,
 }
 
@@ -90,17 +56,16 @@ impl Responder {
     pub fn new(rng: Rng, metrics: Arc<QueryMetrics>) -> Self {
         Responder {
             rng,
-            policy: Policy::default(),
-            rate_limit: None,
+            policy: Policy::default().reader(false),
             metrics,
         }
     }
 
-    /// Restricts sources and rate (both off by default). TCP passes no rate
-    /// limit: a TCP client has shown its address is its own.
-    pub fn with_policy(mut self, policy: Policy, rate_limit: Option<RateLimiter>) -> Self {
-        self.policy = policy;
-        self.rate_limit = rate_limit;
+    /// Follows `policy` (everyone allowed and no rate limit by default);
+    /// `limited`: applies its rate limit. TCP does not: a TCP client has
+    /// shown its address is its own.
+    pub fn with_policy(mut self, policy: &Policy, limited: bool) -> Self {
+        self.policy = policy.reader(limited);
         self
     }
 
@@ -120,17 +85,18 @@ impl Responder {
         snapshot: &Snapshot,
         reply: &mut Vec<u8>,
     ) -> Action {
-        if !self.policy.access.allows(source) {
-            return self.refuse(query, reply);
+        let (rules, limiter) = self.policy.current();
+        if !rules.access.allows(source) {
+            return refuse(&self.metrics, rules.denied, query, reply);
         }
         let mut outcome = respond(query, transport, snapshot, &mut self.rng, reply);
-        if outcome == Outcome::Forward && !self.policy.may_recurse(source) {
+        if outcome == Outcome::Forward && !rules.forward_allow.allows(source) {
             outcome = respond_local(query, transport, snapshot, &mut self.rng, reply);
         }
         match outcome {
             Outcome::Reply(rcode) => {
                 count_answer(&self.metrics, query, rcode.to_int(), reply);
-                self.within_rate(source, reply)
+                within_rate(&self.metrics, limiter, source, reply)
             }
             Outcome::Drop(reason) => {
                 self.metrics.dropped(match reason {
@@ -145,36 +111,40 @@ impl Responder {
             }
         }
     }
+}
 
-    /// A source outside the allow list: REFUSED, or nothing.
-    fn refuse(&self, query: &[u8], reply: &mut Vec<u8>) -> Action {
-        if self.policy.denied == Denied::Refuse && wire::short_reply(query, 5, false, false, reply)
-        {
-            self.metrics.response(metrics::Rcode::Refused);
-            return Action::Reply;
-        }
-        self.metrics.dropped(metrics::DropReason::AccessDenied);
-        Action::Drop
+/// A source outside the allow list: REFUSED, or nothing.
+fn refuse(metrics: &QueryMetrics, denied: Denied, query: &[u8], reply: &mut Vec<u8>) -> Action {
+    if denied == Denied::Refuse && wire::short_reply(query, 5, false, false, reply) {
+        metrics.response(metrics::Rcode::Refused);
+        return Action::Reply;
     }
+    metrics.dropped(metrics::DropReason::AccessDenied);
+    Action::Drop
+}
 
-    /// Applies the rate limit to an answer about to be sent.
-    fn within_rate(&mut self, source: IpAddr, reply: &mut Vec<u8>) -> Action {
-        let Some(limiter) = &mut self.rate_limit else {
-            return Action::Reply;
-        };
-        match limiter.check(source, rrl::now_ms()) {
-            Verdict::Answer => Action::Reply,
-            Verdict::Slip => {
-                self.metrics.slipped();
-                match wire::truncate_to_question(reply) {
-                    true => Action::Reply,
-                    false => Action::Drop,
-                }
+/// Applies the rate limit, if any, to an answer about to be sent.
+fn within_rate(
+    metrics: &QueryMetrics,
+    limiter: Option<&mut RateLimiter>,
+    source: IpAddr,
+    reply: &mut Vec<u8>,
+) -> Action {
+    let Some(limiter) = limiter else {
+        return Action::Reply;
+    };
+    match limiter.check(source, rrl::now_ms()) {
+        Verdict::Answer => Action::Reply,
+        Verdict::Slip => {
+            metrics.slipped();
+            match wire::truncate_to_question(reply) {
+                true => Action::Reply,
+                false => Action::Drop,
             }
-            Verdict::Drop => {
-                self.metrics.dropped(metrics::DropReason::RateLimited);
-                Action::Drop
-            }
+        }
+        Verdict::Drop => {
+            metrics.dropped(metrics::DropReason::RateLimited);
+            Action::Drop
         }
     }
 }
@@ -196,9 +166,10 @@ impl UdpResponder {
         }
     }
 
-    /// Restricts sources and rate (both off by default).
-    pub fn with_policy(mut self, policy: Policy, rate_limit: Option<RateLimiter>) -> Self {
-        self.responder = self.responder.with_policy(policy, rate_limit);
+    /// Follows `policy`, its rate limit included (everyone allowed and no
+    /// limit by default).
+    pub fn with_policy(mut self, policy: &Policy) -> Self {
+        self.responder = self.responder.with_policy(policy, true);
         self
     }
 
@@ -274,9 +245,11 @@ mod tests {
     use rand_core::SeedableRng;
 
     use super::*;
+    use crate::access::AccessList;
     use crate::dns::{Zone, ZoneSettings};
     use crate::metrics::{DropReason, Rcode};
     use crate::nodes::NodeSource;
+    use crate::policy::Rules;
     use crate::rrl::RrlSettings;
 
     const CLIENT: &str = "192.0.2.50";
@@ -340,13 +313,13 @@ mod tests {
         let snap = snapshot(false);
         let q = query("alt.example");
         for denied in [Denied::Refuse, Denied::Drop] {
-            let policy = Policy {
-                access: Arc::new(AccessList::parse(["10.0.0.0/8"]).unwrap()),
+            let policy = Policy::new(Rules {
+                access: AccessList::parse(["10.0.0.0/8"]).unwrap(),
                 denied,
-                ..Policy::default()
-            };
+                ..Rules::default()
+            });
             let mut r =
-                Responder::new(Rng::seed_from_u64(1), Arc::default()).with_policy(policy, None);
+                Responder::new(Rng::seed_from_u64(1), Arc::default()).with_policy(&policy, false);
             let mut reply = Vec::new();
             let action = r.respond(
                 &q,
@@ -403,9 +376,12 @@ mod tests {
             slip: 2,
             ..RrlSettings::new(1)
         };
-        let limiter = RateLimiter::new(&settings).unwrap();
-        let mut r = Responder::new(Rng::seed_from_u64(1), Arc::default())
-            .with_policy(Policy::default(), Some(limiter));
+        let policy = Policy::new(Rules {
+            rate_limit: Some(settings),
+            ..Rules::default()
+        });
+        let mut r =
+            Responder::new(Rng::seed_from_u64(1), Arc::default()).with_policy(&policy, true);
         let mut actions = Vec::new();
         for _ in 0..5 {
             let mut reply = Vec::new();

@@ -25,10 +25,11 @@ use crate::metrics::Metrics;
 use crate::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use crate::notify::Notifier;
 use crate::plan::{Nodes, Plan, PlanError, AUTO_CHOICE};
+use crate::policy::{Policy, Rules};
 use crate::privileges::{self, PrivilegeError};
 use crate::reload::ReloadSource;
-use crate::responder::{Policy, UdpResponder};
-use crate::rrl::{RateLimiter, RrlError};
+use crate::responder::UdpResponder;
+use crate::rrl::RrlError;
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, Error)]
@@ -153,12 +154,23 @@ pub fn run(
     stop(workers?, control, &shutdown)
 }
 
-/// Who may ask what, as configured; shared by the workers and TCP.
+/// Who may ask what, and how fast, as configured; shared by the workers
+/// and TCP, replaced on reload.
 fn policy(config: &Config) -> Policy {
-    Policy {
-        access: Arc::new(config.access.clone()),
+    Policy::new(rules(config))
+}
+
+/// The rules of a configuration, each UDP worker's share of the rate limit
+/// included.
+pub fn rules(config: &Config) -> Rules {
+    Rules {
+        access: config.access.clone(),
         denied: config.denied,
-        forward_allow: Arc::new(ArcSwap::from_pointee(config.forward_allow.clone())),
+        forward_allow: config.forward_allow.clone(),
+        rate_limit: config
+            .rate_limit
+            .as_ref()
+            .map(|r| r.per_worker(config.cpus.len())),
     }
 }
 
@@ -382,19 +394,14 @@ fn spawn_workers(
     shutdown: &Shutdown,
 ) -> Result<Vec<Worker>, RunError> {
     let mut seeds = Rng::seed_from_u64(crate::nodes::refresher::random_seed());
-    let rate_limit = config
-        .rate_limit
-        .as_ref()
-        .map(|r| r.per_worker(config.cpus.len()));
     let mut workers = Vec::with_capacity(per_worker.len());
     for (index, (sockets, &cpu)) in per_worker.into_iter().zip(&config.cpus).enumerate() {
-        let limiter = rate_limit.as_ref().map(RateLimiter::new).transpose()?;
         let mut responder = UdpResponder::new(
             shared.published,
             Rng::from_rng(&mut seeds),
             shared.forward.clone(),
         )
-        .with_policy(shared.policy.clone(), limiter)
+        .with_policy(&shared.policy)
         .with_metrics(Arc::clone(shared.metrics.udp_worker(index)));
         let sockets = WorkerSockets {
             sockets,

@@ -22,7 +22,8 @@ use crate::dns::{Rng, Transport};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::nodes::SharedSnapshot;
-use crate::responder::{Action, Policy, Responder};
+use crate::policy::Policy;
+use crate::responder::{Action, Responder};
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +133,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let allowed = policy.access.allows(peer.ip());
-        if !allowed && policy.denied == Denied::Drop {
+        let rules = policy.rules();
+        let allowed = rules.access.allows(peer.ip());
+        if !allowed && rules.denied == Denied::Drop {
             metrics
                 .tcp()
                 .dropped(crate::metrics::DropReason::AccessDenied);
@@ -156,7 +158,7 @@ pub async fn serve(
             peer: peer.ip(),
             // No rate limit over TCP: the handshake proved the source.
             responder: Responder::new(Rng::from_rng(&mut seeds), Arc::clone(metrics.tcp()))
-                .with_policy(policy.clone(), None),
+                .with_policy(&policy, false),
             metrics: Arc::clone(&metrics),
             idle_timeout: settings.idle_timeout,
         };

@@ -227,3 +227,83 @@ fn exclude_on_reload_takes_a_node_out_and_a_reload_excluding_every_node_is_rejec
     assert!(asked > 0);
     assert_eq!(bad, 0, "{bad} of {asked} queries got no address");
 }
+
+/// What `count` queries for the domain from `client`, each waiting up to
+/// 100 ms once, got: answers with an address, truncated replies, REFUSED,
+/// and no reply.
+fn burst(client: &mut DnsClient, count: usize) -> (usize, usize, usize, usize) {
+    let (mut answered, mut truncated, mut refused, mut silent) = (0, 0, 0, 0);
+    for _ in 0..count {
+        match client.query_once(DOMAIN, Rtype::A, Duration::from_millis(100)) {
+            None => silent += 1,
+            Some(r) if r.rcode() == Rcode::REFUSED => refused += 1,
+            Some(r) if r.addrs().is_empty() => truncated += 1,
+            Some(_) => answered += 1,
+        }
+    }
+    (answered, truncated, refused, silent)
+}
+
+// 4. The access list and the rate limit change on reload,
+// while a client that stays allowed loses no query.
+#[test]
+fn access_list_and_rate_limit_change_on_reload_without_a_lost_query() {
+    let (sim, n) = cluster(192, 2);
+    let listen = "listen = [\"127.0.0.1:0\"]\n";
+    let file = TempFile::new("rules", listen);
+    let mut r = start_with_file(&sim, &n[..1], &file);
+    r.wait_for_cluster_list();
+    let server = r.udp_addr();
+    let outsider: IpAddr = "127.0.9.1".parse().unwrap();
+    let mut other = DnsClient::from(outsider, server);
+    assert_eq!(burst(&mut other, 5), (5, 0, 0, 0));
+    let asker = Asker::start(server);
+
+    write_config(
+        &file.path,
+        &format!("{listen}allow = [\"127.0.0.1/32\"]\ndenied = \"refuse\"\n"),
+    );
+    sighup_and_wait(&mut r, "configuration reloaded", 1);
+    assert_eq!(
+        burst(&mut other, 5),
+        (0, 0, 5, 0),
+        "refused after the reload"
+    );
+    write_config(
+        &file.path,
+        &format!("{listen}allow = [\"127.0.0.1/32\"]\ndenied = \"drop\"\n"),
+    );
+    sighup_and_wait(&mut r, "configuration reloaded", 2);
+    assert_eq!(
+        burst(&mut other, 3),
+        (0, 0, 0, 3),
+        "dropped after the reload"
+    );
+    let (asked, bad) = asker.finish();
+    assert!(asked > 0);
+    assert_eq!(
+        bad, 0,
+        "{bad} of {asked} queries from an allowed source got no address"
+    );
+
+    write_config(&file.path, &format!("{listen}rate-limit = 5\n"));
+    sighup_and_wait(&mut r, "configuration reloaded", 3);
+    let (answered, truncated, _, silent) = burst(&mut other, 60);
+    assert!(
+        answered < 30 && truncated + silent > 30,
+        "limited to 5 a second: {answered} answered, {truncated} truncated, {silent} dropped"
+    );
+    write_config(&file.path, listen);
+    sighup_and_wait(&mut r, "configuration reloaded", 4);
+    assert_eq!(
+        burst(&mut other, 60),
+        (60, 0, 0, 0),
+        "no limit after the reload"
+    );
+    assert!(
+        r.log_text()
+            .contains("access and rate-limit rules replaced"),
+        "{}",
+        r.log_text()
+    );
+}

@@ -308,19 +308,20 @@ pub struct Options {
     pub user: Option<String>,
 
     /// Answer only sources in this network, e.g. 10.0.0.0/8 or fd00::/8 (repeatable;
-    /// UDP and TCP) [default: every source]
+    /// UDP and TCP). Takes effect on reload (SIGHUP) [default: every source]
     #[arg(long, value_name = "CIDR")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
 
-    /// What sources outside --allow get: `refuse` (REFUSED) or `drop` (no answer)
-    /// [default: refuse]
+    /// What sources outside --allow get: `refuse` (REFUSED) or `drop` (no answer).
+    /// Takes effect on reload [default: refuse]
     #[arg(long, value_name = "POLICY")]
     pub denied: Option<Denied>,
 
     /// Response rate limiting: answers per second to one source network (/24 for
     /// IPv4, /56 for IPv6), in the manner of BIND's and Knot's RRL; 0 turns it off.
-    /// Meant for servers exposed beyond trusted clients [default: 0]
+    /// Meant for servers exposed beyond trusted clients. Takes effect on reload
+    /// [default: 0]
     #[arg(long, value_name = "PER_SECOND")]
     pub rate_limit: Option<u32>,
 

@@ -51,9 +51,6 @@ restart_only! {
     "tcp-idle-timeout" tcp_idle_timeout, "tcp-max-connections" tcp_max_connections => tcp;
     "forward" forward, "forward-timeout" forward_timeout,
         "forward-max-outstanding" forward_max_outstanding => forward, zone.forwarding;
-    "allow" allow => access;
-    "denied" denied => denied;
-    "rate-limit" rate_limit, "rate-limit-slip" rate_limit_slip => rate_limit;
     "log-format" log_format => log_format;
     "log-level" log_level => log_level;
 }

@@ -186,10 +186,6 @@ fn every_restart_only_option_changed() -> Options {
         forward: vec!["127.0.0.54".into()],
         forward_timeout: Some(HumanDuration(Duration::from_secs(2))),
         forward_max_outstanding: Some(10),
-        allow: Vec::new(),
-        denied: Some(Denied::Refuse),
-        rate_limit: Some(60),
-        rate_limit_slip: Some(3),
         log_format: Some(LogFormat::Text),
         log_level: Some("warn".into()),
         ttl: Some(9),
@@ -220,9 +216,6 @@ fn a_reload_keeps_and_names_every_restart_only_setting() {
     assert_eq!(new.tcp, running.tcp);
     assert_eq!(new.forward, running.forward);
     assert_eq!(new.zone.forwarding, running.zone.forwarding);
-    assert_eq!(new.access, running.access);
-    assert_eq!(new.denied, running.denied);
-    assert_eq!(new.rate_limit, running.rate_limit);
     assert_eq!(new.log_format, running.log_format);
     assert_eq!(new.log_level, running.log_level);
     // ... and so are the printed ones; what a reload changes is changed.
@@ -262,4 +255,23 @@ fn every_restart_only_name_is_the_key_of_its_option() {
         assert_eq!(*name, field.replace('_', "-"));
         assert!(printed.contains_key(*name), "{name} is not an option");
     }
+}
+
+#[test]
+fn a_reload_takes_the_access_list_denied_policy_and_rate_limit() {
+    let running = Config::from_options(every_option()).unwrap();
+    let mut new = Config::from_options(Options {
+        allow: Vec::new(),
+        denied: Some(Denied::Refuse),
+        rate_limit: Some(60),
+        rate_limit_slip: Some(3),
+        exclude: Vec::new(),
+        ..every_option()
+    })
+    .unwrap();
+    assert_eq!(new.keep_restart_only(&running), Vec::<&str>::new());
+    assert_ne!(new.access, running.access);
+    assert_ne!(new.denied, running.denied);
+    assert_ne!(new.rate_limit, running.rate_limit);
+    assert_ne!(new.exclude, running.exclude);
 }

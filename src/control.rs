@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
-use crate::metrics::{Endpoints, Metrics, ReadyCheck};
+use crate::metrics::{Endpoints, Metrics, ReadyCheck, ReadyFacts};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::degraded;
 use crate::nodes::driver::{self, Inputs, Reload};
@@ -254,6 +254,17 @@ fn spawn_listeners(
         let snapshot = published.load();
         let age = (snapshot.source == NodeSource::Cluster).then(|| snapshot.built.elapsed());
         degraded::facts(&snapshot, age)
+    });
+    // What `/readyz` would answer, without its text's refresh problem (which
+    // does not change the answer) so that the source holds no `Metrics`.
+    let readiness = Arc::clone(&plane.readiness);
+    let published = Arc::clone(&plane.published);
+    plane.metrics.set_ready_source(move || {
+        let workers_up = readiness.workers_up();
+        ReadyFacts {
+            workers_up,
+            ready: degraded::readyz(&published.load(), workers_up, None).ready,
+        }
     });
 }
 

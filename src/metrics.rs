@@ -16,17 +16,20 @@
 //!   thread at a time (and the runtime's task switches order the accesses).
 //!   Should TCP ever move to a multi-threaded runtime, give it
 //!   `fetch_add`s or one `QueryMetrics` per thread.
-//! - [`ControlMetrics`]: refresh and health-probe outcomes per node, node
-//!   removals by reason with the time each took, and gauges, written by the control plane (a `Mutex`ed map and atomics; a
-//!   few writes per second, never on the packet path).
+//! - [`ControlMetrics`]: refresh and health-probe outcomes per node, the
+//!   time each probe took (by outcome, written by the probers), node
+//!   removals by reason with the time each took, and gauges, written by the
+//!   control plane (a `Mutex`ed map and atomics; a few writes per second,
+//!   never on the packet path).
 //! - Facts about the current snapshot (live nodes per name, generation,
 //!   age) are read at scrape time from a [`SnapshotSource`] the server
-//!   provides.
+//!   provides, and readiness (every UDP worker running, what `/readyz`
+//!   answers) from a function returning [`ReadyFacts`].
 //!
 //! # Wiring
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use alternator_dns::metrics::{Metrics, SnapshotFacts, QueryType, Rcode};
+//! # use alternator_dns::metrics::{Metrics, ReadyFacts, SnapshotFacts, QueryType, Rcode};
 //! let metrics = Arc::new(Metrics::new(2)); // two UDP workers
 //! metrics.set_io_backend("uring");
 //! metrics.set_snapshot_source(|| SnapshotFacts {
@@ -36,6 +39,7 @@
 //!     generation: 7,
 //!     age: Some(std::time::Duration::from_millis(400)),
 //! });
+//! metrics.set_ready_source(|| ReadyFacts { workers_up: true, ready: true });
 //! let mine = metrics.udp_worker(0).clone(); // moved into worker 0
 //! mine.query(QueryType::A);
 //! mine.response(Rcode::NoError);
@@ -65,7 +69,7 @@ pub mod http;
 mod labels;
 mod render;
 
-pub use control::{ControlMetrics, SnapshotFacts, SnapshotSource};
+pub use control::{ControlMetrics, ReadyFacts, SnapshotFacts, SnapshotSource};
 pub use counters::{QueryCounts, QueryMetrics};
 pub use http::{serve, Endpoints, ReadyCheck, Readyz};
 pub use labels::{DropReason, Outcome, QueryType, Rcode, RemovalReason};
@@ -92,6 +96,9 @@ pub const RATE_LIMIT_SLIPS_TOTAL: &str = "alternator_dns_rate_limit_slips_total"
 pub const REFRESH_REQUESTS_TOTAL: &str = "alternator_dns_refresh_requests_total";
 /// Health probes, by node and result (`ok`, `error`).
 pub const HEALTH_PROBES_TOTAL: &str = "alternator_dns_health_probes_total";
+/// Histogram: how long each health probe took, by result (`ok`, `error`);
+/// a timed-out probe takes the whole `--health-timeout`.
+pub const HEALTH_PROBE_SECONDS: &str = "alternator_dns_health_probe_seconds";
 /// Counter: nodes taken out of the answers, by reason.
 pub const NODE_REMOVALS_TOTAL: &str = "alternator_dns_node_removals_total";
 /// Histogram: from a removed node's first failing probe to the snapshot
@@ -114,6 +121,10 @@ pub const UNVERIFIED_SEEDS: &str = "alternator_dns_unverified_seeds";
 pub const SNAPSHOT_GENERATION: &str = "alternator_dns_snapshot_generation";
 /// Seconds since the current snapshot was published.
 pub const SNAPSHOT_AGE_SECONDS: &str = "alternator_dns_snapshot_age_seconds";
+/// 1 while every UDP worker runs its loop and none has failed.
+pub const WORKERS_UP: &str = "alternator_dns_workers_up";
+/// 1 while `/readyz` answers 200 (`ready` or `ready, degraded`).
+pub const READY: &str = "alternator_dns_ready";
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -133,7 +144,11 @@ pub struct Metrics {
     io_backend: Mutex<String>,
     start_time: SystemTime,
     snapshot: OnceLock<Box<dyn SnapshotSource>>,
+    ready: OnceLock<Box<ReadySource>>,
 }
+
+/// Where [`Metrics::render`] gets the [`ReadyFacts`].
+type ReadySource = dyn Fn() -> ReadyFacts + Send + Sync;
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,6 +174,7 @@ impl Metrics {
             io_backend: Mutex::new("unknown".to_string()),
             start_time: SystemTime::now(),
             snapshot: OnceLock::new(),
+            ready: OnceLock::new(),
         }
     }
 
@@ -192,6 +208,16 @@ impl Metrics {
     /// effect; it returns `false` for later ones.
     pub fn set_snapshot_source(&self, source: impl SnapshotSource + 'static) -> bool {
         self.snapshot.set(Box::new(source)).is_ok()
+    }
+
+    /// Sets where the readiness facts come from (`alternator_dns_workers_up`
+    /// and `alternator_dns_ready`; both absent until set). Only the first
+    /// call has an effect; it returns `false` for later ones.
+    pub fn set_ready_source(
+        &self,
+        source: impl Fn() -> ReadyFacts + Send + Sync + 'static,
+    ) -> bool {
+        self.ready.set(Box::new(source)).is_ok()
     }
 
     /// The UDP workers' counters summed.

@@ -1,6 +1,7 @@
-//! What the control plane reports (refresh and probe outcomes per node, node
-//! removals and how long each took, TCP and forwarding gauges) and what the scraper asks of the current snapshot:
-//! a few writes a second, so a `Mutex`ed map is cheap enough.
+//! What the control plane reports (refresh and probe outcomes per node, how
+//! long probes took, node removals and how long each took, TCP and
+//! forwarding gauges) and what the scraper asks of the current snapshot and
+//! of readiness: a few writes a second, so a `Mutex`ed map is cheap enough.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,8 @@ pub struct ControlMetrics {
     /// Node address -> counts by [`Outcome`].
     pub(super) refresh: Mutex<BTreeMap<String, [u64; Outcome::COUNT]>>,
     pub(super) probes: Mutex<BTreeMap<String, [u64; Outcome::COUNT]>>,
+    /// How long health probes took, by [`Outcome`] (all nodes together).
+    pub(super) probe_times: Mutex<[Histogram; Outcome::COUNT]>,
     /// Nodes taken out, by [`RemovalReason`].
     pub(super) removals: Mutex<[Removals; RemovalReason::COUNT]>,
     pub(super) tcp_connections: AtomicU64,
@@ -37,6 +40,18 @@ impl ControlMetrics {
     pub fn health_probe(&self, node: impl fmt::Display, outcome: Outcome) {
         let mut map = lock(&self.probes);
         map.entry(node.to_string()).or_default()[outcome as usize] += 1;
+    }
+
+    /// How long one health probe took, from its start to its result (a
+    /// timed-out one takes the whole timeout). No allocation: the prober
+    /// calls it for every probe.
+    pub fn health_probe_took(&self, outcome: Outcome, took: Duration) {
+        lock(&self.probe_times)[outcome as usize].observe(took);
+    }
+
+    /// Health probes timed so far with `outcome`.
+    pub fn health_probes_timed(&self, outcome: Outcome) -> u64 {
+        lock(&self.probe_times)[outcome as usize].count
     }
 
     /// A node taken out of the answers, and the time from its first failing
@@ -109,17 +124,18 @@ pub(super) struct Removals {
     pub(super) took: Histogram,
 }
 
-/// Upper bounds, in seconds, of the removal-time histogram's buckets: from
-/// a closed connection noticed at once to several timed-out probes.
-pub(super) const REMOVAL_BUCKETS: [f64; 13] = [
+/// Upper bounds, in seconds, of the buckets of the histograms (removal
+/// times, probe times): from a probe on a local network or a closed
+/// connection noticed at once to several timed-out probes.
+pub(super) const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A Prometheus histogram over [`REMOVAL_BUCKETS`] (counts per bucket, not
+/// A Prometheus histogram over [`BUCKETS`] (counts per bucket, not
 /// cumulative; the exposition adds them up).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Histogram {
-    pub(super) buckets: [u64; REMOVAL_BUCKETS.len()],
+    pub(super) buckets: [u64; BUCKETS.len()],
     pub(super) count: u64,
     pub(super) sum: f64,
 }
@@ -127,7 +143,7 @@ pub(super) struct Histogram {
 impl Histogram {
     fn observe(&mut self, value: Duration) {
         let secs = value.as_secs_f64();
-        if let Some(i) = REMOVAL_BUCKETS.iter().position(|&le| secs <= le) {
+        if let Some(i) = BUCKETS.iter().position(|&le| secs <= le) {
             self.buckets[i] += 1;
         }
         self.count += 1;
@@ -166,4 +182,14 @@ impl<F: Fn() -> SnapshotFacts + Send + Sync> SnapshotSource for F {
     fn facts(&self) -> SnapshotFacts {
         self()
     }
+}
+
+/// What the metrics report about readiness, gathered at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadyFacts {
+    /// Every UDP worker runs its loop and none has failed
+    /// (`alternator_dns_workers_up`).
+    pub workers_up: bool,
+    /// `/readyz` answers 200 (`alternator_dns_ready`).
+    pub ready: bool,
 }

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{
-    control::REMOVAL_BUCKETS, lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts,
-    QueryType, Rcode, RemovalReason, SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN,
-    FAIL_OPEN_NODES, FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, LIVE_NODES,
-    NODE_REMOVALS_TOTAL, NODE_REMOVAL_SECONDS, QUERIES_TOTAL, RATE_LIMIT_SLIPS_TOTAL,
-    REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS, SNAPSHOT_GENERATION,
-    START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL, UNVERIFIED_SEEDS,
+    control::{Histogram, BUCKETS},
+    lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts, QueryType, Rcode, ReadyFacts,
+    RemovalReason, SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
+    FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, HEALTH_PROBE_SECONDS,
+    LIVE_NODES, NODE_REMOVALS_TOTAL, NODE_REMOVAL_SECONDS, QUERIES_TOTAL, RATE_LIMIT_SLIPS_TOTAL,
+    READY, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS, SNAPSHOT_GENERATION,
+    START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL, UNVERIFIED_SEEDS, WORKERS_UP,
     WORKER_QUERIES_TOTAL,
 };
 
@@ -33,6 +34,9 @@ impl Metrics {
         render_control(&mut out, &self.control);
         if let Some(source) = self.snapshot.get() {
             render_snapshot(&mut out, &source.facts());
+        }
+        if let Some(source) = self.ready.get() {
+            render_ready(&mut out, source());
         }
         out.0
     }
@@ -180,6 +184,20 @@ fn render_control(out: &mut Text, control: &ControlMetrics) {
         }
     }
 
+    out.family(
+        HEALTH_PROBE_SECONDS,
+        "histogram",
+        "Seconds each health probe took, by result.",
+    );
+    let times = *lock(&control.probe_times);
+    for &o in Outcome::ALL {
+        out.histogram(
+            HEALTH_PROBE_SECONDS,
+            ("result", o.label()),
+            &times[o as usize],
+        );
+    }
+
     render_removals(out, control);
     out.family(TCP_CONNECTIONS, "gauge", "TCP connections open.");
     out.sample(
@@ -219,30 +237,15 @@ fn render_removals(out: &mut Text, control: &ControlMetrics) {
         "histogram",
         "Seconds from a removed node's first failing probe to the answers without it, by reason.",
     );
-    let bucket = format!("{NODE_REMOVAL_SECONDS}_bucket");
     for &r in RemovalReason::ALL {
         if r == RemovalReason::Unlisted {
             continue;
         }
-        let took = &removals[r as usize].took;
-        let mut below = 0;
-        for (le, n) in REMOVAL_BUCKETS.iter().zip(took.buckets) {
-            below += n;
-            out.sample(
-                &bucket,
-                &[("reason", r.label()), ("le", &le.to_string())],
-                below,
-            );
-        }
-        out.sample(
-            &bucket,
-            &[("reason", r.label()), ("le", "+Inf")],
-            took.count,
+        out.histogram(
+            NODE_REMOVAL_SECONDS,
+            ("reason", r.label()),
+            &removals[r as usize].took,
         );
-        let name = format!("{NODE_REMOVAL_SECONDS}_sum");
-        out.sample(&name, &[("reason", r.label())], took.sum);
-        let name = format!("{NODE_REMOVAL_SECONDS}_count");
-        out.sample(&name, &[("reason", r.label())], took.count);
     }
 }
 
@@ -294,6 +297,18 @@ fn render_snapshot(out: &mut Text, facts: &SnapshotFacts) {
     }
 }
 
+/// Readiness, when the server gave a source of it.
+fn render_ready(out: &mut Text, facts: ReadyFacts) {
+    out.family(
+        WORKERS_UP,
+        "gauge",
+        "1 while every UDP worker runs its loop and none has failed.",
+    );
+    out.sample(WORKERS_UP, &[], u8::from(facts.workers_up));
+    out.family(READY, "gauge", "1 while /readyz answers 200.");
+    out.sample(READY, &[], u8::from(facts.ready));
+}
+
 /// A duration written as seconds with millisecond precision.
 struct Seconds(Duration);
 
@@ -336,5 +351,19 @@ impl Text {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    /// The samples of one histogram of family `name` with one label:
+    /// `_bucket` (cumulative, `+Inf` last), `_sum` and `_count`.
+    fn histogram(&mut self, name: &str, label: (&str, &str), h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let mut below = 0;
+        for (le, n) in BUCKETS.iter().zip(h.buckets) {
+            below += n;
+            self.sample(&bucket, &[label, ("le", &le.to_string())], below);
+        }
+        self.sample(&bucket, &[label, ("le", "+Inf")], h.count);
+        self.sample(&format!("{name}_sum"), &[label], h.sum);
+        self.sample(&format!("{name}_count"), &[label], h.count);
     }
 }

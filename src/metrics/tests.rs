@@ -142,6 +142,10 @@ fn known_metrics() -> Metrics {
     c.refresh("10.0.0.1:8000", Outcome::Error);
     c.refresh("[fd00::2]:8000", Outcome::Error);
     c.health_probe("10.0.0.1:8000", Outcome::Ok);
+    c.health_probe_took(Outcome::Ok, Duration::from_micros(400));
+    c.health_probe_took(Outcome::Ok, Duration::from_millis(3));
+    c.health_probe_took(Outcome::Error, Duration::from_millis(300));
+    c.health_probe_took(Outcome::Error, Duration::from_secs(30));
     c.node_removed(RemovalReason::Refused, Some(Duration::from_micros(1500)));
     c.node_removed(RemovalReason::Refused, Some(Duration::from_millis(40)));
     c.node_removed(RemovalReason::Unlisted, None);
@@ -167,6 +171,11 @@ fn render_gives_the_exact_samples() {
         age: Some(Duration::from_millis(1500)),
     }));
     assert!(!m.set_snapshot_source(SnapshotFacts::default));
+    assert!(m.set_ready_source(|| ReadyFacts {
+        workers_up: true,
+        ready: false,
+    }));
+    assert!(!m.set_ready_source(ReadyFacts::default));
     let text = m.render();
     let s = parse(&text);
     let get = |k: &str| *s.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
@@ -337,6 +346,29 @@ fn render_gives_the_exact_samples() {
             && k.contains("unlisted")),
         "no time for a node no longer listed"
     );
+    let probe_bucket = |result: &str, le: &str| {
+        get(&format!(
+            "alternator_dns_health_probe_seconds_bucket{{le=\"{le}\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(probe_bucket("ok", "0.001"), 1.0);
+    assert_eq!(probe_bucket("ok", "0.0025"), 1.0);
+    assert_eq!(probe_bucket("ok", "0.005"), 2.0);
+    assert_eq!(probe_bucket("ok", "+Inf"), 2.0);
+    assert_eq!(probe_bucket("error", "0.25"), 0.0);
+    assert_eq!(probe_bucket("error", "0.5"), 1.0);
+    assert_eq!(
+        probe_bucket("error", "10"),
+        1.0,
+        "above the last bound: only in +Inf"
+    );
+    assert_eq!(probe_bucket("error", "+Inf"), 2.0);
+    assert_eq!(
+        get("alternator_dns_health_probe_seconds_count{result=\"error\"}"),
+        2.0
+    );
+    assert!((get("alternator_dns_health_probe_seconds_sum{result=\"error\"}") - 30.3).abs() < 1e-9);
+    assert_eq!(m.control().health_probes_timed(Outcome::Ok), 2);
     assert_eq!(get("alternator_dns_tcp_connections"), 4.0);
     assert_eq!(get("alternator_dns_forward_outstanding_queries"), 2.0);
 
@@ -363,6 +395,8 @@ fn render_gives_the_exact_samples() {
     assert_eq!(get("alternator_dns_unverified_seeds"), 1.0);
     assert_eq!(get("alternator_dns_snapshot_generation"), 42.0);
     assert_eq!(get("alternator_dns_snapshot_age_seconds"), 1.5);
+    assert_eq!(get("alternator_dns_workers_up"), 1.0);
+    assert_eq!(get("alternator_dns_ready"), 0.0);
 
     // The exact lines, as a scraper sees them.
     for line in [
@@ -372,6 +406,10 @@ fn render_gives_the_exact_samples() {
         "alternator_dns_worker_queries_total{worker=\"1\"} 11",
         "# TYPE alternator_dns_build_info gauge",
         "alternator_dns_snapshot_age_seconds 1.500",
+        "# TYPE alternator_dns_health_probe_seconds histogram",
+        "alternator_dns_health_probe_seconds_bucket{result=\"ok\",le=\"+Inf\"} 2",
+        "# TYPE alternator_dns_workers_up gauge",
+        "alternator_dns_ready 0",
         "alternator_dns_refresh_requests_total{node=\"10.0.0.1:8000\",result=\"error\"} 1",
     ] {
         assert!(
@@ -396,6 +434,13 @@ fn without_a_snapshot_source_the_snapshot_families_are_absent() {
     let s = parse(&m.render());
     assert!(!s.keys().any(|k| k.starts_with("alternator_dns_live_nodes")));
     assert!(!s.contains_key("alternator_dns_snapshot_generation"));
+    assert!(!s.contains_key("alternator_dns_workers_up"));
+    assert!(!s.contains_key("alternator_dns_ready"));
+    // The probe-time histogram is written from the start, zeros included.
+    assert_eq!(
+        s["alternator_dns_health_probe_seconds_count{result=\"error\"}"],
+        0.0
+    );
     let build = format!(
         "alternator_dns_build_info{{io_backend=\"unknown\",version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")

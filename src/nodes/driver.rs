@@ -36,6 +36,7 @@ use super::tracker::{
 };
 use super::view::NodesView;
 use crate::dns::Zone;
+use crate::metrics::{Metrics, Outcome};
 
 /// Largest health-check body read; Alternator's is a few dozen bytes.
 const MAX_HEALTH_BODY: usize = 4096;
@@ -105,6 +106,7 @@ pub async fn run(
         client,
         published,
         probers: HashMap::new(),
+        metrics: Arc::clone(&settings.metrics),
         started: 0,
         round: None,
         rounds: 0,
@@ -179,6 +181,8 @@ struct Shell {
     client: AlternatorClient,
     published: SharedSnapshot,
     probers: HashMap<IpAddr, Prober>,
+    /// Where the probers record how long each probe took.
+    metrics: Arc<Metrics>,
     /// Probers started so far, to number them.
     started: u64,
     /// The round under way and its number.
@@ -231,6 +235,7 @@ impl Shell {
         self.client = reload.client.clone();
         self.port = reload.settings.refresh.alternator_port;
         self.health = reload.settings.health;
+        self.metrics = Arc::clone(&reload.settings.metrics);
         self.poller = Some(Poller::new(
             reload.settings.refresh.clone(),
             reload.client.clone(),
@@ -273,6 +278,7 @@ impl Effects for Shell {
             id: self.started,
             tx: self.tx.clone(),
             retired,
+            metrics: Arc::clone(&self.metrics),
         };
         let task = tokio::spawn(probe_node(node, probe, self.health, first, seed, link));
         // A prober replaced (after a reload) retires as the next one starts.
@@ -322,6 +328,8 @@ struct ProberLink {
     tx: mpsc::Sender<Report>,
     /// Resolves when the driver retires the prober.
     retired: oneshot::Receiver<()>,
+    /// Where the time each probe took goes (only the probers write it).
+    metrics: Arc<Metrics>,
 }
 
 /// One polling round: every selector, reported one by one, then the end.
@@ -416,7 +424,8 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
 /// next one back; sooner when there is news: the node closed the connection
 /// kept between checks (its process may have died: the check at once finds
 /// out), or a check failed after one that passed (a second opinion at once
-/// rather than an interval later).
+/// rather than an interval later). How long each check took goes to the
+/// metrics (`alternator_dns_health_probe_seconds`).
 async fn probe_node(
     node: IpAddr,
     mut probe: impl Check,
@@ -429,6 +438,7 @@ async fn probe_node(
         id,
         tx,
         mut retired,
+        metrics,
     } = link;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut next = Instant::now() + first;
@@ -442,6 +452,10 @@ async fn probe_node(
         let started = Instant::now();
         let result = probe.check(health.timeout).await;
         let passed = result == ProbeResult::Passed;
+        let outcome = if passed { Outcome::Ok } else { Outcome::Error };
+        metrics
+            .control()
+            .health_probe_took(outcome, started.elapsed());
         let first_failure = passed_last && !passed;
         passed_last = passed;
         let report = Report::Probe(

@@ -63,19 +63,28 @@ struct Started {
     task: JoinHandle<()>,
     reports: mpsc::Receiver<Report>,
     retire: oneshot::Sender<()>,
+    /// Where the prober records its probe times.
+    metrics: Arc<Metrics>,
 }
 
 fn start(check: impl Check, first: Duration, seed: u64) -> Started {
     let node = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
     let (tx, reports) = mpsc::channel(16);
     let (retire, retired) = oneshot::channel();
-    let link = ProberLink { id: 1, tx, retired };
+    let metrics = Arc::new(Metrics::new(1));
+    let link = ProberLink {
+        id: 1,
+        tx,
+        retired,
+        metrics: Arc::clone(&metrics),
+    };
     let health = HealthSettings::default();
     let task = tokio::spawn(probe_node(node, check, health, first, seed, link));
     Started {
         task,
         reports,
         retire,
+        metrics,
     }
 }
 
@@ -87,6 +96,7 @@ async fn time_to_down(fault_at: Instant, first: Duration, seed: u64) -> Duration
         task: prober,
         reports: mut rx,
         retire: _retire,
+        ..
     } = start(HangsAt { fault_at }, first, seed);
     let mut failed = 0;
     let took = loop {
@@ -134,6 +144,7 @@ async fn probes_of_a_healthy_node_keep_their_interval() {
         task: prober,
         reports: mut rx,
         retire: _retire,
+        ..
     } = start(HangsAt { fault_at: never }, Duration::ZERO, 1);
     let mut at = Vec::new();
     while at.len() < 20 {
@@ -161,6 +172,7 @@ async fn a_retired_prober_reports_the_probe_under_way_then_stops() {
         task: prober,
         reports: mut rx,
         retire,
+        ..
     } = start(HangsAt { fault_at }, Duration::ZERO, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(retire);
@@ -180,6 +192,7 @@ async fn a_prober_retired_between_probes_stops_at_once() {
         task: prober,
         reports: mut rx,
         retire,
+        ..
     } = start(HangsAt { fault_at: never }, Duration::ZERO, 1);
     assert!(rx.recv().await.is_some());
     let retired_at = Instant::now();
@@ -217,6 +230,7 @@ async fn a_node_whose_process_dies_is_reported_refused_at_once_at_any_phase() {
             task: prober,
             reports: mut rx,
             retire: _retire,
+            ..
         } = start(DiesAt { fault_at }, first, phase);
         loop {
             let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
@@ -229,5 +243,43 @@ async fn a_node_whose_process_dies_is_reported_refused_at_once_at_any_phase() {
             }
         }
         prober.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_probe_time_is_recorded_by_outcome() {
+    // Answers at once for a second, then hangs: each failing probe takes
+    // the whole 300 ms timeout.
+    let fault_at = Instant::now() + Duration::from_secs(1);
+    let Started {
+        task: prober,
+        reports: mut rx,
+        retire: _retire,
+        metrics,
+    } = start(HangsAt { fault_at }, Duration::ZERO, 1);
+    let (mut passed, mut failed) = (0, 0);
+    while failed < 2 {
+        let Some(Report::Probe(_, Event::Probe { result, .. })) = rx.recv().await else {
+            panic!("the prober stopped reporting");
+        };
+        match result {
+            ProbeResult::Passed => passed += 1,
+            ProbeResult::Failed { .. } => failed += 1,
+        }
+    }
+    prober.abort();
+    let control = metrics.control();
+    assert!(passed > 0);
+    assert_eq!(control.health_probes_timed(Outcome::Ok), passed);
+    assert_eq!(control.health_probes_timed(Outcome::Error), 2);
+    let text = metrics.render();
+    for line in [
+        format!(
+            "alternator_dns_health_probe_seconds_bucket{{result=\"ok\",le=\"0.001\"}} {passed}"
+        ),
+        "alternator_dns_health_probe_seconds_bucket{result=\"error\",le=\"0.25\"} 0".into(),
+        "alternator_dns_health_probe_seconds_bucket{result=\"error\",le=\"0.5\"} 2".into(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }

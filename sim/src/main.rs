@@ -15,6 +15,8 @@ use alternator_sim::{Fault, SimCluster, SimNode, SimOptions, SimTls, DEFAULT_DC,
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+mod story;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "alternator-sim",
@@ -32,7 +34,8 @@ enum Mode {
     /// Run a simulated cluster until SIGINT or SIGTERM.
     Cluster(ClusterArgs),
     /// Start a simulated cluster on 127.0.0.1..N and alternator-dns in front of
-    /// it, listening on 127.0.0.1:5353; prints how to query it.
+    /// it, listening on 127.0.0.1:5353; shows a node dying and the answers
+    /// moving off it, then prints how to query it.
     Demo(DemoArgs),
 }
 
@@ -95,6 +98,9 @@ struct DemoArgs {
     /// The alternator-dns binary [default: alternator-dns beside this program]
     #[arg(long, value_name = "PATH")]
     responder: Option<PathBuf>,
+    /// Skip the story (a node killed and brought back) and only start.
+    #[arg(long)]
+    no_story: bool,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +186,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("alternator-dns"),
     };
+    let metrics = free_local_port().context("cannot find a port for the metrics endpoint")?;
     let mut command = Command::new(&responder);
     command
         .args([
@@ -187,6 +194,8 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
             &args.listen.to_string(),
             "--domain",
             &args.domain,
+            "--metrics-listen",
+            &metrics.to_string(),
         ])
         .args(["--alternator-port", &port.to_string()])
         .args([
@@ -203,6 +212,11 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start the responder {}", responder.display()))?;
     let shown: Vec<String> = nodes.iter().map(|ip| format!("{ip}:{port}")).collect();
     println!("Simulated Alternator cluster: {}", shown.join(" "));
+    if !args.no_story {
+        if let Err(e) = story::tell(&cluster, args.listen, &args.domain, &responder, metrics) {
+            eprintln!("alternator-sim: the demo's story stopped: {e:#}");
+        }
+    }
     println!(
         "alternator-dns (pid {}) answers {} on {} (UDP and TCP). Try:",
         child.id(),
@@ -212,6 +226,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     let (ip, dns_port) = (args.listen.ip(), args.listen.port());
     println!("  dig @{ip} -p {dns_port} {} A +short", args.domain);
     println!("  kdig @{ip} -p {dns_port} {} A +tcp", args.domain);
+    println!("  {} status --metrics {metrics}", responder.display());
     match args.duration {
         Some(d) => println!("Stopping after {}.", humantime::format_duration(d)),
         None => println!("Ctrl-C stops the demo."),
@@ -226,6 +241,12 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// A loopback address with a port free a moment ago, for the responder's
+/// metrics endpoint (the default 9153 may be taken on a developer's machine).
+fn free_local_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
 }
 
 /// Ends the responder with SIGTERM (by PID) and waits for it.

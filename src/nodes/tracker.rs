@@ -28,17 +28,18 @@ pub use super::health::{FailureKind, HealthSettings};
 use super::membership::{Choice, Health, Membership, NameRule, Selector};
 use super::refresher::{PollError, RefreshSettings};
 use super::snapshot::{Basis, NodeSource, Snapshot};
-use crate::dns::Zone;
 use crate::metrics::{Metrics, Outcome, RemovalReason};
 
 mod log;
 mod recovery;
+mod reload;
 mod removals;
 #[cfg(test)]
 mod tests;
 mod view;
 
 use recovery::Recovery;
+pub use reload::ReloadRejected;
 use view::ProbeRecord;
 
 /// Longest pause between polling rounds while the cluster is unreachable.
@@ -100,19 +101,6 @@ impl ProbeResult {
             ProbeResult::Failed { kind, .. } => Some(*kind),
         }
     }
-}
-
-/// A reload not applied: it would leave a served name with no node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{name} would serve no node: each node it could serve ({}) is excluded; keep one of them \
-     out of `exclude`",
-    serves.join(", ")
-)]
-pub struct ReloadRejected {
-    pub name: String,
-    /// What it serves now.
-    pub serves: Vec<String>,
 }
 
 /// Whom to ask for one selector's list: its own nodes first, then others.
@@ -272,77 +260,6 @@ impl Tracker {
         }
     }
 
-    /// Whether a new configuration may be applied: not when it would leave a
-    /// name that serves nodes now with none (every node it could serve
-    /// excluded).
-    pub fn check_reload(
-        &self,
-        zone: &Arc<Zone>,
-        settings: &TrackerSettings,
-    ) -> Result<(), ReloadRejected> {
-        let mut trial = self.membership.clone();
-        trial.reconfigure(settings.health, settings.exclude.clone());
-        let kept = kept_sets(&self.current, Arc::clone(zone));
-        for (i, rule) in settings.names.iter().enumerate() {
-            let served_now: BTreeSet<IpAddr> = kept.set_nodes(i).collect();
-            let (nodes, choice) = trial.serve(rule, &served_now);
-            let left = match choice {
-                Choice::Pending | Choice::Empty => served_now
-                    .iter()
-                    .filter(|ip| !trial.is_excluded(**ip))
-                    .count(),
-                _ => nodes.len(),
-            };
-            if left == 0 && !served_now.is_empty() {
-                return Err(ReloadRejected {
-                    name: view::name_without_dot(zone.name_text(i)),
-                    serves: served_now.iter().map(ToString::to_string).collect(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies a new configuration (SIGHUP): publishes a snapshot of the new
-    /// zone in which each name keeps the nodes it served (a new name starts
-    /// with the apex's), takes the new rules and settings, restarts every
-    /// prober (the shell has a new client for them), republishes under the
-    /// new rules, and makes a polling round due now. The shell abandons the
-    /// round under way, if any, and ignores what it queued. Returns the
-    /// generation of the first snapshot of the new zone.
-    pub fn reload(
-        &mut self,
-        zone: Arc<Zone>,
-        settings: TrackerSettings,
-        now: Instant,
-        fx: &mut impl Effects,
-    ) -> u64 {
-        let kept = kept_sets(&self.current, zone);
-        let generation = kept.generation;
-        self.store(Arc::new(kept), fx);
-
-        self.selectors = needed_selectors(&settings.names);
-        self.names = settings.names;
-        self.health = settings.health;
-        self.interval = settings.refresh.interval;
-        self.metrics = settings.metrics;
-        self.membership
-            .reconfigure(settings.health, settings.exclude);
-        self.membership.keep_only(&self.selectors);
-        for node in std::mem::take(&mut self.probing) {
-            fx.stop_probing(node);
-        }
-        self.probe_failures.clear();
-        let listed: Vec<IpAddr> = self.membership.all_listed().into_iter().collect();
-        self.sync_probers(&listed, fx);
-        self.last_choice.clear();
-        self.round_failure = None;
-        self.recovery = None;
-        self.round = Round::Due(now);
-        self.publish(None, now, fx);
-        generation
-    }
-
     fn record_probe(
         &mut self,
         node: IpAddr,
@@ -355,20 +272,8 @@ impl Tracker {
         if !self.probing.contains(&node) {
             return;
         }
+        self.note_probe(node, &result, started, now);
         let failure = result.failure();
-        let record = ProbeRecord::new(&result, started, now);
-        self.last_probes.insert(node, record);
-        let outcome = failure.map_or(Outcome::Ok, |_| Outcome::Error);
-        self.metrics.control().health_probe(node, outcome);
-        match &result {
-            ProbeResult::Passed => self.probe_failures.remove(&node),
-            ProbeResult::Failed { detail, hint, .. } => {
-                self.probe_failures.insert(node, (detail.clone(), hint))
-            }
-        };
-        if let Some(recovery) = &mut self.recovery {
-            recovery.reported(node);
-        }
         let before = self.membership.health(node);
         let changed = self.membership.record_probe(node, failure, started);
         let after = self.membership.health(node);
@@ -391,6 +296,24 @@ impl Tracker {
             log::damped(node, &self.health.damping);
         }
         self.remind_fail_open(now);
+    }
+
+    /// Keeps what a probe said for the view, the metrics, the fail-open
+    /// log lines and a held narrowing.
+    fn note_probe(&mut self, node: IpAddr, result: &ProbeResult, started: Instant, now: Instant) {
+        let record = ProbeRecord::new(result, started, now);
+        self.last_probes.insert(node, record);
+        let outcome = result.failure().map_or(Outcome::Ok, |_| Outcome::Error);
+        self.metrics.control().health_probe(node, outcome);
+        match result {
+            ProbeResult::Passed => self.probe_failures.remove(&node),
+            ProbeResult::Failed { detail, hint, .. } => {
+                self.probe_failures.insert(node, (detail.clone(), hint))
+            }
+        };
+        if let Some(recovery) = &mut self.recovery {
+            recovery.reported(node);
+        }
     }
 
     /// Whether some name still serves a stale list because its nodes were not
@@ -650,23 +573,4 @@ fn needed_selectors(names: &[NameRule]) -> Vec<Selector> {
         needed.extend(rule.selector.chain(rule.fallback));
     }
     needed.into_iter().collect()
-}
-
-/// A snapshot of `zone` in which each name keeps the nodes `current` serves
-/// for the same name (a new name gets the apex's).
-fn kept_sets(current: &Snapshot, zone: Arc<Zone>) -> Snapshot {
-    let old: Vec<usize> = (0..zone.name_count())
-        .map(|i| {
-            let name = zone.name_text(i);
-            (0..current.zone.name_count())
-                .find(|&j| current.zone.name_text(j) == name)
-                .unwrap_or(0)
-        })
-        .collect();
-    let sets: Vec<Vec<IpAddr>> = old
-        .iter()
-        .map(|&j| current.set_nodes(j).collect())
-        .collect();
-    let bases: Vec<Basis> = old.iter().map(|&j| current.basis(j)).collect();
-    Snapshot::with_sets(current.generation + 1, zone, current.source, &sets).with_bases(&bases)
 }

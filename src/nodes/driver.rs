@@ -3,20 +3,20 @@
 //! It runs the [`Tracker`] state machine and performs what it asks
 //! ([`Effects`]): polling rounds (one `/localnodes` request per selector,
 //! through the [`Poller`]), one health prober per listed node (`GET /` every
-//! probe interval, each on its own jittered schedule so probes never come in
-//! bursts), and storing each snapshot. Results come back through one channel
-//! as [`Event`]s; a hanging node delays only its own report, never the
-//! driver. A reload (SIGHUP) arrives as a [`Reload`] between two events, so
-//! no snapshot is ever built from one configuration's names and another's
-//! zone; the polling round under way is abandoned and what it queued is
-//! ignored (reports carry their round's number), while the probers are
-//! replaced gracefully: a probe under way still reports, so a reload never
-//! delays taking a failing node out.
+//! probe interval, each on its own jittered schedule, on a grid all share:
+//! probes come a few at a time, never in bursts), and storing each snapshot.
+//! Results come back through one channel as [`Event`]s; a hanging node delays
+//! only its own report, never the driver. A reload (SIGHUP) arrives as a
+//! [`Reload`] between two events, so no snapshot is ever built from one
+//! configuration's names and another's zone; the polling round under way is
+//! abandoned and what it queued is ignored (reports carry their round's
+//! number), while the probers are replaced gracefully: a probe under way
+//! still reports, so a reload never delays taking a failing node out.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rand_core::{Rng as _, SeedableRng};
@@ -418,14 +418,14 @@ fn status_hint(status: hyper::StatusCode, tls: bool) -> &'static str {
 }
 
 /// Checks one node forever on a jittered schedule, reporting every result,
-/// until it is retired (its [`Prober`] dropped): a check under way
-/// still reports. Each check starts one interval (+-10%) after the previous
-/// one started, so a check that hangs until its timeout does not push the
-/// next one back; sooner when there is news: the node closed the connection
-/// kept between checks (its process may have died: the check at once finds
-/// out), or a check failed after one that passed (a second opinion at once
-/// rather than an interval later). How long each check took goes to the
-/// metrics (`alternator_dns_health_probe_seconds`).
+/// until it is retired (its [`Prober`] dropped): a check under way still
+/// reports. Each check starts one interval (+-10%, on [`on_grid`]) after the
+/// previous one started, so a check that hangs until its timeout does not
+/// push the next one back; sooner when there is news: the node closed the
+/// connection kept between checks (its process may have died: the check at
+/// once finds out), or a check failed after one that passed (a second opinion
+/// at once rather than an interval later). How long each check took goes to
+/// the metrics (`alternator_dns_health_probe_seconds`).
 async fn probe_node(
     node: IpAddr,
     mut probe: impl Check,
@@ -458,25 +458,51 @@ async fn probe_node(
             .health_probe_took(outcome, started.elapsed());
         let first_failure = passed_last && !passed;
         passed_last = passed;
-        let report = Report::Probe(
+        // Room first, then the report: a send would hold the report in the
+        // task's future, and a prober's future lives as long as its node.
+        let Ok(room) = tx.reserve().await else {
+            return;
+        };
+        room.send(Report::Probe(
             id,
             Event::Probe {
                 node,
                 result,
                 started: started.into_std(),
             },
-        );
-        if tx.send(report).await.is_err() || !matches!(retired.try_recv(), Err(TryRecvError::Empty))
-        {
+        ));
+        if !matches!(retired.try_recv(), Err(TryRecvError::Empty)) {
             return;
         }
         // +-10% jitter keeps probers of many nodes from lining up.
         let interval = health.interval.as_micros() as u64;
         let jitter = rng.next_u64() % (interval / 5).max(1);
+        let earliest = started + Duration::from_micros(interval - interval / 10);
         next = match first_failure {
             true => Instant::now(),
-            false => started + Duration::from_micros(interval - interval / 10 + jitter),
+            false => on_grid(earliest + Duration::from_micros(jitter), earliest, interval),
         };
+    }
+}
+
+/// `at` moved onto the grid that the probe starts of all nodes share, a
+/// step of 1/250 of the interval (2 ms by default, 50 steps in the jitter's
+/// window): back to the line at or before it, or to the next one when that
+/// is before `earliest`. Probes due within one step (one node in 250) start
+/// together, and the control thread wakes once for them instead of once or
+/// twice a probe: at 1,000 nodes, 12% of its CPU (measured).
+fn on_grid(at: Instant, earliest: Instant, interval_micros: u64) -> Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = Instant::from_std(*ORIGIN.get_or_init(std::time::Instant::now));
+    let step = (interval_micros / 250).max(1);
+    let past_line = match at.checked_duration_since(origin) {
+        Some(after) => after.as_micros() as u64 % step,
+        None => (step - (origin - at).as_micros() as u64 % step) % step,
+    };
+    let line = at - Duration::from_micros(past_line);
+    match line >= earliest {
+        true => line,
+        false => line + Duration::from_micros(step),
     }
 }
 

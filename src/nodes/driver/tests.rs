@@ -283,3 +283,29 @@ async fn each_probe_time_is_recorded_by_outcome() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }
+
+#[test]
+fn probe_starts_share_one_grid_inside_their_window() {
+    let interval = HealthSettings::default().interval.as_micros() as u64;
+    let step = Duration::from_micros(interval / 250);
+    let window = Duration::from_micros(interval / 5);
+    let base = Instant::now();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+    let starts: Vec<Instant> = (0..1000)
+        .map(|_| {
+            let earliest = base + Duration::from_micros(rng.next_u64() % 5_000_000);
+            let at = earliest + Duration::from_micros(rng.next_u64() % window.as_micros() as u64);
+            let start = on_grid(at, earliest, interval);
+            // Never before the window, never later than `at` unless that
+            // takes it into the window.
+            assert!(start >= earliest && start < earliest + window);
+            assert!(start <= at || start < earliest + step);
+            start
+        })
+        .collect();
+    for start in &starts {
+        let apart = start.duration_since(starts[0]).as_micros()
+            + starts[0].duration_since(*start).as_micros();
+        assert_eq!(apart % step.as_micros(), 0, "off the grid");
+    }
+}

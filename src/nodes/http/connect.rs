@@ -101,18 +101,20 @@ impl Stream {
         }
     }
 
-    /// Resolves when the connection has something to read (the node closed
-    /// or reset it, or sent what nobody asked for), or at once on an error:
+    /// Ready when the connection has something to read (the node closed or
+    /// reset it, or sent what nobody asked for), or at once on an error:
     /// between probes, a kept connection becoming readable is news.
-    pub async fn readable(&self) {
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
         let tcp = match &self.inner {
             Inner::Plain(s) => s,
             Inner::Tls(s) => s.get_ref().0,
         };
-        // A peek, not `readable()`: readiness left over from the last read
-        // would wake it with nothing there, and a probe would follow at once.
+        // A peek, not read readiness alone: readiness left over from the
+        // last read would wake it with nothing there, and a probe would
+        // follow at once. Polled, not awaited (`peek`): the future of a
+        // prober waiting between probes stays small.
         let mut byte = [0u8; 1];
-        let _ = tcp.peek(&mut byte).await;
+        tcp.poll_peek(cx, &mut ReadBuf::new(&mut byte)).map(|_| ())
     }
 
     /// Whether a byte was read after the last write was tried.

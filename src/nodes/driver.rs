@@ -401,6 +401,7 @@ fn failure_kind(e: &FetchError) -> FailureKind {
     match e {
         FetchError::Refused(_) => FailureKind::Refused,
         FetchError::Timeout(_) => FailureKind::Timeout,
+        FetchError::Closed(_) => FailureKind::Closed,
         _ => FailureKind::Other,
     }
 }

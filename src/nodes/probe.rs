@@ -155,7 +155,7 @@ impl HealthProbe {
                 self.kept = kept;
                 Ok(status)
             }
-            Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Request(detail)),
+            Err(Failure::ClosedBeforeResponse(detail)) => Err(FetchError::Closed(detail)),
             Err(Failure::Fetch(e)) => Err(e),
         }
     }
@@ -190,7 +190,7 @@ impl HealthProbe {
                         Failed::Closed(e) => format!("connection closed before the response ({e})"),
                         _ => "connection closed before the response".into(),
                     })),
-                    true => Err(Failure::Fetch(FetchError::Request(
+                    true => Err(Failure::Fetch(FetchError::Closed(
                         "connection closed inside the response head".into(),
                     ))),
                 }
@@ -270,7 +270,7 @@ impl HealthProbe {
         }
         let eof = io_error(e).is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
         if eof || e.is_incomplete_message() {
-            return FetchError::Body("connection closed inside the body".into());
+            return FetchError::Closed("connection closed inside the body".into());
         }
         FetchError::Body(error_chain(e))
     }

@@ -105,6 +105,10 @@ pub enum FetchError {
     /// answered something that is not HTTP/1.
     #[error("request failed: {0}")]
     Request(String),
+    /// The node closed (or reset) the connection before its answer was
+    /// whole.
+    #[error("request failed: {0}")]
+    Closed(String),
     /// The body is larger than the given limit (declared by
     /// `Content-Length`, or counted while reading); not read further.
     #[error("body larger than {0} bytes")]
@@ -141,6 +145,10 @@ impl FetchError {
                 "check that the node is up, and --seed, --alternator-port and --alternator-scheme"
             }
             FetchError::Request(_) => "check --alternator-scheme and --alternator-port",
+            FetchError::Closed(_) => {
+                "check that the node is up (it closed the connection without answering), and \
+                 --alternator-scheme"
+            }
             FetchError::TooLarge(_) | FetchError::Body(_) => {
                 "check --alternator-port: is it Alternator's API?"
             }

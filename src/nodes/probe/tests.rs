@@ -306,7 +306,7 @@ async fn a_kept_connection_closed_under_the_request_is_retried_once() {
     // third try.
     let err = probe.probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Request(m) if m.contains("closed before the response")),
+        matches!(&err, FetchError::Closed(m) if m.contains("closed before the response")),
         "{err:?}"
     );
     assert_eq!(s.accepted(), 3);
@@ -325,7 +325,7 @@ async fn a_response_cut_short_on_a_kept_connection_is_not_retried() {
     assert_eq!(probe.probe(T).await.unwrap(), 200);
     let err = probe.probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Request(m) if m.contains("inside the response head")),
+        matches!(&err, FetchError::Closed(m) if m.contains("inside the response head")),
         "{err:?}"
     );
     assert_eq!(s.accepted(), 1);
@@ -356,7 +356,7 @@ async fn a_new_connection_closed_before_the_response_is_a_failure() {
     let mut probe = s.probe();
     let err = probe.probe(T).await.unwrap_err();
     assert!(
-        matches!(&err, FetchError::Request(m) if m.contains("closed")),
+        matches!(&err, FetchError::Closed(m) if m.contains("closed")),
         "{err:?}"
     );
     // Not retried: a node that closes every new connection is down.
@@ -432,7 +432,7 @@ async fn broken_responses_are_failures_that_name_the_problem() {
             // hyper skips interim responses however many; the close after
             // them cuts the response short (bounded by the timeout otherwise).
             many_interim,
-            |e| matches!(e, FetchError::Request(m) if m.contains("inside the response head")),
+            |e| matches!(e, FetchError::Closed(m) if m.contains("inside the response head")),
         ),
         (
             many_headers,
@@ -456,7 +456,7 @@ async fn broken_responses_are_failures_that_name_the_problem() {
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-            |e| matches!(e, FetchError::Body(m) if m.contains("closed inside the body")),
+            |e| matches!(e, FetchError::Closed(m) if m.contains("closed inside the body")),
         ),
     ];
     for (response, expected) in cases {

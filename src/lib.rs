@@ -49,6 +49,11 @@
 //! - [`tcp`]: DNS over TCP on the control plane.
 //! - [`forward`]: with `--forward`, names outside the zone go to upstream
 //!   resolvers, off the workers' fast path.
+//! - [`policy`]: the access list, denied policy and rate limit, replaced on
+//!   reload while the workers answer.
+//! - The operator's view: [`nodes::view`] (what `/nodes` on the metrics
+//!   listener answers, built by the tracker on request) and [`status`]
+//!   (`alternator-dns status`, which prints it).
 //!
 //! The simulated Alternator cluster that the tests, benchmarks and demo run
 //! against is the workspace's `alternator-sim` crate (`sim/`), outside this

@@ -20,7 +20,7 @@
 //! queue), freed when the probe ends.
 //!
 //! CPU: the control thread runs every probe, so a probe of a healthy node
-//! is about two polls of its task (see [`Driven::run`]), not the four or
+//! is about two polls of its task (see `Driven::run`), not the four or
 //! five it took while hyper's `ready()` was awaited first and the response
 //! was taken only on the poll after the one that read it. hyper's exchange
 //! still costs the control thread 10 to 20% more than the hand-written

@@ -20,6 +20,9 @@ use domain::rdata::A;
 
 /// How long each step may take before the story gives up.
 const STEP_LIMIT: Duration = Duration::from_secs(20);
+/// How long the cluster runs before a node is killed, so that every node has
+/// passed a few probes and each probe's connection is kept and watched.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Answers in a row without the dead node that say it is gone.
 const QUIET_ANSWERS: usize = 300;
 
@@ -121,15 +124,23 @@ pub fn tell(
         "\n1. alternator-dns answers with every node ({} after start).",
         ms(took)
     );
+    // Steady state first: every node's probe connection open and watched.
+    std::thread::sleep(SETTLE);
     println!("2. Killing {victim}: its Alternator port now refuses connections.");
     let killed = Instant::now();
     cluster.set_fault(victim, Fault::Down);
     let gone = asker.wait_until_gone(victim, killed)?;
-    println!(
-        "   {victim} left the answers {} after it died ({QUIET_ANSWERS} answers in a row \
-         without it since).",
-        ms(gone)
-    );
+    match gone.is_zero() {
+        true => println!(
+            "   No answer after the kill named {victim} ({QUIET_ANSWERS} answers in a row \
+             without it, one every half millisecond)."
+        ),
+        false => println!(
+            "   {victim} left the answers {} after it died ({QUIET_ANSWERS} answers in a row \
+             without it since).",
+            ms(gone)
+        ),
+    }
     println!("3. What the operator sees (alternator-dns status --metrics {metrics}):\n");
     show_status(responder, metrics);
     println!("4. Bringing {victim} back.");

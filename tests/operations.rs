@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
+use support::reload::*;
 use support::*;
 
 /// The refresh interval and per-request timeout of these tests.
@@ -126,22 +127,6 @@ fn ttl_now(r: &Responder) -> u32 {
     ttls[0]
 }
 
-/// Sends SIGHUP (the process keeps running).
-fn sighup(r: &mut Responder) {
-    let (exited, _) = r.signal(libc::SIGHUP, Duration::ZERO);
-    assert!(exited.is_none(), "SIGHUP stopped the server: {exited:?}");
-}
-
-/// Sends SIGHUP and waits for the `n`-th line containing `needle`.
-fn sighup_and_wait(r: &mut Responder, needle: &str, n: usize) {
-    sighup(r);
-    assert!(
-        r.wait_for_log_count(needle, n, Duration::from_secs(5)),
-        "no {n}th {needle:?} after SIGHUP; log:\n{}",
-        r.log_text()
-    );
-}
-
 /// A fresh temporary directory, removed on drop.
 struct TempDir(PathBuf);
 
@@ -159,13 +144,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Writes `text` to `path` through a rename, so a reader never sees half of it.
-fn write_config(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).expect("write the config file");
-    std::fs::rename(&tmp, path).expect("replace the config file");
 }
 
 /// Messages received on a notification socket, with their arrival times.

@@ -17,6 +17,7 @@ use domain::base::iana::{Rcode, Rtype};
 use alternator_dns::nodes::view::{NodeView, NodesView};
 use alternator_sim::{Fault, SimCluster};
 use support::cluster_checks::*;
+use support::reload::*;
 use support::*;
 
 /// The `/nodes` view of the server, parsed.
@@ -34,24 +35,6 @@ fn node(view: &NodesView, addr: IpAddr) -> NodeView {
         .find(|n| n.address == address)
         .unwrap_or_else(|| panic!("{address} not in {view:?}"))
         .clone()
-}
-
-/// Writes `text` to `path` through a rename, so a reader never sees half of it.
-fn write_config(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).expect("write the config file");
-    std::fs::rename(&tmp, path).expect("replace the config file");
-}
-
-/// Sends SIGHUP and waits for the `n`-th log line containing `needle`.
-fn sighup_and_wait(r: &mut Responder, needle: &str, n: usize) {
-    let (exited, _) = r.signal(libc::SIGHUP, Duration::ZERO);
-    assert!(exited.is_none(), "SIGHUP stopped the server: {exited:?}");
-    assert!(
-        r.wait_for_log_count(needle, n, SETTLE),
-        "no {n}th {needle:?} after SIGHUP; log:\n{}",
-        r.log_text()
-    );
 }
 
 /// Starts the server on `config` (which holds `listen`), with the cluster

@@ -439,6 +439,7 @@ pub fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 /// The RFC conformance cases shared by the conformance and Knot differential tests.
 pub mod cluster_checks;
 pub mod dns_cases;
+pub mod reload;
 
 pub mod dns_client;
 // Each test binary uses only part of these, as of the rest of this module.

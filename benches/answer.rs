@@ -26,6 +26,9 @@ use alternator_dns::nodes::{NodeSource, Snapshot};
 
 const APEX: &str = "alternator.example.com";
 
+/// The source of the queries (placed only in the `placement` group).
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
 /// The served names of a benchmark zone.
 #[derive(Clone, Copy)]
 enum Names {
@@ -191,7 +194,7 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-type Respond = fn(&[u8], Transport, &Snapshot, &mut Rng, &mut Vec<u8>) -> Outcome;
+type Respond = fn(&[u8], IpAddr, Transport, &Snapshot, &mut Rng, &mut Vec<u8>) -> Outcome;
 
 /// Runs every case through `respond` in `group`.
 fn run_cases<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, respond: Respond) {
@@ -204,6 +207,7 @@ fn run_cases<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, respond: Respond
             b.iter(|| {
                 respond(
                     black_box(&case.query),
+                    CLIENT,
                     case.transport,
                     &snap,
                     &mut rng,
@@ -249,6 +253,7 @@ fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
         b.iter(|| {
             respond(
                 black_box(&q),
+                CLIENT,
                 Transport::Udp,
                 cache.load(),
                 &mut rng,
@@ -260,6 +265,7 @@ fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
         b.iter(|| {
             respond(
                 black_box(&q),
+                CLIENT,
                 Transport::Udp,
                 &shared.load(),
                 &mut rng,

@@ -26,26 +26,29 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::access::{AccessList, Denied};
+use crate::dns::Placement;
 use crate::dns::{ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
 use crate::metrics::Metrics;
 use crate::nodes::client::{Scheme as ClientScheme, TlsSettings};
 use crate::nodes::membership::NameRule;
 use crate::nodes::refresher::RefreshSettings;
-use crate::nodes::tracker::{HealthSettings, TrackerSettings};
+use crate::nodes::tracker::{HealthSettings, LocationTargets, TrackerSettings};
 use crate::rrl::RrlSettings;
 use crate::tcp::TcpSettings;
 
 mod advice;
+mod affinity;
 mod options;
 mod resolve;
 mod restart;
 mod values;
 
+pub use affinity::AffinitySettings;
 pub use options::{Cli, Command, Options, StatusArgs};
 pub use resolve::available_cpus;
 pub use resolve::DEFAULT_METRICS_LISTEN;
-pub use values::{CpuList, HumanDuration, IoMode, LogFormat, NameSpec, Scheme, Seed};
+pub use values::{CpuList, HumanDuration, IoMode, LocationSpec, LogFormat, NameSpec, Scheme, Seed};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, Error)]
@@ -79,6 +82,8 @@ pub struct Config {
     pub alternator_scheme: Scheme,
     /// Further served names (the apex is `zone.domain`), checked against it.
     pub names: Vec<NameSpec>,
+    /// Zone-local answers: where clients are, and which names place them.
+    pub affinity: AffinitySettings,
     pub tls: TlsSettings,
     pub health: HealthSettings,
     /// Nodes never served.
@@ -159,6 +164,7 @@ impl Config {
             health: self.health,
             exclude: self.exclude.clone(),
             names: self.name_rules().1,
+            locations: self.location_targets(),
             metrics,
         }
     }
@@ -166,7 +172,25 @@ impl Config {
     /// The further served names (below the apex), and one rule per served
     /// name in the zone's order: the apex first.
     pub fn name_rules(&self) -> (Vec<String>, Vec<NameRule>) {
-        resolve::name_rules(&self.zone.domain, &self.names)
+        resolve::name_rules(&self.zone.domain, &self.names, self.affinity.domain)
+    }
+
+    /// What the answer path places clients with, for the served names.
+    pub fn placement(&self) -> Placement {
+        self.affinity.placement(&self.name_rules().1)
+    }
+
+    /// The locations whose lists the tracker keeps: none unless some name
+    /// places its clients.
+    pub fn location_targets(&self) -> LocationTargets {
+        let placing = self.name_rules().1.iter().any(|n| n.affinity);
+        LocationTargets {
+            selectors: match placing {
+                true => self.affinity.locations.clone(),
+                false => Vec::new(),
+            },
+            min_nodes: self.affinity.min_nodes,
+        }
     }
 
     /// The seeds' socket addresses (hostnames resolved now), with a description

@@ -101,6 +101,9 @@ pub const HEALTH_PROBES_TOTAL: &str = "alternator_dns_health_probes_total";
 pub const HEALTH_PROBE_SECONDS: &str = "alternator_dns_health_probe_seconds";
 /// Counter: nodes taken out of the answers, by reason.
 pub const NODE_REMOVALS_TOTAL: &str = "alternator_dns_node_removals_total";
+/// Counter: times a location's clients were answered from elsewhere
+/// (`--affinity`), by location (`dc`, `rack`) and where to (`dc`, `name`).
+pub const LOCATION_FALLBACKS_TOTAL: &str = "alternator_dns_location_fallbacks_total";
 /// Histogram: from a removed node's first failing probe to the snapshot
 /// without it, by reason.
 pub const NODE_REMOVAL_SECONDS: &str = "alternator_dns_node_removal_seconds";

@@ -71,7 +71,8 @@ impl Nodes {
             return Err(PlanError::NoSeeds(unresolved.join("; ")));
         }
         let (extra_names, _) = config.name_rules();
-        let zone = Arc::new(Zone::new(&config.zone)?.with_names(&extra_names)?);
+        let zone = Zone::new(&config.zone)?.with_names(&extra_names)?;
+        let zone = Arc::new(zone.with_placement(config.placement()));
         let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
         Ok(Nodes {
             seeds,

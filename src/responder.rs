@@ -89,9 +89,9 @@ impl Responder {
         if !rules.access.allows(source) {
             return refuse(&self.metrics, rules.denied, query, reply);
         }
-        let mut outcome = respond(query, transport, snapshot, &mut self.rng, reply);
+        let mut outcome = respond(query, source, transport, snapshot, &mut self.rng, reply);
         if outcome == Outcome::Forward && !rules.forward_allow.allows(source) {
-            outcome = respond_local(query, transport, snapshot, &mut self.rng, reply);
+            outcome = respond_local(query, source, transport, snapshot, &mut self.rng, reply);
         }
         match outcome {
             Outcome::Reply(rcode) => {

@@ -20,7 +20,7 @@ use domain::base::iana::{Class, Rtype};
 use domain::base::{MessageBuilder, Name};
 use rand_core::SeedableRng;
 
-use alternator_dns::dns::{AnswerMode, Rng, Zone, ZoneSettings};
+use alternator_dns::dns::{AnswerMode, LocationRule, Placement, Rng, Zone, ZoneSettings};
 use alternator_dns::io::{self, Backend, WorkerSockets};
 use alternator_dns::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use alternator_dns::responder::UdpResponder;
@@ -67,21 +67,40 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// The apex places its clients: this machine (127.0.0.0/8, where the
+/// queries come from) in location 0, 10.9.0.0/16 (sent as ECS) in 1.
 fn zone() -> Arc<Zone> {
-    Arc::new(
-        Zone::new(&ZoneSettings {
-            answers: AnswerMode::Random(1),
-            ..ZoneSettings::new("alternator.test")
-        })
-        .expect("valid zone"),
-    )
+    let rules = [("127.0.0.0/8", 0), ("10.9.0.0/16", 1)].map(|(cidr, location)| LocationRule {
+        cidr: cidr.parse().expect("prefix"),
+        location,
+    });
+    let zone = Zone::new(&ZoneSettings {
+        answers: AnswerMode::Random(1),
+        ..ZoneSettings::new("alternator.test")
+    })
+    .expect("valid zone");
+    Arc::new(zone.with_placement(Placement::new(&rules, vec![true], true)))
 }
 
 fn snapshot(generation: u64, zone: &Arc<Zone>) -> Snapshot {
-    let nodes: Vec<IpAddr> = (1..=(3 + generation % 5))
-        .map(|i| IpAddr::from([10, 0, 0, i as u8]))
-        .collect();
-    Snapshot::new(generation, Arc::clone(zone), NodeSource::Cluster, &nodes)
+    let nodes = |third: u8| -> Vec<IpAddr> {
+        (1..=(3 + generation % 5))
+            .map(|i| IpAddr::from([10, 0, third, i as u8]))
+            .collect()
+    };
+    Snapshot::new(generation, Arc::clone(zone), NodeSource::Cluster, &nodes(0))
+        .with_locations(&[nodes(1), nodes(2)], |_, _| true)
+}
+
+/// `query` with an OPT record carrying one ECS option of `data`.
+fn with_ecs(mut query: Vec<u8>, data: &[u8]) -> Vec<u8> {
+    query[11] = 1;
+    query.extend([0, 0, 41, 4, 0, 0, 0, 0, 0]);
+    query.extend(((data.len() + 4) as u16).to_be_bytes());
+    query.extend([0, 8]);
+    query.extend((data.len() as u16).to_be_bytes());
+    query.extend_from_slice(data);
+    query
 }
 
 fn queries() -> Vec<Vec<u8>> {
@@ -107,6 +126,12 @@ fn queries() -> Vec<Vec<u8>> {
             out.push(q.finish());
         }
     }
+    // Placed by ECS (10.9.1.0/24), too short to place (10.0.0.0/8: a scope
+    // found by walking the ranges), and malformed (FORMERR).
+    let apex = out[0].clone();
+    out.push(with_ecs(apex.clone(), &[0, 1, 24, 0, 10, 9, 1]));
+    out.push(with_ecs(apex.clone(), &[0, 1, 8, 0, 10]));
+    out.push(with_ecs(apex, &[0, 1, 24, 8, 10, 9, 1]));
     // Junk that is answered (FORMERR) or dropped.
     out.push(vec![0u8; 12]);
     out.push(vec![0xff; 40]);

@@ -39,13 +39,38 @@ enum Mode {
     Demo(DemoArgs),
 }
 
+/// `--node IP[@DC/RACK]`.
+#[derive(Debug, Clone)]
+struct NodeArg(SimNode);
+
+impl std::str::FromStr for NodeArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?}: expected IP or IP@DC/RACK, e.g. 127.0.0.2@dc1/rack2");
+        let (ip, location) = match s.split_once('@') {
+            Some((ip, location)) => (ip, Some(location)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let (dc, rack) = match location {
+            None => (DEFAULT_DC, DEFAULT_RACK),
+            Some(location) => location.split_once('/').ok_or_else(bad)?,
+        };
+        if dc.is_empty() || rack.is_empty() {
+            return Err(bad());
+        }
+        Ok(NodeArg(SimNode::new(ip, dc, rack)))
+    }
+}
+
 #[derive(Debug, Args)]
 struct ClusterArgs {
-    /// Address of one simulated node (repeatable).
-    #[arg(long = "node", value_name = "IP", default_values_t = [
-        IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])
+    /// One simulated node: its address, and optionally its datacenter and
+    /// rack as IP@DC/RACK (default dc1/rack1) (repeatable).
+    #[arg(long = "node", value_name = "IP[@DC/RACK]", default_values = [
+        "127.0.0.1", "127.0.0.2", "127.0.0.3"
     ])]
-    nodes: Vec<IpAddr>,
+    nodes: Vec<NodeArg>,
     /// Port every node listens on (0: any free port, printed at start).
     #[arg(long, default_value_t = 8000)]
     port: u16,
@@ -128,11 +153,7 @@ fn main() -> ExitCode {
 
 /// Runs only the simulated cluster until SIGINT or SIGTERM.
 fn run_cluster(args: &ClusterArgs) -> anyhow::Result<()> {
-    let nodes: Vec<SimNode> = args
-        .nodes
-        .iter()
-        .map(|&ip| SimNode::new(ip, DEFAULT_DC, DEFAULT_RACK))
-        .collect();
+    let nodes: Vec<SimNode> = args.nodes.iter().map(|n| n.0.clone()).collect();
     let options = SimOptions {
         tls: args
             .tls_dir

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use super::{CpuList, HumanDuration, IoMode, LogFormat, NameSpec, Scheme};
+use super::{CpuList, HumanDuration, IoMode, LocationSpec, LogFormat, NameSpec, Scheme};
 use crate::access::Denied;
 use crate::dns::AnswerMode;
 
@@ -104,6 +104,36 @@ pub struct Options {
     #[arg(long = "name", value_name = "NAME=DC[/RACK]")]
     #[serde(default, rename = "name", skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<NameSpec>,
+
+    /// Where clients are, for --affinity: clients in CIDR (by source address,
+    /// or by the subnet a resolver sends with ECS) are in datacenter DC and
+    /// rack RACK, e.g. 10.1.0.0/16=dc1/rack1 or fd00:1::/48=dc1/rack1
+    /// (repeatable; the longest matching prefix wins; in the config file,
+    /// [[location]] tables with cidr = [..], dc and rack keys)
+    #[arg(long = "location", value_name = "CIDR=DC[/RACK]")]
+    #[serde(default, rename = "location", skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<LocationSpec>,
+
+    /// Answer --domain from the client's own rack: a client placed by
+    /// --location gets its rack's live nodes, or its datacenter's when the
+    /// rack has fewer than --affinity-min-nodes, else the usual list. Saves
+    /// cross-zone traffic; see the README's "Zone-local answers". Further
+    /// names opt in with `affinity = true` in their [[name]] table
+    /// [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub affinity: Option<bool>,
+
+    /// With --affinity: a rack, then a datacenter, with fewer live nodes than
+    /// this is answered as if it had none [default: 1]
+    #[arg(long, value_name = "N")]
+    pub affinity_min_nodes: Option<u32>,
+
+    /// Read the EDNS Client Subnet option (RFC 7871) that resolvers add to
+    /// queries: with --affinity it places the client instead of the
+    /// resolver's address, and every reply echoes it with the scope of the
+    /// answer [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub client_subnet: Option<bool>,
 
     /// Port of the nodes' Alternator API [default: 8000 for http, 8043 for https]
     #[arg(long, value_name = "PORT")]

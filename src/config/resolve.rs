@@ -48,6 +48,7 @@ impl Config {
         let forward = forward_settings(&mut o)?;
         let forward_allow = forward_allow(&mut o, forward.is_some())?;
         let zone = zone_settings(&mut o, domain, forward.is_some())?;
+        let affinity = super::affinity::resolve(&mut o)?;
         let tcp = tcp_settings(&mut o)?;
         let metrics_listen = metrics_listen(&mut o)?;
         let access = access(&mut o)?;
@@ -63,6 +64,7 @@ impl Config {
             alternator_port,
             alternator_scheme,
             names: o.names.clone(),
+            affinity,
             tls,
             health,
             exclude: o.exclude.iter().copied().collect(),
@@ -334,7 +336,7 @@ fn zone_settings(
     };
     // Built here only to be checked, so that every Config holds a zone that
     // builds; plan.rs builds the one that is served.
-    let (extra_names, _) = name_rules(&zone.domain, &o.names);
+    let (extra_names, _) = name_rules(&zone.domain, &o.names, false);
     Zone::new(&zone)?.with_names(&extra_names)?;
     Ok(zone)
 }
@@ -364,27 +366,35 @@ fn default_ns(domain: &str, listen: &[SocketAddr]) -> Result<Vec<String>, Config
 
 /// Splits the configured names into the further names (below the apex) and
 /// the rule of every served name, the apex first (its own local datacenter
-/// unless a `[[name]]` entry for the apex says otherwise).
-pub(super) fn name_rules(apex: &str, names: &[NameSpec]) -> (Vec<String>, Vec<NameRule>) {
+/// unless a `[[name]]` entry for the apex says otherwise). `affinity`
+/// (`--affinity`) is the apex's unless its entry says otherwise; further
+/// names place their clients only when their entry says so.
+pub(super) fn name_rules(
+    apex: &str,
+    names: &[NameSpec],
+    affinity: bool,
+) -> (Vec<String>, Vec<NameRule>) {
     let canonical = |n: &str| n.trim().trim_end_matches('.').to_ascii_lowercase();
-    let rule = |spec: &NameSpec| NameRule {
+    let rule = |spec: &NameSpec, default_affinity: bool| NameRule {
         selector: Selector {
             dc: spec.dc.clone(),
             rack: spec.rack.clone(),
         },
         fallback: spec.fallback,
+        affinity: spec.affinity.unwrap_or(default_affinity),
     };
     let mut rules = vec![NameRule {
         selector: Selector::default(),
         fallback: true,
+        affinity,
     }];
     let mut extra = Vec::new();
     for spec in names {
         if canonical(&spec.name) == canonical(apex) {
-            rules[0] = rule(spec);
+            rules[0] = rule(spec, affinity);
         } else {
             extra.push(spec.name.clone());
-            rules.push(rule(spec));
+            rules.push(rule(spec, false));
         }
     }
     (extra, rules)

@@ -229,7 +229,8 @@ fn names_come_from_flags_and_tables_with_the_apex_first() {
             name: "dc2.alt.example".into(),
             dc: Some("dc2".into()),
             rack: None,
-            fallback: true
+            fallback: true,
+            affinity: None,
         }
     );
     let spec: NameSpec = "r1.dc1.alt.example=dc1/r1".parse().unwrap();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::access::Cidr;
 use crate::dns::AnswerMode;
 
 /// How the Alternator API is reached.
@@ -33,6 +34,11 @@ pub struct NameSpec {
     /// datacenter to the default list [default: true].
     #[serde(default = "yes")]
     pub fallback: bool,
+    /// Whether it answers each client from the client's own location
+    /// (`--affinity` for this name; TOML only) [default: false, or
+    /// --affinity for the domain itself].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -54,6 +60,7 @@ impl FromStr for NameSpec {
             dc: text(dc),
             rack: rack.and_then(text),
             fallback: true,
+            affinity: None,
         };
         if spec.name.is_empty() || (spec.dc.is_none() && spec.rack.is_none()) {
             return Err(bad());
@@ -74,6 +81,7 @@ impl<'de> Deserialize<'de> for NameSpec {
             rack: Option<String>,
             #[serde(default = "yes")]
             fallback: bool,
+            affinity: Option<bool>,
         }
         let t = Table::deserialize(d)?;
         Ok(NameSpec {
@@ -81,7 +89,89 @@ impl<'de> Deserialize<'de> for NameSpec {
             dc: t.dc.filter(|v| !v.is_empty()),
             rack: t.rack.filter(|v| !v.is_empty()),
             fallback: t.fallback,
+            affinity: t.affinity,
         })
+    }
+}
+
+/// Networks whose clients are in one datacenter (and rack), for
+/// `--affinity`: `--location CIDR=DC[/RACK]`, or a `[[location]]` table
+/// with a list of prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocationSpec {
+    pub cidr: Vec<Cidr>,
+    pub dc: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+impl LocationSpec {
+    /// The location as `DC` or `DC/RACK`.
+    pub fn place(&self) -> String {
+        match &self.rack {
+            Some(rack) => format!("{}/{rack}", self.dc),
+            None => self.dc.clone(),
+        }
+    }
+}
+
+impl FromStr for LocationSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "--location {s:?}: expected CIDR=DC or CIDR=DC/RACK, e.g. 10.1.0.0/16=dc1/rack1"
+            )
+        };
+        let (cidr, location) = s.split_once('=').ok_or_else(bad)?;
+        let cidr: Cidr = cidr.parse().map_err(|e| format!("--location {s:?}: {e}"))?;
+        let (dc, rack) = match location.split_once('/') {
+            Some((dc, rack)) => (dc.trim(), Some(rack.trim())),
+            None => (location.trim(), None),
+        };
+        if dc.is_empty() || rack.is_some_and(str::is_empty) {
+            return Err(bad());
+        }
+        Ok(LocationSpec {
+            cidr: vec![cidr],
+            dc: dc.to_string(),
+            rack: rack.map(String::from),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LocationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// One prefix, or a list of them.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Prefixes {
+            One(Cidr),
+            Many(Vec<Cidr>),
+        }
+        /// The `[[location]]` table; a plain struct so that serde's errors
+        /// name an unknown or missing key.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            cidr: Prefixes,
+            dc: String,
+            rack: Option<String>,
+        }
+        let t = Table::deserialize(d)?;
+        let cidr = match t.cidr {
+            Prefixes::One(one) => vec![one],
+            Prefixes::Many(many) => many,
+        };
+        let dc = t.dc.trim().to_string();
+        let rack = t.rack.map(|r| r.trim().to_string());
+        if cidr.is_empty() || dc.is_empty() || rack.as_deref() == Some("") {
+            return Err(serde::de::Error::custom(
+                "a [[location]] needs cidr (one or more prefixes) and a non-empty dc \
+                 (and rack, if given)",
+            ));
+        }
+        Ok(LocationSpec { cidr, dc, rack })
     }
 }
 

@@ -9,15 +9,19 @@
 //! `domain` crate and answered per RFC 1034/2308 by the general path, whose
 //! replies the fast path reproduces byte for byte.
 
+use domain::base::iana::OptionCode;
 use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{
     AdditionalBuilder, AnswerBuilder, PushError, StaticCompressor,
 };
-use domain::base::opt::Opt;
+use domain::base::rdata::UnknownRecordData;
 use domain::base::{Message, MessageBuilder, ParsedName, Question};
+use domain::dep::octseq::builder::OctetsBuilder;
 use domain::rdata::{Aaaa, Ns, A};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use std::net::IpAddr;
 
+use super::ecs::{self, ClientSubnet};
 use super::wire::{self, HEADER_LEN};
 use super::zone::{AnswerMode, Place, Zone};
 use crate::nodes::Snapshot;
@@ -79,9 +83,19 @@ struct ClientEdns {
     payload_size: u16,
     version: u8,
     dnssec_ok: bool,
+    /// Its ECS option, when `--client-subnet` reads them.
+    subnet: Option<ClientSubnet>,
 }
 
-/// Answers one query.
+impl ClientEdns {
+    /// Bytes of our OPT record in the reply: the client's ECS is echoed.
+    fn reply_len(&self) -> usize {
+        OPT_LEN + self.subnet.map_or(0, |s| s.wire_len())
+    }
+}
+
+/// Answers one query from `source` (the address that places the client
+/// for names with `--affinity`, unless the query carries ECS).
 ///
 /// `reply` is cleared and receives the response. Over UDP it never exceeds
 /// 512 bytes, or with EDNS the smaller of the client's payload size (at least
@@ -89,12 +103,18 @@ struct ClientEdns {
 /// is set. `reply` needs that much capacity for the call not to allocate.
 pub fn respond(
     query: &[u8],
+    source: IpAddr,
     transport: Transport,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    answer(query, transport, snapshot, rng, reply, true, true)
+    let request = Request {
+        query,
+        source,
+        transport,
+    };
+    answer(request, snapshot, rng, reply, true, true)
 }
 
 /// [`respond`] for a source that may not recurse (outside `--forward-allow`):
@@ -102,12 +122,18 @@ pub fn respond(
 /// Never returns [`Outcome::Forward`].
 pub fn respond_local(
     query: &[u8],
+    source: IpAddr,
     transport: Transport,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    answer(query, transport, snapshot, rng, reply, true, false)
+    let request = Request {
+        query,
+        source,
+        transport,
+    };
+    answer(request, snapshot, rng, reply, true, false)
 }
 
 /// [`respond`] without the fast path: every query goes through `domain`.
@@ -117,20 +143,33 @@ pub fn respond_local(
 #[doc(hidden)]
 pub fn respond_general(
     query: &[u8],
+    source: IpAddr,
     transport: Transport,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Outcome {
-    answer(query, transport, snapshot, rng, reply, false, true)
+    let request = Request {
+        query,
+        source,
+        transport,
+    };
+    answer(request, snapshot, rng, reply, false, true)
+}
+
+/// One query as it arrived.
+#[derive(Clone, Copy)]
+struct Request<'q> {
+    query: &'q [u8],
+    source: IpAddr,
+    transport: Transport,
 }
 
 /// Cheap rejects, then the fast path when allowed and applicable, then the
 /// general path. `may_forward`: whether names outside the zone may go to the
 /// forwarder (when the zone forwards at all).
 fn answer(
-    query: &[u8],
-    transport: Transport,
+    request: Request<'_>,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
@@ -138,15 +177,20 @@ fn answer(
     may_forward: bool,
 ) -> Outcome {
     reply.clear();
+    let Request {
+        query,
+        source,
+        transport,
+    } = request;
     if let Some(reason) = cheap_reject(query) {
         return Outcome::Drop(reason);
     }
     if fast_path {
-        if let Some(outcome) = fast::respond(query, transport, snapshot, rng, reply) {
+        if let Some(outcome) = fast::respond(query, source, transport, snapshot, rng, reply) {
             return outcome;
         }
     }
-    general(query, transport, snapshot, rng, reply, may_forward)
+    general(request, snapshot, rng, reply, may_forward)
 }
 
 /// Packets never answered: shorter than a header, or responses (QR=1).
@@ -174,18 +218,17 @@ fn reply_limit(transport: Transport, edns_payload: Option<u16>, zone: &Zone) -> 
 
 /// The general path: parses `query` (at least a header, QR=0) with `domain`.
 fn general(
-    query: &[u8],
-    transport: Transport,
+    request: Request<'_>,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
     may_forward: bool,
 ) -> Outcome {
-    let Ok(msg) = Message::from_slice(query) else {
+    let Ok(msg) = Message::from_slice(request.query) else {
         return Outcome::Drop(DropReason::TooShort);
     };
     let zone = &*snapshot.zone;
-    let Ok(edns) = client_edns(msg) else {
+    let Ok(edns) = client_edns(msg, zone.placement().client_subnet()) else {
         return Outcome::Reply(error_reply(
             msg,
             sole_question(msg),
@@ -195,8 +238,14 @@ fn general(
             reply,
         ));
     };
-    let limit = reply_limit(transport, edns.map(|e| e.payload_size), zone);
-    match build(msg, edns, limit, snapshot, rng, reply, may_forward) {
+    let limit = reply_limit(request.transport, edns.map(|e| e.payload_size), zone);
+    let asked = Asked {
+        msg,
+        edns,
+        limit,
+        source: request.source,
+    };
+    match build(asked, snapshot, rng, reply, may_forward) {
         Ok(outcome) => outcome,
         // Only a header, question and OPT above `limit` get here, and
         // `limit` is at least 512, where those always fit.
@@ -229,8 +278,9 @@ fn first_name_uncompressed(msg: &Message<[u8]>) -> bool {
 /// Finds the query's OPT record. Errors (leading to FORMERR) when the record
 /// sections do not parse, when there is more than one OPT or one outside the
 /// additional section (RFC 6891 6.1.1), or when the OPT is malformed (owner
-/// not the root, option lengths that overrun the data).
-fn client_edns(msg: &Message<[u8]>) -> Result<Option<ClientEdns>, ()> {
+/// not the root, option lengths that overrun the data, or, when
+/// `client_subnet`, a malformed or repeated ECS option: RFC 7871 section 6).
+fn client_edns(msg: &Message<[u8]>, client_subnet: bool) -> Result<Option<ClientEdns>, ()> {
     let counts = msg.header_counts();
     if counts.ancount() == 0 && counts.nscount() == 0 && counts.arcount() == 0 {
         return Ok(None);
@@ -254,13 +304,18 @@ fn client_edns(msg: &Message<[u8]>) -> Result<Option<ClientEdns>, ()> {
         if found.is_some() || !record.owner().is_root() {
             return Err(());
         }
-        // Parsing the data as `Opt` checks every option's length.
-        record.to_record::<Opt<&[u8]>>().map_err(drop)?;
+        // Reading the options checks every option's length.
+        let data = record
+            .to_record::<UnknownRecordData<&[u8]>>()
+            .map_err(drop)?;
+        let data = data.ok_or(())?;
+        let subnet = ecs::find(data.data().data(), client_subnet).map_err(drop)?;
         let ttl = record.ttl().as_secs();
         found = Some(ClientEdns {
             payload_size: record.class().to_int(),
             version: (ttl >> 16) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
+            subnet,
         });
     }
     Ok(found)
@@ -282,18 +337,31 @@ fn answerable(
     sole_question(msg).ok_or(Rcode::FORMERR.into())
 }
 
+/// A query that parsed, with what its reply depends on.
+struct Asked<'q> {
+    msg: &'q Message<[u8]>,
+    edns: Option<ClientEdns>,
+    /// The largest reply allowed.
+    limit: usize,
+    source: IpAddr,
+}
+
 /// Writes the reply to a query that passed the header checks: an answer,
 /// a negative answer, REFUSED outside the zone, or the hand-off to the
 /// forwarder.
 fn build(
-    msg: &Message<[u8]>,
-    edns: Option<ClientEdns>,
-    limit: usize,
+    asked: Asked<'_>,
     snapshot: &Snapshot,
     rng: &mut Rng,
     reply: &mut Vec<u8>,
     may_forward: bool,
 ) -> Result<Outcome, PushError> {
+    let Asked {
+        msg,
+        edns,
+        limit,
+        source,
+    } = asked;
     let zone = &*snapshot.zone;
     let question = match answerable(msg, edns) {
         Ok(question) => question,
@@ -331,33 +399,48 @@ fn build(
     let mut builder = MessageBuilder::from_target(StaticCompressor::new(reply))
         .map_err(|_| PushError::ShortBuf)?;
     // Keep room for the OPT record, which must survive any truncation.
-    builder.set_push_limit(limit - if edns.is_some() { OPT_LEN } else { 0 });
+    builder.set_push_limit(limit - edns.map_or(0, |e| e.reply_len()));
     builder.header_mut().set_aa(authoritative);
     let answer = builder.start_answer(msg, rcode)?;
     let mode = zone.answer_mode(msg.header().rd());
-    let additional = match (authoritative, place) {
-        (true, Place::Name(index)) => answer_name(answer, &question, snapshot, index, mode, rng),
-        (true, Place::NameServer(index)) => answer_name_server(answer, &question, zone, index),
-        (true, _) => negative(answer, zone),
-        (false, _) => answer.additional(),
+    let (additional, scope) = match (authoritative, place) {
+        (true, Place::Name(index)) => {
+            let subnet = edns.and_then(|e| e.subnet);
+            let v6 = question.qtype() == Rtype::AAAA;
+            let (set, scope) = snapshot.placed(index, source, subnet.as_ref(), v6);
+            let served = Served { index, set, mode };
+            (answer_name(answer, &question, snapshot, served, rng), scope)
+        }
+        (true, Place::NameServer(index)) => (answer_name_server(answer, &question, zone, index), 0),
+        (true, _) => (negative(answer, zone), 0),
+        (false, _) => (answer.additional(), 0),
     };
-    finish(additional, limit, edns, rcode.into(), zone)?;
+    finish(additional, limit, edns, scope, rcode.into(), zone)?;
     Ok(Outcome::Reply(rcode.into()))
 }
 
-/// Answers a question for served name `index` (0 is the apex, which alone
-/// has the SOA and NS records) with `mode` addresses. An answer that
-/// overflows the limit is dropped whole and TC is set.
+/// Which served name a question asked for, and what answers it.
+struct Served {
+    /// The name's index in the zone (0 is the apex).
+    index: usize,
+    /// The snapshot's set its addresses come from (see [`Snapshot::placed`]).
+    set: usize,
+    mode: AnswerMode,
+}
+
+/// Answers a question for a served name (the apex alone has the SOA and NS
+/// records) with `mode` addresses of its set. An answer that overflows the
+/// limit is dropped whole and TC is set.
 fn answer_name<'a>(
     mut answer: Builder<'a>,
     question: &Question<QueryName<'_>>,
     snapshot: &Snapshot,
-    index: usize,
-    mode: AnswerMode,
+    served: Served,
     rng: &mut Rng,
 ) -> Additional<'a> {
+    let Served { index, set, mode } = served;
     let zone = &*snapshot.zone;
-    let nodes = snapshot.set(index);
+    let nodes = snapshot.set(set);
     let apex = index == 0;
     let owner = question.qname();
     let ttl = zone.ttl;
@@ -443,11 +526,13 @@ fn negative<'a>(answer: Builder<'a>, zone: &Zone) -> Additional<'a> {
     authority.additional()
 }
 
-/// Adds our OPT record when the query had one, and finishes the message.
+/// Adds our OPT record when the query had one, with the client's ECS
+/// echoed with `scope`, and finishes the message.
 fn finish(
     mut additional: Additional<'_>,
     limit: usize,
     edns: Option<ClientEdns>,
+    scope: u8,
     rcode: OptRcode,
     zone: &Zone,
 ) -> Result<(), PushError> {
@@ -457,6 +542,14 @@ fn finish(
             opt.set_udp_payload_size(zone.edns_udp_size);
             opt.set_dnssec_ok(client.dnssec_ok);
             opt.set_rcode(rcode);
+            if let Some(subnet) = client.subnet {
+                let mut data = [0; 20];
+                let len = subnet.write_data(scope, &mut data);
+                // At most 20 bytes.
+                opt.push_raw_option(OptionCode::from_int(ecs::CODE), len as u16, |target| {
+                    target.append_slice(&data[..len])
+                })?;
+            }
             Ok(())
         })?;
     }
@@ -489,7 +582,14 @@ fn error_reply(
         if let Some(q) = question {
             questions.push(q)?;
         }
-        finish(questions.additional(), CLASSIC_UDP_LIMIT, edns, rcode, zone)
+        finish(
+            questions.additional(),
+            CLASSIC_UDP_LIMIT,
+            edns,
+            0,
+            rcode,
+            zone,
+        )
     })();
     if written.is_err() {
         // 512 bytes always hold a header, one question and an OPT; keep

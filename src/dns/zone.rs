@@ -9,6 +9,7 @@ use domain::base::{Name, Serial, ToName, Ttl};
 use domain::rdata::Soa;
 use thiserror::Error;
 
+use super::placement::Placement;
 use super::wire;
 
 mod name_server;
@@ -216,6 +217,8 @@ pub struct Zone {
     pub(crate) negative_ttl: Ttl,
     pub(crate) edns_udp_size: u16,
     pub(crate) forwarding: bool,
+    /// Which names place their clients, and where clients are.
+    pub(crate) placement: Placement,
 }
 
 impl Zone {
@@ -290,6 +293,7 @@ impl Zone {
             negative_ttl: soa_ttl.min(Ttl::from_secs(settings.soa_minimum)),
             edns_udp_size: settings.edns_udp_size,
             forwarding: settings.forwarding,
+            placement: Placement::default(),
         };
         zone.set_serial();
         Ok(zone)
@@ -381,6 +385,18 @@ impl Zone {
         }
         self.set_serial();
         Ok(self)
+    }
+
+    /// Places clients as `placement` says (built for this zone's names, in
+    /// their order).
+    pub fn with_placement(mut self, placement: Placement) -> Zone {
+        self.placement = placement;
+        self
+    }
+
+    /// Which names place their clients, and where clients are.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Number of served names (at least 1: the apex).

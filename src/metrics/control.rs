@@ -21,6 +21,9 @@ pub struct ControlMetrics {
     pub(super) probe_times: Mutex<[Histogram; Outcome::COUNT]>,
     /// Nodes taken out, by [`RemovalReason`].
     pub(super) removals: Mutex<[Removals; RemovalReason::COUNT]>,
+    /// A location (datacenter, rack: empty for none) and where its clients
+    /// went -> times.
+    pub(super) location_fallbacks: Mutex<BTreeMap<(String, String, &'static str), u64>>,
     pub(super) tcp_connections: AtomicU64,
     pub(super) forward_outstanding: AtomicU64,
     /// Why the latest `/localnodes` round failed, and what to check; None
@@ -63,6 +66,14 @@ impl ControlMetrics {
         if let Some(took) = took {
             stats.took.observe(took);
         }
+    }
+
+    /// A location's clients are answered from elsewhere from now on: its
+    /// datacenter (`to` "dc") or their name's usual nodes ("name").
+    pub fn location_fallback(&self, dc: &str, rack: &str, to: &'static str) {
+        let mut map = lock(&self.location_fallbacks);
+        *map.entry((dc.to_string(), rack.to_string(), to))
+            .or_default() += 1;
     }
 
     /// Nodes taken out for `reason` so far.

@@ -11,10 +11,10 @@ use super::{
     lock, ControlMetrics, DropReason, Metrics, Outcome, QueryCounts, QueryType, Rcode, ReadyFacts,
     RemovalReason, SnapshotFacts, BUILD_INFO, DROPPED_PACKETS_TOTAL, FAIL_OPEN, FAIL_OPEN_NODES,
     FORWARDED_QUERIES_TOTAL, FORWARD_OUTSTANDING, HEALTH_PROBES_TOTAL, HEALTH_PROBE_SECONDS,
-    LIVE_NODES, NODE_REMOVALS_TOTAL, NODE_REMOVAL_SECONDS, QUERIES_TOTAL, RATE_LIMIT_SLIPS_TOTAL,
-    READY, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS, SNAPSHOT_GENERATION,
-    START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL, UNVERIFIED_SEEDS, WORKERS_UP,
-    WORKER_QUERIES_TOTAL,
+    LIVE_NODES, LOCATION_FALLBACKS_TOTAL, NODE_REMOVALS_TOTAL, NODE_REMOVAL_SECONDS, QUERIES_TOTAL,
+    RATE_LIMIT_SLIPS_TOTAL, READY, REFRESH_REQUESTS_TOTAL, RESPONSES_TOTAL, SNAPSHOT_AGE_SECONDS,
+    SNAPSHOT_GENERATION, START_TIME_SECONDS, TCP_CONNECTIONS, TRUNCATED_RESPONSES_TOTAL,
+    UNVERIFIED_SEEDS, WORKERS_UP, WORKER_QUERIES_TOTAL,
 };
 
 impl Metrics {
@@ -199,6 +199,16 @@ fn render_control(out: &mut Text, control: &ControlMetrics) {
     }
 
     render_removals(out, control);
+    out.family(
+        LOCATION_FALLBACKS_TOTAL,
+        "counter",
+        "Times a location's clients were answered from elsewhere (--affinity): from its \
+         datacenter (to=dc) or from their name's usual nodes (to=name).",
+    );
+    for ((dc, rack, to), n) in lock(&control.location_fallbacks).iter() {
+        let labels = [("dc", dc.as_str()), ("rack", rack.as_str()), ("to", *to)];
+        out.sample(LOCATION_FALLBACKS_TOTAL, &labels, *n);
+    }
     out.family(TCP_CONNECTIONS, "gauge", "TCP connections open.");
     out.sample(
         TCP_CONNECTIONS,

@@ -86,11 +86,26 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-/// One served name's rule: its selector, and whether it may fall back.
+/// One served name's rule: its selector, whether it may fall back, and
+/// whether it answers each client from the client's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRule {
     pub selector: Selector,
     pub fallback: bool,
+    pub affinity: bool,
+}
+
+impl NameRule {
+    /// Whether this name answers clients of `location` (a datacenter or
+    /// rack) from that location's nodes: when it places its clients and the
+    /// location lies within the nodes it serves (any, for a name of the
+    /// local datacenter).
+    pub fn serves_location(&self, location: &Selector) -> bool {
+        let within = |own: &Option<String>, theirs: &Option<String>| own.is_none() || own == theirs;
+        self.affinity
+            && within(&self.selector.dc, &location.dc)
+            && within(&self.selector.rack, &location.rack)
+    }
 }
 
 /// How one name's list was chosen, for logging.
@@ -105,6 +120,18 @@ pub enum Choice {
     Pending,
     /// Nothing listed anywhere in the chain.
     Empty,
+}
+
+/// How a location's nodes were chosen, for logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationChoice {
+    /// Enough live nodes in this selector: the location's rack, or its
+    /// datacenter.
+    Own(Selector),
+    /// Too few anywhere: the location's clients get their name's nodes.
+    Name,
+    /// Its lists are not polled, or its nodes not probed, yet.
+    Pending,
 }
 
 /// The lists, the probe results, and the rules that combine them.
@@ -237,13 +264,7 @@ impl Membership {
         }
         let chain = rule.selector.chain(rule.fallback);
         let checking = self.settings.enabled;
-        let usable = |ip: &IpAddr| match self.health(*ip) {
-            _ if self.excluded.contains(ip) => false,
-            _ if !checking => true,
-            Some(Health::Unknown) => served_now.contains(ip),
-            Some(h) => h.is_up(),
-            None => false,
-        };
+        let usable = |ip: &IpAddr| self.usable(*ip, served_now);
         for selector in &chain {
             let healthy: Vec<IpAddr> = self
                 .listed(selector)
@@ -283,6 +304,59 @@ impl Membership {
             }
         }
         (Vec::new(), Choice::Empty)
+    }
+
+    /// Whether `node` may be served: not excluded, and passing its probes
+    /// (or not probed: health checks off, or served now and not probed
+    /// yet).
+    fn usable(&self, node: IpAddr, served_now: &BTreeSet<IpAddr>) -> bool {
+        match self.health(node) {
+            _ if self.excluded.contains(&node) => false,
+            _ if !self.settings.enabled => true,
+            Some(Health::Unknown) => served_now.contains(&node),
+            Some(h) => h.is_up(),
+            None => false,
+        }
+    }
+
+    /// The nodes that answer the clients of a location (a rack, or a
+    /// datacenter: `location`), and how they were chosen: the rack's usable
+    /// nodes when there are at least `min_nodes`, else its datacenter's,
+    /// else none, and its clients get their name's nodes. No fail open
+    /// here: the name's own list has it. While the nodes that decide are
+    /// not probed yet, [`LocationChoice::Pending`] (keep what is served).
+    pub fn serve_location(
+        &self,
+        location: &Selector,
+        min_nodes: usize,
+        served_now: &BTreeSet<IpAddr>,
+    ) -> (Vec<IpAddr>, LocationChoice) {
+        let mut chain = vec![location.clone()];
+        if location.rack.is_some() {
+            chain.push(Selector {
+                dc: location.dc.clone(),
+                rack: None,
+            });
+        }
+        let checking = self.settings.enabled;
+        for selector in chain {
+            if !self.listed.contains_key(&selector) {
+                return (Vec::new(), LocationChoice::Pending);
+            }
+            let usable: Vec<IpAddr> = (self.listed(&selector).iter().copied())
+                .filter(|ip| self.usable(*ip, served_now))
+                .collect();
+            if usable.len() >= min_nodes {
+                return (usable, LocationChoice::Own(selector));
+            }
+            let unprobed = |ip: &&IpAddr| {
+                !self.excluded.contains(ip) && self.health(**ip) == Some(Health::Unknown)
+            };
+            if checking && self.listed(&selector).iter().any(|ip| unprobed(&ip)) {
+                return (Vec::new(), LocationChoice::Pending);
+            }
+        }
+        (Vec::new(), LocationChoice::Name)
     }
 
     /// The latest good list of a selector (empty before the first).
@@ -329,6 +403,7 @@ mod tests {
         NameRule {
             selector: sel(dc, rack),
             fallback,
+            affinity: false,
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::dns::answer::WireRecords;
+use crate::dns::ecs::ClientSubnet;
 use crate::dns::Zone;
 
 /// Where the node list of a snapshot came from.
@@ -82,20 +83,26 @@ impl NodeSet {
 }
 
 /// Everything one answer needs: the zone and, for each of its served names,
-/// the nodes to answer with.
+/// the nodes to answer with; with `--affinity`, each location's nodes too.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Increases by one with every published snapshot.
     pub generation: u64,
     pub zone: Arc<Zone>,
     pub source: NodeSource,
-    /// One set per served name, in the zone's order (0 is the apex).
+    /// One set per served name, in the zone's order (0 is the apex), then
+    /// one per location, in the order of the locations' indexes.
     sets: Box<[NodeSet]>,
     /// The answer records of each set in wire form, for the answer path's
     /// fast path: built here, once per snapshot, instead of per query.
     records: Box<[WireRecords]>,
     /// How each name's set was chosen, in the zone's order.
     bases: Box<[Basis]>,
+    /// Served names in the zone (the sets before the locations').
+    names: usize,
+    /// For name `n` and location `l`, at `n * locations + l`: the set that
+    /// answers the location's clients, their location's own or the name's.
+    routes: Box<[u32]>,
     /// When this snapshot was built, for the metrics' snapshot age.
     pub built: std::time::Instant,
     /// What [`Snapshot::set`] returns for an index it has no set for.
@@ -140,11 +147,101 @@ impl Snapshot {
             zone,
             source,
             bases: vec![basis; sets.len()].into_boxed_slice(),
+            names: sets.len(),
             sets: sets.into_boxed_slice(),
             records,
+            routes: Box::new([]),
             built: std::time::Instant::now(),
             empty: NodeSet::default(),
         }
+    }
+
+    /// Adds the locations' sets (`sets[l]` for location `l`) and says which
+    /// names answer which locations' clients from them: name `n` answers
+    /// location `l`'s clients from `sets[l]` when `serves(n, l)` and that set
+    /// is not empty, else from its own set.
+    pub fn with_locations(
+        mut self,
+        sets: &[Vec<IpAddr>],
+        serves: impl Fn(usize, usize) -> bool,
+    ) -> Self {
+        let (names, ttl) = (self.names, self.zone.ttl);
+        let mut all = std::mem::take(&mut self.sets).into_vec();
+        let mut records = std::mem::take(&mut self.records).into_vec();
+        all.truncate(names);
+        records.truncate(names);
+        for nodes in sets {
+            let set = NodeSet::new(nodes);
+            records.push(WireRecords::new(&set, ttl));
+            all.push(set);
+        }
+        self.routes = (0..names * sets.len())
+            .map(|i| {
+                let (name, location) = (i / sets.len(), i % sets.len());
+                let own = serves(name, location) && !sets[location].is_empty();
+                // Both below the set count, itself far below 2^32.
+                if own {
+                    (names + location) as u32
+                } else {
+                    name as u32
+                }
+            })
+            .collect();
+        self.sets = all.into_boxed_slice();
+        self.records = records.into_boxed_slice();
+        self
+    }
+
+    /// The set that answers a query for served name `index` asking for
+    /// IPv6 or IPv4 addresses (`v6`), from `source` or for `subnet` (ECS),
+    /// and the scope of that answer for ECS: the name's own set and scope 0
+    /// unless the name places its clients and the client is placed in a
+    /// location with nodes of that family.
+    #[inline]
+    pub(crate) fn placed(
+        &self,
+        index: usize,
+        source: IpAddr,
+        subnet: Option<&ClientSubnet>,
+        v6: bool,
+    ) -> (usize, u8) {
+        let placement = self.zone.placement();
+        if !placement.affinity(index) {
+            return (index, 0);
+        }
+        let (location, scope) = match subnet {
+            Some(subnet) => {
+                let placed = placement.locate_subnet(subnet);
+                (placed.location, placed.scope)
+            }
+            None => (placement.locate(source), 0),
+        };
+        let locations = self.sets.len() - self.names;
+        let route = location
+            .filter(|l| usize::from(*l) < locations)
+            .and_then(|l| self.routes.get(index * locations + usize::from(l)));
+        let set = match route {
+            Some(&set) => set as usize,
+            None => return (index, scope),
+        };
+        let nodes = &self.sets[set];
+        let has_family = if v6 {
+            !nodes.v6.is_empty()
+        } else {
+            !nodes.v4.is_empty()
+        };
+        (if has_family { set } else { index }, scope)
+    }
+
+    /// The nodes location `location` serves its clients (empty: they get
+    /// their name's own nodes).
+    pub fn location_set(&self, location: usize) -> &NodeSet {
+        self.set(self.names + location)
+    }
+
+    /// Number of locations with a set.
+    pub fn location_count(&self) -> usize {
+        self.sets.len() - self.names
     }
 
     /// Says how each name's set was chosen: `bases[i]` for name `i`. Names
@@ -166,7 +263,8 @@ impl Snapshot {
         &self.bases
     }
 
-    /// The nodes of served name `index`; empty for an index out of range.
+    /// The nodes of served name `index` (or, past the names, of a location:
+    /// see [`Snapshot::placed`]); empty for an index out of range.
     pub fn set(&self, index: usize) -> &NodeSet {
         self.sets.get(index).unwrap_or(&self.empty)
     }

@@ -30,6 +30,7 @@ use super::refresher::{PollError, RefreshSettings};
 use super::snapshot::{Basis, NodeSource, Snapshot};
 use crate::metrics::{Metrics, Outcome, RemovalReason};
 
+mod locations;
 mod log;
 mod recovery;
 mod reload;
@@ -38,6 +39,8 @@ mod removals;
 mod tests;
 mod view;
 
+pub use locations::LocationTargets;
+use locations::Locations;
 use recovery::Recovery;
 pub use reload::ReloadRejected;
 use view::ProbeRecord;
@@ -53,6 +56,8 @@ pub struct TrackerSettings {
     pub exclude: BTreeSet<IpAddr>,
     /// One rule per served name, in the zone's order.
     pub names: Vec<NameRule>,
+    /// The locations whose clients names with affinity answer locally.
+    pub locations: LocationTargets,
     /// Where refresh and probe results are counted.
     pub metrics: Arc<Metrics>,
 }
@@ -143,6 +148,7 @@ enum Round {
 pub struct Tracker {
     membership: Membership,
     names: Vec<NameRule>,
+    locations: Locations,
     selectors: Vec<Selector>,
     health: HealthSettings,
     interval: Duration,
@@ -177,10 +183,12 @@ impl Tracker {
     /// polling round is due at `now`. `seed` seeds the spread of first
     /// probes.
     pub fn new(settings: TrackerSettings, current: Arc<Snapshot>, now: Instant, seed: u64) -> Self {
+        let locations = Locations::new(settings.locations);
         Tracker {
             membership: Membership::new(settings.health, settings.exclude),
-            selectors: needed_selectors(&settings.names),
+            selectors: needed_selectors(&settings.names, &locations),
             names: settings.names,
+            locations,
             health: settings.health,
             interval: settings.refresh.interval,
             metrics: settings.metrics,
@@ -455,6 +463,7 @@ impl Tracker {
         }
         let current = Arc::clone(&self.current);
         let (sets, bases, choices) = self.choose_sets(&current, now);
+        let (location_sets, location_choices) = self.locations.choose(&self.membership, &current);
         let everything_pending = choices.iter().all(|c| *c == Choice::Pending);
         let source = if everything_pending && current.source == NodeSource::Seeds {
             NodeSource::Seeds
@@ -466,6 +475,11 @@ impl Tracker {
             && sets.iter().enumerate().all(|(i, nodes)| {
                 let old: BTreeSet<IpAddr> = current.set_nodes(i).collect();
                 old == nodes.iter().copied().collect()
+            })
+            && current.location_count() == location_sets.len()
+            && location_sets.iter().enumerate().all(|(j, nodes)| {
+                let old: BTreeSet<IpAddr> = current.location_set(j).iter().collect();
+                old == nodes.iter().copied().collect()
             });
         if !unchanged {
             let snapshot = Snapshot::with_sets(
@@ -474,13 +488,17 @@ impl Tracker {
                 source,
                 &sets,
             )
-            .with_bases(&bases);
+            .with_bases(&bases)
+            .with_locations(&location_sets, |name, location| {
+                self.names[name].serves_location(self.locations.selector(location))
+            });
             self.store(Arc::new(snapshot), fx);
             self.count_removals(&current, now);
             log::changes(&current, &self.current, from);
         }
         self.log_choices(&choices, now);
         self.last_choice = choices;
+        (self.locations).note(&location_choices, &self.current, &self.metrics);
     }
 
     /// Each name's nodes, what they are based on, and how they were chosen.
@@ -564,13 +582,14 @@ fn first_probe_spread(interval: Duration, count: usize) -> u64 {
     paced.clamp(interval / 5, interval)
 }
 
-/// Every selector some name needs, its fallbacks included; the default
-/// (local datacenter) list is always polled, since it also names the nodes
-/// to poll.
-fn needed_selectors(names: &[NameRule]) -> Vec<Selector> {
+/// Every selector some name or location needs, fallbacks included; the
+/// default (local datacenter) list is always polled, since it also names
+/// the nodes to poll.
+fn needed_selectors(names: &[NameRule], locations: &Locations) -> Vec<Selector> {
     let mut needed = BTreeSet::from([Selector::default()]);
     for rule in names {
         needed.extend(rule.selector.chain(rule.fallback));
     }
+    needed.extend(locations.selectors());
     needed.into_iter().collect()
 }

@@ -17,6 +17,9 @@ use domain::base::iana::{Opcode, OptRcode, Rtype};
 use domain::base::{Message, Name, ParsedName, ParsedRecord, ToName};
 use domain::rdata::AllRecordData;
 
+/// The source of every query: no setup places clients.
+const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
 /// The zone every setup serves.
 pub const APEX: &str = "alternator.example.com";
 
@@ -78,7 +81,7 @@ pub fn check(
     rng: &mut Rng,
     reply: &mut Vec<u8>,
 ) -> Result<Outcome, String> {
-    let outcome = respond(query, transport, &setup.snapshot, rng, reply);
+    let outcome = respond(query, CLIENT, transport, &setup.snapshot, rng, reply);
     check_outcome(setup, query, transport, outcome, reply)?;
     Ok(outcome)
 }

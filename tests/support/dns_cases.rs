@@ -333,8 +333,12 @@ pub struct Want {
     /// QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT.
     pub counts: [u16; 4],
     /// `Some(do)`: an OPT record, version 0, our payload size, only DO as
-    /// given among the flags, no options. `None`: no OPT record.
+    /// given among the flags, no options but those of `options`. `None`: no
+    /// OPT record.
     pub opt: Option<bool>,
+    /// The option codes our OPT carries back: ECS (RFC 7871) when the
+    /// query had one.
+    pub options: Vec<u16>,
 }
 
 impl Want {
@@ -345,6 +349,7 @@ impl Want {
             tc: false,
             counts,
             opt: None,
+            options: Vec::new(),
         }
     }
 
@@ -395,6 +400,12 @@ impl Want {
     /// servers' addresses of an NS answer).
     pub fn additional(mut self, n: u16) -> Want {
         self.counts[3] += n;
+        self
+    }
+
+    /// With the query's ECS option echoed (RFC 7871 7.2.1).
+    pub fn ecs_echoed(mut self) -> Want {
+        self.options = vec![option::ECS];
         self
     }
 
@@ -624,7 +635,7 @@ pub fn all() -> Vec<Case> {
                 (option::ECS, &[0, 1, 0, 0]),
             ],
         )),
-        Want::answer(1).edns(false),
+        Want::answer(1).edns(false).ecs_echoed(),
     );
 
     // EDNS(0), RFC 6891.
@@ -1345,8 +1356,8 @@ pub fn check(case: &Case, transport: Transport, reply: Option<&[u8]>) -> Vec<Str
             );
             expect(
                 "OPT options",
-                o.options.is_empty(),
-                format!("{:?} echoed", o.options),
+                o.options == want.options,
+                format!("{:?} echoed, {:?} wanted", o.options, want.options),
             );
         }
     }

@@ -12,13 +12,14 @@
 //! before touching the random generator or the reply, and the general path
 //! takes over.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use domain::base::iana::{Class, Rcode, Rtype};
 use domain::base::Ttl;
 
 use super::pick::{pick, Pick};
 use super::{reply_limit, Outcome, Rng, Transport, HEADER_LEN, OPT_LEN};
+use crate::dns::ecs::{self, ClientSubnet};
 use crate::dns::zone::Zone;
 use crate::nodes::{NodeSet, Snapshot};
 
@@ -94,12 +95,15 @@ struct Simple<'q> {
 struct PlainEdns {
     payload_size: u16,
     dnssec_ok: bool,
+    /// Its ECS option, when `--client-subnet` reads them.
+    subnet: Option<ClientSubnet>,
 }
 
 /// Answers `query` (at least a header, QR=0) when it is the common case,
 /// exactly as the general path would; `None` leaves it to the general path.
 pub(super) fn respond(
     query: &[u8],
+    source: IpAddr,
     transport: Transport,
     snapshot: &Snapshot,
     rng: &mut Rng,
@@ -107,13 +111,16 @@ pub(super) fn respond(
 ) -> Option<Outcome> {
     let zone = &*snapshot.zone;
     let simple = parse(query, zone)?;
-    let records = snapshot.records(simple.index)?;
+    let subnet = simple.edns.and_then(|e| e.subnet);
+    let (set, scope) = snapshot.placed(simple.index, source, subnet.as_ref(), simple.v6);
+    let records = snapshot.records(set)?;
     let limit = reply_limit(transport, simple.edns.map(|e| e.payload_size), zone);
     let mut writer = Writer {
         query,
         simple: &simple,
         zone,
         limit,
+        scope,
         rng,
         reply,
     };
@@ -140,7 +147,7 @@ fn parse<'q>(query: &'q [u8], zone: &Zone) -> Option<Simple<'q>> {
     };
     let edns = match header[11] {
         0 => None,
-        _ => Some(plain_opt(additional)?),
+        _ => Some(plain_opt(additional, zone.placement().client_subnet())?),
     };
     Some(Simple {
         index,
@@ -152,30 +159,20 @@ fn parse<'q>(query: &'q [u8], zone: &Zone) -> Option<Simple<'q>> {
 
 /// Reads the one record of the additional section when it is an OPT the
 /// general path accepts and answers normally: root owner, version 0, and
-/// options whose lengths add up to the record data exactly. The extended
+/// options whose lengths add up to the record data exactly, with at most one
+/// well-formed ECS option (looked at when `client_subnet`). The extended
 /// rcode and flags other than DO are ignored, as there; so is anything after
 /// the record.
-fn plain_opt(record: &[u8]) -> Option<PlainEdns> {
+fn plain_opt(record: &[u8], client_subnet: bool) -> Option<PlainEdns> {
     let [0, 0, 41, p0, p1, _, 0, flags, _, l0, l1, rest @ ..] = record else {
         return None;
     };
     let options = rest.get(..usize::from(u16::from_be_bytes([*l0, *l1])))?;
-    options_well_formed(options).then_some(PlainEdns {
+    Some(PlainEdns {
         payload_size: u16::from_be_bytes([*p0, *p1]),
         dnssec_ok: flags & 0x80 != 0,
+        subnet: ecs::find(options, client_subnet).ok()?,
     })
-}
-
-/// Whether `data` is a sequence of options (code, length, that many bytes)
-/// with nothing left over.
-fn options_well_formed(mut data: &[u8]) -> bool {
-    while let [_, _, l0, l1, rest @ ..] = data {
-        match rest.get(usize::from(u16::from_be_bytes([*l0, *l1]))..) {
-            Some(next) => data = next,
-            None => return false,
-        }
-    }
-    data.is_empty()
 }
 
 /// What writing one fast reply needs.
@@ -184,6 +181,8 @@ struct Writer<'a, 'q> {
     simple: &'a Simple<'q>,
     zone: &'a Zone,
     limit: usize,
+    /// The ECS scope of the answer.
+    scope: u8,
     rng: &'a mut Rng,
     reply: &'a mut Vec<u8>,
 }
@@ -200,11 +199,10 @@ impl Writer<'_, '_> {
         let mode = self.zone.answer_mode(self.query[2] & 0x01 != 0);
         let picked = pick(self.rng, records.len(), mode, &mut scratch);
         let count = picked.count(records.len());
-        let opt_len = if self.simple.edns.is_some() {
-            OPT_LEN
-        } else {
-            0
-        };
+        let opt_len = self
+            .simple
+            .edns
+            .map_or(0, |edns| OPT_LEN + edns.subnet.map_or(0, |s| s.wire_len()));
         // `domain` refuses a push that reaches its limit, so the general
         // path's replies stay strictly below `limit`; and it keeps room for
         // the OPT while pushing answers.
@@ -232,6 +230,9 @@ impl Writer<'_, '_> {
         }
         if let Some(edns) = self.simple.edns {
             self.reply.extend_from_slice(&self.opt(edns));
+            if let Some(subnet) = edns.subnet {
+                subnet.append(self.scope, self.reply);
+            }
         }
         Some(Outcome::Reply(Rcode::NOERROR.into()))
     }
@@ -247,11 +248,14 @@ impl Writer<'_, '_> {
         [q[0], q[1], flags, 0, 0, 1, a0, a1, 0, 0, 0, arcount]
     }
 
-    /// Our OPT record: root owner, our payload size, extended rcode 0,
-    /// version 0, the client's DO bit, no options.
+    /// Our OPT record up to its options: root owner, our payload size,
+    /// extended rcode 0, version 0, the client's DO bit, and the length of
+    /// the one option it may carry, the client's ECS with our scope.
     fn opt(&self, edns: PlainEdns) -> [u8; OPT_LEN] {
         let [s0, s1] = self.zone.edns_udp_size.to_be_bytes();
         let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
-        [0, 0, 41, s0, s1, 0, 0, do_bit, 0, 0, 0]
+        // At most 24 bytes, so the length fits in 16 bits.
+        let [l0, l1] = (edns.subnet.map_or(0, |s| s.wire_len()) as u16).to_be_bytes();
+        [0, 0, 41, s0, s1, 0, 0, do_bit, 0, l0, l1]
     }
 }

@@ -11,6 +11,9 @@ use super::*;
 use crate::dns::zone::ZoneSettings;
 use crate::nodes::{NodeSource, Snapshot};
 
+/// The source of every query here: no test places clients by address.
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
 fn zone(answers: AnswerMode) -> Arc<Zone> {
     Arc::new(
         Zone::new(&ZoneSettings {
@@ -49,7 +52,7 @@ fn query_with(
 fn ask(snap: &Snapshot, query: &[u8], transport: Transport) -> (Outcome, Vec<u8>) {
     let mut rng = Rng::seed_from_u64(1);
     let mut reply = Vec::with_capacity(TCP_LIMIT);
-    let outcome = respond(query, transport, snap, &mut rng, &mut reply);
+    let outcome = respond(query, CLIENT, transport, snap, &mut rng, &mut reply);
     (outcome, reply)
 }
 
@@ -300,6 +303,7 @@ fn queries_without_rd_get_the_resolver_answer_mode() {
         let mut reply = Vec::with_capacity(TCP_LIMIT);
         respond_general(
             &q,
+            CLIENT,
             Transport::Udp,
             &snap,
             &mut Rng::seed_from_u64(1),
@@ -381,7 +385,7 @@ fn random_n_gives_distinct_nodes_and_all_gives_every_node() {
     let mut reply = Vec::with_capacity(TCP_LIMIT);
     let three = snapshot(AnswerMode::Random(3), &nodes);
     for _ in 0..200 {
-        respond(&q, Transport::Udp, &three, &mut rng, &mut reply);
+        respond(&q, CLIENT, Transport::Udp, &three, &mut rng, &mut reply);
         let mut got = answers(&reply);
         assert_eq!(got.len(), 3);
         got.sort();
@@ -392,7 +396,7 @@ fn random_n_gives_distinct_nodes_and_all_gives_every_node() {
         let snap = snapshot(mode, &nodes);
         let mut firsts = HashMap::new();
         for _ in 0..500 {
-            respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
+            respond(&q, CLIENT, Transport::Udp, &snap, &mut rng, &mut reply);
             let got = answers(&reply);
             assert_eq!(got.len(), nodes.len());
             // A rotation of the snapshot's order.
@@ -422,7 +426,7 @@ fn single_answers_spread_uniformly() {
     let mut counts: HashMap<IpAddr, u32> = HashMap::new();
     let rounds = 40_000;
     for _ in 0..rounds {
-        respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
+        respond(&q, CLIENT, Transport::Udp, &snap, &mut rng, &mut reply);
         *counts.entry(answers(&reply)[0]).or_default() += 1;
     }
     let expected = rounds / nodes.len() as u32;
@@ -462,7 +466,7 @@ fn the_reply_buffer_is_reused_without_reallocation() {
     let mut reply = Vec::with_capacity(4096);
     let before = reply.as_ptr();
     for _ in 0..100 {
-        respond(&q, Transport::Udp, &snap, &mut rng, &mut reply);
+        respond(&q, CLIENT, Transport::Udp, &snap, &mut rng, &mut reply);
     }
     assert_eq!(reply.as_ptr(), before);
     assert_eq!(reply.capacity(), 4096);
@@ -787,6 +791,7 @@ fn equivalence_snapshots() -> Vec<Snapshot> {
                 snaps.push(Snapshot::with_sets(1, zone, NodeSource::Cluster, &sets));
             }
         }
+        snaps.push(placement::placed_snapshot(mode, resolver_mode));
     }
     snaps
 }
@@ -932,14 +937,17 @@ fn random_opt(rng: &mut Rng, query: Vec<u8>, name_len: usize) -> (Vec<u8>, bool)
         } else {
             0
         };
-    let options: &[u8] = match rng.next_u64() % 8 {
-        0 => &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a client cookie
-        1 => &[0, 100, 0, 0, 0, 8, 0, 4, 0, 1, 24, 10], // empty option, client subnet
-        2 => &[0, 10, 0, 9, 1, 2, 3],                // overruns the data
-        3 => &[0, 10, 0],                            // a partial option header
-        _ => &[],
+    let (options, well_formed): (&[u8], bool) = match rng.next_u64() % 10 {
+        0 => (&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], true), // a client cookie
+        // An empty option, and a client subnet: 10.1.2.0/24, or fd00::/16.
+        1 => (&[0, 100, 0, 0, 0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2], true),
+        2 => (&[0, 8, 0, 6, 0, 2, 16, 0, 0xfd, 0], true),
+        3 => (&[0, 8, 0, 4, 0, 1, 24, 10], false), // ECS with a scope, no address
+        4 => (&[0, 10, 0, 9, 1, 2, 3], false),     // overruns the data
+        5 => (&[0, 10, 0], false),                 // a partial option header
+        _ => (&[], true),
     };
-    let mut simple = version == 0 && !matches!(options.len(), 7 | 3);
+    let mut simple = version == 0 && well_formed;
     let mut query = with_opt(query, payload, version, flags, options);
     if chance(rng, 10) {
         query[HEADER_LEN + name_len + 2 + 4 + 5] = rng.next_u64() as u8; // extended rcode
@@ -959,8 +967,15 @@ fn random_opt(rng: &mut Rng, query: Vec<u8>, name_len: usize) -> (Vec<u8>, bool)
 fn compare_paths(snap: &Snapshot, query: &[u8], transport: Transport, rng: &Rng) -> bool {
     let (mut rng_full, mut rng_general, mut rng_fast) = (rng.clone(), rng.clone(), rng.clone());
     let (mut full, mut general, mut fast) = (Vec::new(), Vec::new(), Vec::new());
-    let outcome = respond(query, transport, snap, &mut rng_full, &mut full);
-    let reference = respond_general(query, transport, snap, &mut rng_general, &mut general);
+    let outcome = respond(query, CLIENT, transport, snap, &mut rng_full, &mut full);
+    let reference = respond_general(
+        query,
+        CLIENT,
+        transport,
+        snap,
+        &mut rng_general,
+        &mut general,
+    );
     let context = || {
         format!(
             "query {query:02x?} over {transport:?}, mode {:?}",
@@ -978,7 +993,7 @@ fn compare_paths(snap: &Snapshot, query: &[u8], transport: Transport, rng: &Rng)
     if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
         return false;
     }
-    match fast::respond(query, transport, snap, &mut rng_fast, &mut fast) {
+    match fast::respond(query, CLIENT, transport, snap, &mut rng_fast, &mut fast) {
         Some(fast_outcome) => {
             assert_eq!(fast_outcome, reference, "{}", context());
             assert_eq!(fast, general, "{}", context());
@@ -1128,11 +1143,25 @@ fn sources_that_may_not_recurse_get_the_refusal_of_a_zone_without_forwarding() {
     let mut reply = Vec::with_capacity(TCP_LIMIT);
     let outside = query("www.example.org", Rtype::A);
     assert_eq!(
-        respond(&outside, Transport::Udp, &forwarding, &mut rng, &mut reply),
+        respond(
+            &outside,
+            CLIENT,
+            Transport::Udp,
+            &forwarding,
+            &mut rng,
+            &mut reply
+        ),
         Outcome::Forward
     );
     for transport in [Transport::Udp, Transport::Tcp] {
-        let local = respond_local(&outside, transport, &forwarding, &mut rng, &mut reply);
+        let local = respond_local(
+            &outside,
+            CLIENT,
+            transport,
+            &forwarding,
+            &mut rng,
+            &mut reply,
+        );
         assert_eq!(local, Outcome::Reply(Rcode::REFUSED.into()));
         let (expected_outcome, expected) = ask(&plain, &outside, transport);
         assert_eq!(local, expected_outcome);
@@ -1140,7 +1169,16 @@ fn sources_that_may_not_recurse_get_the_refusal_of_a_zone_without_forwarding() {
     }
     // Names in the zone are answered as usual.
     let inside = query("alternator.example.com", Rtype::A);
-    let local = respond_local(&inside, Transport::Udp, &forwarding, &mut rng, &mut reply);
+    let local = respond_local(
+        &inside,
+        CLIENT,
+        Transport::Udp,
+        &forwarding,
+        &mut rng,
+        &mut reply,
+    );
     assert_eq!(local, Outcome::Reply(Rcode::NOERROR.into()));
     assert_eq!(answers(&reply), vec![ip]);
 }
+
+mod placement;

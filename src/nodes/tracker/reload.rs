@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    needed_selectors, view, Basis, Choice, Effects, Round, Snapshot, Tracker, TrackerSettings,
+    needed_selectors, view, Basis, Choice, Effects, Locations, Round, Snapshot, Tracker,
+    TrackerSettings,
 };
 use crate::dns::Zone;
 
@@ -75,7 +76,8 @@ impl Tracker {
         let generation = kept.generation;
         self.store(Arc::new(kept), fx);
 
-        self.selectors = needed_selectors(&settings.names);
+        self.locations = Locations::new(settings.locations);
+        self.selectors = needed_selectors(&settings.names, &self.locations);
         self.names = settings.names;
         self.health = settings.health;
         self.interval = settings.refresh.interval;

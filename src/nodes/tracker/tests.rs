@@ -10,6 +10,7 @@ use crate::dns::{Zone, ZoneSettings};
 use crate::nodes::refresher::RefreshError;
 
 mod failover;
+mod locations;
 mod operator;
 
 /// What the tracker asked for, in order.
@@ -90,10 +91,12 @@ fn settings(names: &[NameSpec], health: HealthSettings) -> TrackerSettings {
     let mut rules = vec![NameRule {
         selector: Selector::default(),
         fallback: true,
+        affinity: false,
     }];
     rules.extend(names.iter().map(|(_, selector)| NameRule {
         selector: selector.clone(),
         fallback: true,
+        affinity: false,
     }));
     TrackerSettings {
         refresh: RefreshSettings {
@@ -105,6 +108,7 @@ fn settings(names: &[NameSpec], health: HealthSettings) -> TrackerSettings {
         health,
         exclude: BTreeSet::new(),
         names: rules,
+        locations: LocationTargets::default(),
         metrics: Arc::new(Metrics::new(1)),
     }
 }

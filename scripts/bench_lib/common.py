@@ -24,13 +24,28 @@ REFLECTOR = ROOT / "target" / "reflector"
 DOMAIN = "alternator.bench"
 LOOPBACK = "127.0.0.1"
 SIM_NODES = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-ALL_SERVERS = ["default", "uring", "mmsg", "knot", "floor", "uring-churn", "mmsg-churn",
-               "uring-cmp", "mmsg-cmp"]
-DEFAULT_SERVERS = ["default", "uring", "mmsg", "knot", "floor"]
+# Where `alternator-sim cluster` puts every node (DEFAULT_DC, DEFAULT_RACK in sim/src/lib.rs).
+SIM_DC = "dc1"
+SIM_RACK = "rack1"
+# The `affinity` server's location table: AFFINITY_RULES rules, one of which (AFFINITY_PLACED)
+# places dnsperf's source address, LOOPBACK (dnsperf -s 127.0.0.1 without -a sends from
+# it), in SIM_DC/SIM_RACK; the others are prefixes that do not contain LOOPBACK.
+AFFINITY_RULES = 1000
+AFFINITY_PLACED = "127.0.0.0/8"
+ALL_SERVERS = ["default", "affinity", "uring", "mmsg", "knot", "floor", "uring-churn",
+               "mmsg-churn", "uring-cmp", "mmsg-cmp"]
+DEFAULT_SERVERS = ["default", "affinity", "uring", "mmsg", "knot", "floor"]
 ALL_MODES = ["rate", "max"]
 DEFAULT_RATES = [10000, 50000, 100000]
-# Every alternator-dns variant; `default` runs without --io (what users get: `auto`).
-ALTERNATOR = ("default", "uring", "mmsg", "uring-churn", "mmsg-churn", "uring-cmp", "mmsg-cmp")
+# Every alternator-dns variant; `default` runs without --io (what users get: `auto`), and
+# so does `affinity`, with zone-local answers on (--affinity true, AFFINITY_RULES
+# locations).
+ALTERNATOR = ("default", "affinity", "uring", "mmsg", "uring-churn", "mmsg-churn", "uring-cmp",
+              "mmsg-cmp")
+# What each variant is compared with besides the references: a -churn or -cmp variant with
+# its backend, `affinity` with `default` (the same binary and backend, affinity off).
+BASE_SERVER = {"affinity": "default", "uring-churn": "uring", "mmsg-churn": "mmsg",
+               "uring-cmp": "uring", "mmsg-cmp": "mmsg"}
 # The churn variants poll a simulated cluster whose membership changes
 # CHURN_PER_SECOND times a second, every CHURN_REFRESH, health checks off: the
 # served snapshot is swapped about that often while dnsperf runs.

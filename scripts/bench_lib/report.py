@@ -2,7 +2,8 @@
 
 import statistics
 
-from .common import ALTERNATOR, CLK_TCK, REFERENCES, fmt, fmt_cpus, log, machine_line
+from .common import (AFFINITY_RULES, ALTERNATOR, BASE_SERVER, CLK_TCK, REFERENCES, fmt, fmt_cpus,
+                     log, machine_line)
 from .runs import rate_label
 
 # ---------------------------------------------------------------- contention
@@ -49,6 +50,9 @@ TARGETS = [
     ("default", "cpu_us_per_query", "knot", 1.00, True, None),
     ("uring", "cpu_us_per_query", "floor", 1.05, False, None),
     ("default", "latency_us", "floor", 1.05, False, 50000),
+    # Zone-local answers: affinity on (queries from a placed source, AFFINITY_RULES
+    # locations) against the same binary with it off.
+    ("affinity", "cpu_us_per_query", "default", 1.05, False, 50000),
 ]
 
 
@@ -191,7 +195,7 @@ def floor_spread(args, rs, c):
 
 def make_ratios(loads, summary, contended):
     """Each alternator-dns variant over the floor and Knot (a -churn or -cmp variant also
-    over its backend), for uncontended loads only."""
+    over its backend, affinity over default), for uncontended loads only."""
     ratios = []
     by_key = {(s["server"], s["load"]): s for s in summary}
     for load in loads:
@@ -203,8 +207,9 @@ def make_ratios(loads, summary, contended):
             if not mine:
                 continue
             # A -churn variant is compared with its backend on the workers' CPU
-            # alone (its control thread works hard on purpose), a -cmp one on all.
-            base = by_key.get((name.split("-")[0], label)) if "-" in name else None
+            # alone (its control thread works hard on purpose), a -cmp one and
+            # affinity (with default) on all.
+            base = by_key.get((BASE_SERVER[name], label)) if name in BASE_SERVER else None
             cpu = ("worker_cpu_us_per_query" if name.endswith("-churn")
                    else "cpu_us_per_query")
             pairs = [(base, cpu)] if base else []
@@ -290,6 +295,7 @@ def print_report(args, machine, loads, summary, contended, ratios, targets):
             f"{s['non_noerror']:>11} {s['runs']:>4}  {s['limited_by'] or '-'}")
     print_contention(loads, contended)
     print_ratios(loads, contended, ratios)
+    print_affinity(loads, summary, contended)
     print_targets(targets)
 
 
@@ -322,7 +328,7 @@ def print_ratios(loads, contended, ratios):
     log()
     log("== Ratios: alternator-dns / reference (cpu us/q and lat: lower is better; "
         "qps: higher is better; a -churn or -cmp variant also with its backend, "
-        "-churn on the workers' CPU alone)")
+        "-churn on the workers' CPU alone; affinity also with default, i.e. affinity off)")
     log(f"{'server':<11} {'load':<5} {'vs':<11} {'cpu us/q':>9} {'qps':>7} {'lat':>7}")
     for load in loads:
         label = load["label"]
@@ -334,6 +340,46 @@ def print_ratios(loads, contended, ratios):
             log(f"{r['server']:<11} {label:<5} {r['vs']:<11} "
                 f"{fmt(r['cpu_us_per_query'], '.2f', 8)}x {fmt(r['qps'], '.2f', 6)}x "
                 f"{fmt(r['latency'], '.2f', 6)}x")
+
+
+def affinity_ratios(loads, summary, contended):
+    """Per load: the affinity server over default (the same binary, affinity off), on
+    medians; None for a contended load."""
+    by_key = {(s["server"], s["load"]): s for s in summary}
+    out = []
+    for load in loads:
+        on, off = by_key.get(("affinity", load["label"])), by_key.get(("default", load["label"]))
+        if not on or not off:
+            continue
+        row = {"load": load["label"], "contended": contended[load["label"]]["contended"],
+               "on": on, "off": off}
+        # Ratios of medians, as in make_ratios; None where the load was contended.
+        for key in ("cpu_us_per_query", "worker_cpu_us_per_query", "latency_us"):
+            row[key] = None if row["contended"] else ratio(on[key], off[key])
+        out.append(row)
+    return out
+
+
+def print_affinity(loads, summary, contended):
+    rows = affinity_ratios(loads, summary, contended)
+    if not rows:
+        return
+    log()
+    log(f"== Affinity: affinity (--affinity true, {AFFINITY_RULES:,} locations, dnsperf's "
+        "source placed) / default (affinity off); medians over rounds, CPU per answered "
+        "query: all threads (cpu) and the UDP workers alone (wrk)")
+    log(f"{'load':<5} {'cpu us/q on':>11} {'off':>7} {'ratio':>7}  {'wrk us/q on':>11} "
+        f"{'off':>7} {'ratio':>7}  {'lat':>7}")
+    for r in rows:
+        on, off = r["on"], r["off"]
+        if r["contended"]:
+            log(f"{r['load']:<5} CONTENDED, ratio not drawn (see Contention above)")
+            continue
+        log(f"{r['load']:<5} {fmt(on['cpu_us_per_query'], '.3f', 11)} "
+            f"{fmt(off['cpu_us_per_query'], '.3f', 7)} {fmt(r['cpu_us_per_query'], '.3f', 6)}x  "
+            f"{fmt(on['worker_cpu_us_per_query'], '.3f', 11)} "
+            f"{fmt(off['worker_cpu_us_per_query'], '.3f', 7)} "
+            f"{fmt(r['worker_cpu_us_per_query'], '.3f', 6)}x  {fmt(r['latency_us'], '.2f', 6)}x")
 
 
 def print_targets(targets):

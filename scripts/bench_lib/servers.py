@@ -1,16 +1,19 @@
 """Tools, building, the simulated cluster and the servers under test."""
 
+import ipaddress
 import os
 import re
 import shutil
 import socket
 from pathlib import Path
 
-from .common import (ALTERNATOR, BINARY, SIM_BINARY, CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR,
-                     REFLECTOR_SRC, ROOT, SIM_NODES, BenchError, Child, find_tool, fmt_cpus,
-                     free_port, log, run_checked, wait_answering, wait_line, warn)
+from .common import (AFFINITY_PLACED, AFFINITY_RULES, ALTERNATOR, BINARY, SIM_BINARY,
+                     CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR, REFLECTOR_SRC, ROOT, SIM_DC,
+                     SIM_NODES, SIM_RACK, BenchError, Child, find_tool, fmt_cpus, free_port, log,
+                     run_checked, wait_answering, wait_line, warn)
 
-# The `default` server logs at warn like the others, except the start-up lines of these
+# The `default` server (and `affinity`, the same with zone-local answers on) logs at warn
+# like the others, except the start-up lines of these
 # modules (once, at start): the "alternator-dns ready ... backend=..." line says which
 # I/O backend `auto` chose, and the line before it why.
 DEFAULT_LOG_LEVEL = "warn,alternator_dns::server=info,alternator_dns::io=info"
@@ -120,6 +123,56 @@ $TTL 60
 """
 
 
+# The racks of the `affinity` server's other rules (no simulated node is in them; the
+# server polls /localnodes for each, as it would for racks of another deployment).
+AFFINITY_OTHER_RACKS = [("dc1", "rack2"), ("dc1", "rack3"), ("dc2", "rack1"), ("dc2", "rack2")]
+
+
+def affinity_rules():
+    """The `affinity` server's location table: AFFINITY_RULES (cidr, dc, rack), the last
+    placing LOOPBACK (dnsperf's source) in SIM_DC/SIM_RACK, the others prefixes that do
+    not contain it, spread over AFFINITY_OTHER_RACKS:
+      - beside the path to LOOPBACK/32 inside AFFINITY_PLACED, the sibling at every
+        longer prefix length (127.128.0.0/9, ..., 127.0.0.0/32): each is more specific
+        than the placed rule and shares all but its last bit with the source, so the
+        lookup for the source walks to full depth past near misses;
+      - 16 /16s in 172.16.0.0/12, the rest /24s in 10.0.0.0/8."""
+    placed = ipaddress.ip_network(AFFINITY_PLACED)
+    source = ipaddress.ip_address(LOOPBACK)
+    others = []
+    for length in range(placed.prefixlen + 1, 33):
+        on_path = ipaddress.ip_network(f"{source}/{length}", strict=False)
+        others.append(ipaddress.ip_network(
+            (int(on_path.network_address) ^ (1 << (32 - length)), length)))
+    others += [ipaddress.ip_network(f"172.{16 + i}.0.0/16") for i in range(16)]
+    i = 0
+    while len(others) < AFFINITY_RULES - 1:
+        others.append(ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24"))
+        i += 1
+    assert len(set(others)) == len(others) and all(source not in n for n in others)
+    rules = [(str(n), *AFFINITY_OTHER_RACKS[k % len(AFFINITY_OTHER_RACKS)])
+             for k, n in enumerate(others)]
+    return rules + [(str(placed), SIM_DC, SIM_RACK)]
+
+
+def affinity_config(rules):
+    """The TOML --config file of the `affinity` server: its location table alone (the
+    other settings are flags, as for the other servers)."""
+    lines = [f"# scripts/bench-dnsperf: {len(rules)} locations; {LOOPBACK} (dnsperf's "
+             f"source) is placed in {SIM_DC}/{SIM_RACK}, where the simulated nodes are"]
+    for cidr, dc, rack in rules:
+        lines += ["", "[[location]]", f'cidr = ["{cidr}"]', f'dc = "{dc}"', f'rack = "{rack}"']
+    return "\n".join(lines) + "\n"
+
+
+def affinity_config_file(workdir):
+    """Writes the `affinity` server's --config file (once); returns its path."""
+    path = Path(workdir) / "affinity.toml"
+    if not path.is_file():
+        path.write_text(affinity_config(affinity_rules()))
+    return path
+
+
 def server_argv(name, args, port, sim_port, workdir):
     pin = ["taskset", "-c", fmt_cpus(args.server_cpus)]
     if name in ALTERNATOR:
@@ -127,7 +180,10 @@ def server_argv(name, args, port, sim_port, workdir):
         extra = (["--refresh-interval", CHURN_REFRESH, "--health-check", "false"]
                  if variant == "churn" else [])
         binary = args.compare_binary if variant == "cmp" else BINARY
-        io = (["--log-level", DEFAULT_LOG_LEVEL] if backend == "default"
+        if backend == "affinity":
+            # `default` with zone-local answers: no --io, the same log level.
+            extra = ["--config", affinity_config_file(workdir), "--affinity", "true"]
+        io = (["--log-level", DEFAULT_LOG_LEVEL] if backend in ("default", "affinity")
               else ["--io", backend, "--log-level", "warn"])
         return pin + [binary, "--listen", f"{LOOPBACK}:{port}", "--domain", DOMAIN,
                       "--seed", f"{LOOPBACK}:{sim_port}", "--alternator-port", str(sim_port),
@@ -195,13 +251,22 @@ def start_server(name, args, sim_port, workdir, children):
     child = Child(name, server_argv(name, args, port, sim_port, workdir), workdir)
     children.append(child)
     wait_answering(child, port, need_answer=name != "floor")
-    log(f"{name:<6} pid {child.pid:<7} 127.0.0.1:{port}  $ {' '.join(child.argv)}")
+    log(f"{name:<8} pid {child.pid:<7} 127.0.0.1:{port}  $ {' '.join(child.argv)}")
     info = {"pid": child.pid, "port": port, "argv": child.argv, "backend": None,
             "backend_log": None}
     if name in ALTERNATOR:
         info["backend"] = metrics_backend(name)
-    if name == "default":
+    if name in ("default", "affinity"):
         chosen_backend(child, info)
+    if name == "affinity":
+        rules = affinity_rules()
+        cidr, dc, rack = rules[-1]
+        others = sorted({f"{d}/{r}" for _, d, r in rules[:-1]})
+        info["locations"] = {"rules": len(rules), "placed": f"{cidr}={dc}/{rack}",
+                             "other_racks": others}
+        log(f"         {len(rules)} locations (--config {affinity_config_file(workdir)}): "
+            f"{cidr}={dc}/{rack} places dnsperf's source {LOOPBACK}; {len(rules) - 1} "
+            f"others, none containing it, over {', '.join(others)}")
     return child, port, info
 
 
@@ -219,8 +284,8 @@ def chosen_backend(child, info):
     b = re.search(r"\bbackend=(\S+)", line)
     logged = b.group(1) if b else None
     if logged and info["backend"] and logged != info["backend"]:
-        warn(f"default: the log says backend={logged}, the metrics say {info['backend']}")
+        warn(f"{child.name}: the log says backend={logged}, the metrics say {info['backend']}")
     info["backend"] = logged or info["backend"]
-    log(f"       default (no --io) chose backend={info['backend']}; its log:")
+    log(f"         {child.name} (no --io) chose backend={info['backend']}; its log:")
     for text in info["backend_log"]:
         log(f"         {text}")

@@ -17,6 +17,10 @@ from .common import (AFFINITY_PLACED, AFFINITY_RULES, ALTERNATOR, BINARY, SIM_BI
 # modules (once, at start): the "alternator-dns ready ... backend=..." line says which
 # I/O backend `auto` chose, and the line before it why.
 DEFAULT_LOG_LEVEL = "warn,alternator_dns::server=info,alternator_dns::io=info"
+# `affinity` also logs when a location's clients start being answered from its own nodes
+# (once per location and change, none while dnsperf runs): how the script knows the
+# placed location is served from its rack before measuring.
+AFFINITY_LOG_LEVEL = DEFAULT_LOG_LEVEL + ",alternator_dns::nodes::tracker::locations=info"
 
 
 def ensure_tools(args):
@@ -180,11 +184,12 @@ def server_argv(name, args, port, sim_port, workdir):
         extra = (["--refresh-interval", CHURN_REFRESH, "--health-check", "false"]
                  if variant == "churn" else [])
         binary = args.compare_binary if variant == "cmp" else BINARY
-        if backend == "affinity":
-            # `default` with zone-local answers: no --io, the same log level.
-            extra = ["--config", affinity_config_file(workdir), "--affinity", "true"]
-        io = (["--log-level", DEFAULT_LOG_LEVEL] if backend in ("default", "affinity")
+        io = (["--log-level", DEFAULT_LOG_LEVEL] if backend == "default"
               else ["--io", backend, "--log-level", "warn"])
+        if backend == "affinity":
+            # `default` with zone-local answers: no --io.
+            io = ["--log-level", AFFINITY_LOG_LEVEL]
+            extra = ["--config", affinity_config_file(workdir), "--affinity", "true"]
         return pin + [binary, "--listen", f"{LOOPBACK}:{port}", "--domain", DOMAIN,
                       "--seed", f"{LOOPBACK}:{sim_port}", "--alternator-port", str(sim_port),
                       "--threads", str(args.threads)] + worker_cpus_flag(args) + io + [
@@ -259,15 +264,32 @@ def start_server(name, args, sim_port, workdir, children):
     if name in ("default", "affinity"):
         chosen_backend(child, info)
     if name == "affinity":
-        rules = affinity_rules()
-        cidr, dc, rack = rules[-1]
-        others = sorted({f"{d}/{r}" for _, d, r in rules[:-1]})
-        info["locations"] = {"rules": len(rules), "placed": f"{cidr}={dc}/{rack}",
-                             "other_racks": others}
-        log(f"         {len(rules)} locations (--config {affinity_config_file(workdir)}): "
-            f"{cidr}={dc}/{rack} places dnsperf's source {LOOPBACK}; {len(rules) - 1} "
-            f"others, none containing it, over {', '.join(others)}")
+        placed_rack_served(child, info, workdir)
     return child, port, info
+
+
+def placed_rack_served(child, info, workdir):
+    """Waits until the `affinity` server answers the placed location's clients from its
+    own rack (its log says so once the rack's list is polled and its nodes probed; until
+    then they get the usual nodes, which would measure nothing of the rack path)."""
+    rules = affinity_rules()
+    cidr, dc, rack = rules[-1]
+    others = sorted({f"{d}/{r}" for _, d, r in rules[:-1]})
+    info["locations"] = {"rules": len(rules), "placed": f"{cidr}={dc}/{rack}",
+                         "other_racks": others, "placed_log": None}
+    log(f"         {len(rules)} locations (--config {affinity_config_file(workdir)}): "
+        f"{cidr}={dc}/{rack} places dnsperf's source {LOOPBACK}; {len(rules) - 1} "
+        f"others, none containing it, over {', '.join(others)}")
+    pattern = (r"^(?=.*clients of this location from its own nodes)"
+               rf"(?=.*\blocation={re.escape(dc)}/{re.escape(rack)}(?:\s|$)).*$")
+    try:
+        m = wait_line(child, pattern, stream="stderr")
+    except BenchError as e:
+        raise BenchError(f"affinity did not answer the clients of {dc}/{rack} from that "
+                         f"rack's nodes: {e}") from None
+    line = re.sub(r"^\S+\s+INFO\s+\S+:\s*", "", m.group(0)).strip()
+    info["locations"]["placed_log"] = line
+    log(f"         {line}")
 
 
 def chosen_backend(child, info):

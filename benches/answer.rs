@@ -24,6 +24,9 @@ use alternator_dns::dns::answer::respond_general;
 use alternator_dns::dns::{respond, AnswerMode, Outcome, Rng, Transport, Zone, ZoneSettings};
 use alternator_dns::nodes::{NodeSource, Snapshot};
 
+#[path = "answer/placement.rs"]
+mod placement;
+
 const APEX: &str = "alternator.example.com";
 
 /// The source of the queries (placed only in the `placement` group).
@@ -280,6 +283,7 @@ fn bench_snapshot_access<M: Measurement>(c: &mut Criterion<M>) {
 fn all<M: Measurement>(mut c: Criterion<M>) {
     bench_answers(&mut c);
     bench_snapshot_access(&mut c);
+    placement::bench_placement(&mut c);
     c.final_summary();
 }
 

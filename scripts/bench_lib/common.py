@@ -34,7 +34,7 @@ AFFINITY_RULES = 1000
 AFFINITY_PLACED = "127.0.0.0/8"
 ALL_SERVERS = ["default", "affinity", "uring", "mmsg", "knot", "floor", "uring-churn",
                "mmsg-churn", "uring-cmp", "mmsg-cmp"]
-DEFAULT_SERVERS = ["default", "affinity", "uring", "mmsg", "knot", "floor"]
+DEFAULT_SERVERS = ["default", "uring", "mmsg", "knot", "floor"]
 ALL_MODES = ["rate", "max"]
 DEFAULT_RATES = [10000, 50000, 100000]
 # Every alternator-dns variant; `default` runs without --io (what users get: `auto`), and

@@ -17,11 +17,13 @@
 //!    [`nodes::Snapshot`], applies the rate limit and counts. A name outside
 //!    the zone is queued for the forwarder instead.
 //! 3. `src/dns/answer.rs` ([`dns::answer`]): the pure answer path, query
-//!    bytes + snapshot + the worker's random generator in, reply bytes out.
-//!    Junk is rejected from the header alone; what the fast path does not
-//!    take is parsed and answered here.
+//!    bytes + source address + snapshot + the worker's random generator in,
+//!    reply bytes out. Junk is rejected from the header alone; what the fast
+//!    path does not take is parsed and answered here.
 //! 4. `src/dns/answer/fast.rs`: the common query (A or AAAA at a served
-//!    name) answered by copying the snapshot's prepared records.
+//!    name) answered by copying the snapshot's prepared records: for a name
+//!    with `--affinity`, those of the client's location, placed by its
+//!    source or ECS option ([`dns::placement`], `src/dns/ecs.rs`).
 //!
 //! Back in `src/io/mmsg.rs`, one `sendmmsg` sends every reply of the batch
 //! from the socket its query came in on.
@@ -36,7 +38,8 @@
 //!    time, to the tracker; SIGHUP reaches it too ([`reload`] loads the file).
 //! 3. [`nodes::tracker`], a state machine without I/O, applies the rules of
 //!    [`nodes::membership`] (listed AND healthy, rack -> datacenter -> default
-//!    fallback, fail open), with each node's health and flap damping in
+//!    fallback, fail open; each location's rack -> datacenter for zone-local
+//!    answers), with each node's health and flap damping in
 //!    [`nodes::health`], and asks the driver to publish a new immutable
 //!    [`nodes::Snapshot`] through `arc-swap`; workers pick it up on their next
 //!    packet without locking.

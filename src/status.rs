@@ -109,7 +109,8 @@ async fn get_nodes(addr: SocketAddr) -> Result<(StatusCode, String), String> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The view as two tables: the nodes, then the names.
+/// The view as tables: the nodes, the names, and the locations (with
+/// `--affinity`).
 pub fn table(view: &NodesView) -> String {
     let mut rows = vec![[
         "ADDRESS",
@@ -146,7 +147,40 @@ pub fn table(view: &NodesView) -> String {
     }
     out.push('\n');
     out.push_str(&columns(&names));
+    if !view.locations.is_empty() {
+        out.push('\n');
+        out.push_str(&columns(&location_rows(view)));
+    }
     out
+}
+
+/// The locations' table: where each one's clients are answered from.
+fn location_rows(view: &NodesView) -> Vec<Vec<String>> {
+    let mut rows = vec![["CLIENT LOCATION", "ANSWERED WITH"]
+        .map(String::from)
+        .to_vec()];
+    for location in &view.locations {
+        let place = match &location.rack {
+            Some(rack) => format!("{}/{rack}", location.dc),
+            None => location.dc.clone(),
+        };
+        let answered = match location.from.as_str() {
+            "rack" => format!("its rack: {}", location.served.join(",")),
+            "dc" if location.rack.is_none() => {
+                format!("its datacenter: {}", location.served.join(","))
+            }
+            "dc" => format!(
+                "its datacenter (rack below --affinity-min-nodes): {}",
+                location.served.join(",")
+            ),
+            "name" => {
+                "the name's usual nodes (too few live nodes in its rack and datacenter)".into()
+            }
+            _ => "the name's usual nodes until its lists are polled".into(),
+        };
+        rows.push(vec![place, answered]);
+    }
+    rows
 }
 
 fn node_row(node: &NodeView) -> Vec<String> {
@@ -208,7 +242,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::view::{LastProbe, NameView};
+    use crate::nodes::view::{LastProbe, LocationView, NameView};
 
     fn view() -> NodesView {
         NodesView {
@@ -253,6 +287,7 @@ mod tests {
                 fallback: None,
                 fail_open: false,
             }],
+            locations: vec![],
         }
     }
 
@@ -279,6 +314,44 @@ mod tests {
             text.contains("alternator.example.com  local datacenter  10.0.0.1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn locations_are_shown_with_where_their_clients_are_answered_from() {
+        let location = |dc: &str, rack: Option<&str>, served: &[&str], from: &str| LocationView {
+            dc: dc.into(),
+            rack: rack.map(String::from),
+            served: served.iter().map(|s| s.to_string()).collect(),
+            from: from.into(),
+        };
+        let mut view = view();
+        assert!(
+            !table(&view).contains("CLIENT LOCATION"),
+            "no table without locations"
+        );
+        view.locations = vec![
+            location("dc1", Some("rack1"), &["10.0.0.1"], "rack"),
+            location("dc1", Some("rack2"), &["10.0.0.1"], "dc"),
+            location("dc2", None, &[], "name"),
+        ];
+        let text = table(&view);
+        assert!(
+            text.contains("dc1/rack1        its rack: 10.0.0.1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dc1/rack2        its datacenter (rack below"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dc2              the name's usual nodes"),
+            "{text}"
+        );
+        // An older server's JSON, without locations, still reads.
+        let json = serde_json::to_string(&self::view()).unwrap();
+        assert!(!json.contains("locations"));
+        let back: NodesView = serde_json::from_str(&json).unwrap();
+        assert!(back.locations.is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Warnings about configurations that start but that resolvers, or the zone
-//! checkers operators run against a delegation, would trip over. `--check`
+//! checkers operators run against a delegation, would trip over, or that do
+//! not do what they seem to (locations nobody is placed in). `--check`
 //! prints them and the server logs them at start; none stops the start,
 //! since each can be deliberate (a single instance on a laptop).
 
@@ -51,6 +52,14 @@ impl Config {
                      the SOA MNAME to be an authoritative server of the zone"
                 ));
             }
+        }
+        let placing = self.name_rules().1.iter().any(|n| n.affinity);
+        if !self.affinity.locations.is_empty() && !placing {
+            warnings.push(
+                "--location is given but no name has affinity: clients are not placed; \
+                 add --affinity true (or affinity = true in a [[name]] table)"
+                    .to_string(),
+            );
         }
         warnings.extend(soa_timer_warnings(
             settings.soa_refresh,
@@ -164,6 +173,15 @@ mod tests {
             o.forward_allow = vec!["0.0.0.0/0".into()];
         })
         .contains("--forward-allow 0.0.0.0/0: every source"));
+        assert!(
+            warns(|o| o.locations = vec!["10.1.0.0/16=dc1/rack1".parse().unwrap()])
+                .contains("--location is given but no name has affinity")
+        );
+        assert!(!warns(|o| {
+            o.locations = vec!["10.1.0.0/16=dc1/rack1".parse().unwrap()];
+            o.affinity = Some(true);
+        })
+        .contains("--location"));
     }
 
     #[test]

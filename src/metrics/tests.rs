@@ -607,6 +607,7 @@ fn one_node_view() -> NodesView {
             fallback: None,
             fail_open: false,
         }],
+        locations: vec![],
     }
 }
 

@@ -18,6 +18,24 @@ pub struct NodesView {
     pub generation: u64,
     pub nodes: Vec<NodeView>,
     pub names: Vec<NameView>,
+    /// With `--affinity`: each location and the nodes its clients get.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<LocationView>,
+}
+
+/// One `--location` (datacenter, and rack if given), for names with
+/// affinity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationView {
+    pub dc: String,
+    pub rack: Option<String>,
+    /// The nodes its clients get; empty when they get their name's.
+    pub served: Vec<String>,
+    /// Where those come from: `rack` (its rack's), `dc` (its datacenter's:
+    /// a location without rack, or a rack with too few live nodes), `name`
+    /// (too few live nodes in both: the name's usual nodes), or `pending`
+    /// (its nodes not known yet).
+    pub from: String,
 }
 
 /// One node the tracker knows: listed, served, or excluded.

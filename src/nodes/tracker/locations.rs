@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::Snapshot;
 use crate::metrics::Metrics;
 use crate::nodes::membership::{LocationChoice, Membership, Selector};
+use crate::nodes::view::LocationView;
 
 /// The locations whose nodes the tracker keeps (none unless some name
 /// places its clients), in the order of their indexes.
@@ -80,6 +81,34 @@ impl Locations {
                 (nodes, choice)
             })
             .unzip()
+    }
+
+    /// Each location as `/nodes` shows it, with `snapshot` the one served.
+    pub(super) fn view(&self, snapshot: &Snapshot) -> Vec<LocationView> {
+        (self.targets.selectors.iter().zip(&self.last).enumerate())
+            .map(|(j, (selector, last))| {
+                let from = match last {
+                    None | Some(LocationChoice::Pending) => "pending",
+                    Some(LocationChoice::Own(s)) if s.rack.is_some() => "rack",
+                    Some(LocationChoice::Own(_)) => "dc",
+                    Some(LocationChoice::Name) => "name",
+                };
+                let served = match j < snapshot.location_count() {
+                    true => snapshot
+                        .location_set(j)
+                        .iter()
+                        .map(|ip| ip.to_string())
+                        .collect(),
+                    false => Vec::new(),
+                };
+                LocationView {
+                    dc: selector.dc.clone().unwrap_or_default(),
+                    rack: selector.rack.clone(),
+                    served,
+                    from: from.to_string(),
+                }
+            })
+            .collect()
     }
 
     /// Logs each location whose way of choosing changed, and counts each

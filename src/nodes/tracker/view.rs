@@ -53,6 +53,7 @@ impl Tracker {
             generation: self.current.generation,
             nodes,
             names,
+            locations: self.locations.view(&self.current),
         }
     }
 

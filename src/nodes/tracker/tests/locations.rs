@@ -121,6 +121,24 @@ fn a_dead_rack_falls_back_to_its_datacenter_then_to_the_name() {
 }
 
 #[test]
+fn the_view_shows_where_each_locations_clients_are_answered_from() {
+    let (mut run, _) = cluster(1);
+    refused(&mut run, ip(1));
+    refused(&mut run, ip(2));
+    let view = run.tracker.view(run.now);
+    let seen: Vec<(String, Option<String>, usize, String)> = (view.locations.iter())
+        .map(|l| (l.dc.clone(), l.rack.clone(), l.served.len(), l.from.clone()))
+        .collect();
+    let want = [
+        ("dc1", Some("r1"), 2, "dc"),
+        ("dc1", Some("r2"), 2, "rack"),
+        ("dc2", None, 1, "dc"),
+    ]
+    .map(|(dc, rack, n, from)| (dc.to_string(), rack.map(String::from), n, from.to_string()));
+    assert_eq!(seen, want);
+}
+
+#[test]
 fn a_rack_below_the_minimum_counts_as_empty() {
     let (mut run, metrics) = cluster(2);
     assert_eq!(location(&run, 0), [ip(1), ip(2)]);

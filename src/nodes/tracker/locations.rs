@@ -37,6 +37,11 @@ impl Locations {
         Locations { targets, last }
     }
 
+    /// How many locations there are.
+    pub(super) fn len(&self) -> usize {
+        self.targets.selectors.len()
+    }
+
     /// The location with index `index`.
     pub(super) fn selector(&self, index: usize) -> &Selector {
         &self.targets.selectors[index]

@@ -12,6 +12,7 @@ use super::{
     TrackerSettings,
 };
 use crate::dns::Zone;
+use crate::nodes::membership::NameRule;
 
 /// A reload not applied: it would leave a served name with no node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,11 +73,13 @@ impl Tracker {
         now: Instant,
         fx: &mut impl Effects,
     ) -> u64 {
+        let locations = Locations::new(settings.locations);
         let kept = kept_sets(&self.current, zone);
+        let kept = self.kept_locations(kept, &locations, &settings.names);
         let generation = kept.generation;
         self.store(Arc::new(kept), fx);
 
-        self.locations = Locations::new(settings.locations);
+        self.locations = locations;
         self.selectors = needed_selectors(&settings.names, &self.locations);
         self.names = settings.names;
         self.health = settings.health;
@@ -97,6 +100,31 @@ impl Tracker {
         self.round = Round::Due(now);
         self.publish(None, now, fx);
         generation
+    }
+}
+
+impl Tracker {
+    /// `kept` with each location of `locations` keeping the nodes the same
+    /// location's clients get now (none for a new one), answered by the
+    /// names of `names` that place their clients there.
+    fn kept_locations(
+        &self,
+        kept: Snapshot,
+        locations: &Locations,
+        names: &[NameRule],
+    ) -> Snapshot {
+        let current = &self.current;
+        let sets: Vec<Vec<IpAddr>> = (0..locations.len())
+            .map(|j| {
+                let old = (0..self.locations.len())
+                    .filter(|&k| k < current.location_count())
+                    .find(|&k| self.locations.selector(k) == locations.selector(j));
+                old.map_or_else(Vec::new, |k| current.location_set(k).iter().collect())
+            })
+            .collect();
+        kept.with_locations(&sets, |name, location| {
+            names[name].serves_location(locations.selector(location))
+        })
     }
 }
 

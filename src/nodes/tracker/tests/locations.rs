@@ -188,3 +188,16 @@ fn names_answer_only_locations_within_their_own_nodes() {
     };
     assert!(!off.serves_location(&dc("dc2")));
 }
+
+#[test]
+fn a_reload_keeps_what_each_location_is_answered_with() {
+    let (mut run, _) = cluster(1);
+    let (settings, _) = placing(1);
+    let zone = zone(&[]);
+    let generation = run.tracker.reload(zone, settings, run.now, &mut run.fx);
+    // The first snapshot of the new configuration already places clients:
+    // nothing changed, so nothing was published after it.
+    assert_eq!(run.tracker.current().generation, generation);
+    assert_eq!(location(&run, 0), [ip(1), ip(2)]);
+    assert_eq!(location(&run, 2), [ip(5)]);
+}

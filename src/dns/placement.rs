@@ -98,6 +98,7 @@ impl Placement {
     /// that would tell them apart, longer than the source prefix, so that a
     /// resolver asks again with more of the client's address. A source
     /// prefix of 0 (the client opted out) is unplaced with scope 0.
+    #[inline]
     pub(crate) fn locate_subnet(&self, subnet: &ClientSubnet) -> Placed {
         match subnet.is_v6() {
             true => self.v6.place(subnet.bits(), subnet.source_prefix()),
@@ -140,7 +141,30 @@ struct Ranges<A> {
     /// Ascending, starting at 0.
     starts: Box<[A]>,
     locations: Box<[u16]>,
+    /// Narrows the search to a few starts; None for tables of a few
+    /// ranges.
+    buckets: Option<Buckets>,
 }
+
+/// A binary search over 2,000 starts is a chain of 11 dependent loads,
+/// about 20 ns. Every start but the first shares the prefix of the
+/// `window`; addresses outside it are in the first or the last range, and
+/// inside it the next `bits` address bits pick a bucket, which says where
+/// to search: with about two buckets per range, one or two starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Buckets {
+    /// The first and last address of the window.
+    low: u128,
+    high: u128,
+    /// Address bits below the bucket number.
+    shift: u32,
+    /// For bucket `b`, the range holding its first address; one more entry,
+    /// the last range, closes the last bucket.
+    first: Box<[u32]>,
+}
+
+/// The most buckets: 2^16 of 4 bytes, 256 KiB, for 32,000 ranges and more.
+const MAX_BUCKET_BITS: u8 = 16;
 
 impl<A: Address> Ranges<A> {
     /// The ranges of `rules` (network, prefix length, location).
@@ -170,19 +194,68 @@ impl<A: Address> Ranges<A> {
                 locations.push(location);
             }
         }
-        Ranges {
+        let mut ranges = Ranges {
             starts: starts.into_boxed_slice(),
             locations: locations.into_boxed_slice(),
+            buckets: None,
+        };
+        ranges.buckets = ranges.bucket();
+        ranges
+    }
+
+    /// The buckets of these ranges, when there are enough to need them.
+    fn bucket(&self) -> Option<Buckets> {
+        let width = A::WIDTH;
+        let (first, last) = (self.starts.get(1)?, self.starts.last()?);
+        if self.starts.len() < 8 {
+            return None;
         }
+        let (first, last): (u128, u128) = ((*first).into(), (*last).into());
+        // Both below 2^width: their xor has 128 - width leading zeros.
+        let common = ((first ^ last).leading_zeros() - (128 - u32::from(width))) as u8;
+        let wanted = (usize::BITS - self.starts.len().leading_zeros() + 1) as u8;
+        let bits = wanted.min(MAX_BUCKET_BITS).min(width - common);
+        let low = first & mask(width, common);
+        let high = low | (mask(width, width) & !mask(width, common));
+        let shift = u32::from(width - common - bits);
+        let first = (0..1u128 << bits)
+            .map(|b| self.search((low + (b << shift)).min(high)) as u32)
+            .chain(std::iter::once((self.starts.len() - 1) as u32))
+            .collect();
+        Some(Buckets {
+            low,
+            high,
+            shift,
+            first,
+        })
+    }
+
+    /// The range holding `addr`, by binary search over every start.
+    fn search(&self, addr: u128) -> usize {
+        // starts[0] is 0, so at least one start is at or below `addr`.
+        (self.starts)
+            .partition_point(|&s| s.into() <= addr)
+            .saturating_sub(1)
     }
 
     /// The range holding `addr`.
     #[inline]
     fn index(&self, addr: A) -> usize {
-        // starts[0] is 0, so at least one start is at or below `addr`.
-        self.starts
-            .partition_point(|&s| s <= addr)
-            .saturating_sub(1)
+        let Some(buckets) = &self.buckets else {
+            return self.search(addr.into());
+        };
+        let wide: u128 = addr.into();
+        if wide < buckets.low {
+            return 0;
+        }
+        if wide > buckets.high {
+            return self.starts.len() - 1;
+        }
+        let bucket = ((wide - buckets.low) >> buckets.shift) as usize;
+        let from = buckets.first[bucket] as usize;
+        let to = buckets.first[bucket + 1] as usize;
+        let after = self.starts[from + 1..=to].partition_point(|&s| s <= addr);
+        from + after
     }
 
     #[inline]
@@ -199,6 +272,7 @@ impl<A: Address> Ranges<A> {
 
     /// See [`Placement::locate_subnet`]: `first` is the subnet's address
     /// (zero past `prefix`).
+    #[inline]
     fn place(&self, first: u128, prefix: u8) -> Placed {
         if prefix == 0 {
             return Placed {

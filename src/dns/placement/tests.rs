@@ -238,3 +238,42 @@ fn ipv6_subnets_place_and_scope_too() {
         }
     );
 }
+
+#[test]
+fn buckets_find_the_same_range_as_a_search_of_every_start() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(13);
+    for round in 0..30 {
+        let count = 8 + (rng.next_u32() % 400) as usize;
+        let raw = random_rules(&mut rng, count);
+        let p = placement(&as_rules(&raw));
+        assert!(
+            p.v4.buckets.is_some() || p.v4.starts.len() < 8,
+            "round {round}"
+        );
+        let mut probes: Vec<u32> =
+            p.v4.starts
+                .iter()
+                .flat_map(|&s| [s, s.wrapping_sub(1)])
+                .collect();
+        probes.extend((0..500).map(|_| rng.next_u32()));
+        probes.extend((0..500).map(|_| 0x0a00_0000 | (rng.next_u32() & 0x00ff_ffff)));
+        probes.extend([0, u32::MAX]);
+        for addr in probes {
+            assert_eq!(p.v4.index(addr), p.v4.search(u128::from(addr)), "{addr:#x}");
+        }
+    }
+    // IPv6, with every prefix under one /32.
+    let rules: Vec<LocationRule> = (0..300u16)
+        .map(|i| rule(&format!("2001:db8:{i:x}::/48"), i % 5))
+        .collect();
+    let p = placement(&rules);
+    assert!(p.v6.buckets.is_some());
+    for i in 0..400u128 {
+        let addr = (0x2001_0db8u128 << 96) | (i << 80) | 7;
+        assert_eq!(p.v6.index(addr), p.v6.search(addr));
+        assert_eq!(
+            p.v6.index(addr ^ (1 << 127)),
+            p.v6.search(addr ^ (1 << 127))
+        );
+    }
+}

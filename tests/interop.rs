@@ -7,7 +7,12 @@
 //! every correctness check passed (A, NS-name lookups without SERVFAIL
 //! afterwards, NXDOMAIN, a 100-node answer truncated over UDP and fetched over
 //! TCP, DNSSEC validation on) and that no node is the first address of more
-//! than 25% of the answers Unbound hands out.
+//! than 25% of the answers Unbound hands out. It also runs the harness's
+//! zone-local check: alternator-dns with `--affinity true` and a
+//! `--location` for each of two client subnets, behind an Unbound with its
+//! subnet cache (`module-config: "subnetcache validator iterator"`,
+//! `send-client-subnet`), which must give clients of each subnet, in their
+//! own namespaces, their own rack's nodes (interop_lab/affinity.py).
 //!
 //! The simulated cluster is `alternator-sim cluster --control-stdin`, built
 //! here with `cargo build -p alternator-sim` beside the binary under test
@@ -27,7 +32,15 @@ use serde_json::Value;
 const MODE: &str = "nocache";
 const PATH: &str = "unbound/delegated";
 const MAX_SHARE: f64 = 0.25;
-/// The whole run takes about 40 s; this only bounds a hang.
+/// The checks of the zone-local answers through Unbound's subnet cache.
+const AFFINITY_CHECKS: &[&str] = &[
+    "server-ECS",
+    "resolver-unplaced",
+    "near",
+    "near-v4only",
+    "far",
+];
+/// The whole run takes about 50 s; this only bounds a hang.
 const LIMIT: Duration = Duration::from_secs(240);
 
 /// Programs `scripts/interop --resolvers unbound --no-zonemaster` needs.
@@ -123,6 +136,20 @@ fn unbound_in_front_of_alternator_dns() {
             check["ok"],
             Value::Bool(true),
             "{PATH} {name} failed: {}",
+            check["detail"]
+        );
+    }
+    let affinity = &report["affinity"];
+    assert!(
+        affinity["checks"].is_object(),
+        "no zone-local (affinity) results: {affinity}"
+    );
+    for name in AFFINITY_CHECKS {
+        let check = &affinity["checks"][name];
+        assert_eq!(
+            check["ok"],
+            Value::Bool(true),
+            "affinity {name} failed: {}",
             check["detail"]
         );
     }

@@ -25,6 +25,9 @@ def failures(result):
             for name, c in cs.items():
                 if c["ok"] is False:
                     out.append(f"{mode} {path} {name}: {c['detail']}")
+    for name, c in (result.get("affinity") or {}).get("checks", {}).items():
+        if c["ok"] is False:
+            out.append(f"affinity {name}: {c['detail']}")
     return out
 
 
@@ -139,6 +142,7 @@ def markdown(result):
                 o.append(_table(["path", "median", "max", "kills seen after", "each kill (s)"],
                                 rows))
     o.append(summary(result))
+    o.append(affinity_section(result.get("affinity")))
     rec = result.get("recipes") or {}
     if any(rec.values()):
         o.append("\n## Stub and forward recipes used (each with its negative trust anchor)\n")
@@ -166,6 +170,24 @@ def markdown(result):
     o.append(f"\n## Verdict: {'all correctness checks passed' if not fails else str(len(fails)) + ' correctness check(s) failed'}\n")
     for f in fails:
         o.append(f"- {f}\n")
+    return "".join(o)
+
+
+def affinity_section(a):
+    """The subnet-cache check (see affinity.py)."""
+    if not a:
+        return ""
+    o = ["\n## Zone-local answers through Unbound's subnet cache (`--affinity`)\n"]
+    if "skipped" in a:
+        o.append(f"Skipped: {a['skipped']}.\n")
+        return "".join(o)
+    o.append(f"alternator-dns on {a['server']} with locations "
+             + ", ".join(f"`{c}={p}`" for c, p in a["locations"].items())
+             + f"; Unbound on {a['resolver']} (`subnetcache validator iterator`, "
+             f"`send-client-subnet: {a['server']}`), querying from {a['resolver_source']}, "
+             "an address in no location.\n")
+    rows = [[name, _mark(c), c["detail"].replace("|", "\\|")] for name, c in a["checks"].items()]
+    o.append(_table(["check", "result", "detail"], rows))
     return "".join(o)
 
 

@@ -436,6 +436,7 @@ pub fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
     addrs
 }
 
+pub mod affinity;
 /// The RFC conformance cases shared by the conformance and Knot differential tests.
 pub mod cluster_checks;
 pub mod dns_cases;

@@ -32,6 +32,7 @@ import time
 
 from . import dnswire
 from .netns import CLIENT4_ADDR, CLIENT_ADDR, FAR_ADDR, NET, udp_socket
+from .resolvers import unbound_server
 from .servers import Sim, live_nodes
 from .util import SetupError, log, run, tail, wait_for
 
@@ -56,26 +57,8 @@ def _fail(detail):
 
 
 def unbound_conf(d, parent):
-    return f"""server:
-    verbosity: 1
-    num-threads: 1
-    interface: {RESOLVER}
-    port: 53
-    outgoing-interface: {RESOLVER_OUT}
-    do-ip6: no
-    do-daemonize: no
-    use-syslog: no
-    log-time-ascii: yes
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    access-control: 10.53.0.0/16 allow
-    root-hints: "{parent.hints}"
-    trust-anchor-file: "{d}/root.ds"
-    so-reuseport: no
-    # The subnet cache first; alternator-dns gets the clients' subnets.
-    module-config: "subnetcache validator iterator"
+    return unbound_server(d, parent, RESOLVER, RESOLVER_OUT, "subnetcache validator iterator") + f"""\
+    # alternator-dns gets the clients' subnets.
     send-client-subnet: {SERVER}
     domain-insecure: "{ZONE}"
 stub-zone:
@@ -231,8 +214,6 @@ def run_check(lab, tmp, binary, parent):
         started.append(server)
         wait_for(f"alternator-dns ({ZONE} on {SERVER}) to serve 4 nodes",
                  lambda: live_nodes(lab.lab, SERVER, ZONE) == 4, 30, 0.25, server)
-        with open(f"{d}/root.ds", "w") as f:
-            f.write(parent.ds_record() + "\n")
         conf = unbound_conf(d, parent)
         with open(f"{d}/unbound.conf", "w") as f:
             f.write(conf)

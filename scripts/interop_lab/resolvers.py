@@ -54,17 +54,18 @@ NAMES = {"unbound": "Unbound", "bind": "BIND named", "kresd": "Knot Resolver (kr
          "pdns": "PowerDNS Recursor"}
 
 
-def _unbound(d, addr, parent, shapes, extra):
-    insecure = "".join(f'    domain-insecure: "{z}"\n' for s, z in
-                       (("stub", STUB_ZONE), ("forward", FWD_ZONE)) if s in shapes)
+def unbound_server(d, parent, addr, outgoing, modules):
+    """The start of the `server:` clause every Unbound of the lab has: listening on addr:53,
+    querying from outgoing, in the foreground, in directory d, validating from the lab's root
+    (its DS written to d/root.ds), with the given module-config."""
     with open(f"{d}/root.ds", "w") as f:
         f.write(parent.ds_record() + "\n")
-    conf = f"""server:
+    return f"""server:
     verbosity: 1
     num-threads: 1
     interface: {addr}
     port: 53
-    outgoing-interface: {addr}
+    outgoing-interface: {outgoing}
     do-ip6: no
     do-daemonize: no
     use-syslog: no
@@ -76,11 +77,18 @@ def _unbound(d, addr, parent, shapes, extra):
     access-control: 10.53.0.0/16 allow
     root-hints: "{parent.hints}"
     trust-anchor-file: "{d}/root.ds"
-    module-config: "validator iterator"
+    so-reuseport: no
+    module-config: "{modules}"
+"""
+
+
+def _unbound(d, addr, parent, shapes, extra):
+    insecure = "".join(f'    domain-insecure: "{z}"\n' for s, z in
+                       (("stub", STUB_ZONE), ("forward", FWD_ZONE)) if s in shapes)
+    conf = unbound_server(d, parent, addr, addr, "validator iterator") + f"""\
     # test. is one of Unbound's default local zones (RFC 6761): undo that.
     local-zone: "test." nodefault
     val-log-level: 2
-    so-reuseport: no
     msg-cache-size: 4m
     rrset-cache-size: 8m
 {insecure}"""

@@ -2,7 +2,7 @@
 
 import statistics
 
-from .common import (AFFINITY_RULES, ALTERNATOR, BASE_SERVER, CLK_TCK, REFERENCES, fmt, fmt_cpus,
+from .common import (AFFINITY_RULES, ALTERNATOR, BASE_SERVER, CPU_RESOLUTION_S, REFERENCES, fmt, fmt_cpus,
                      log, machine_line)
 from .runs import rate_label
 
@@ -28,10 +28,11 @@ from .runs import rate_label
 #     still well under the ~2x of a contended run; its latency moved by up to ~2x
 #     between quiet rounds (27 to 90 us at 50k: the average follows a few slow
 #     answers), so 3x is clear of that and far under the ~20x of a contended run.
-#     Each CPU reading is in clock ticks (utime and stime each truncated), so a run's
-#     CPU time is known to CPU_TICK_SLACK ticks; the spread must exceed the threshold
-#     even with that error taken against it, which keeps very short runs (a few ticks
-#     of CPU) from being flagged by the resolution alone.
+#     Each CPU reading has a resolution (CPU_RESOLUTION_S: 1 us from the CPU clock, or one
+#     clock tick where only /proc/PID/stat is read), so a run's CPU time is known to
+#     CPU_TICK_SLACK of those; the spread must exceed the threshold even with that error
+#     taken against it, which keeps very short runs from being flagged by the resolution
+#     alone.
 #
 # Contention that lasts through every round shows in neither (a) nor (b). A hint, not a
 # verdict: in rate mode the floor answers in tens of microseconds on a quiet machine
@@ -168,7 +169,7 @@ def floor_spread(args, rs, c):
     cpu = c["floor_cpu_us_per_query"]
     if min(cpu) > 0:
         c["floor_cpu_spread"] = max(cpu) / min(cpu)
-        slack = CPU_TICK_SLACK / CLK_TCK
+        slack = CPU_TICK_SLACK * CPU_RESOLUTION_S
         hi = max((r["cpu_s"] - slack) / r["completed"] for r in floor)
         lo = min((r["cpu_s"] + slack) / r["completed"] for r in floor)
         c["floor_cpu_spread_beyond_ticks"] = max(hi, 0.0) / lo
@@ -180,9 +181,9 @@ def floor_spread(args, rs, c):
         elif c["floor_cpu_spread"] > FLOOR_CPU_SPREAD:
             c["notes"].append(
                 f"the floor's CPU per query varied {c['floor_cpu_spread']:.2f}x, but only "
-                f"{c['floor_cpu_spread_beyond_ticks']:.2f}x once the clock-tick resolution "
-                f"(+-{CPU_TICK_SLACK} ticks a run) is allowed for: not counted (longer runs "
-                "measure it more finely)")
+                f"{c['floor_cpu_spread_beyond_ticks']:.2f}x once the CPU readings' resolution "
+                f"(+-{CPU_TICK_SLACK} x {CPU_RESOLUTION_S:g} s a run) is allowed for: not "
+                "counted (longer runs measure it more finely)")
     lat = c["floor_latency_us"]
     if len(lat) >= 2 and min(lat) > 0:
         c["floor_latency_spread"] = max(lat) / min(lat)
@@ -253,8 +254,8 @@ def make_targets(loads, summary, contended):
             results.append(target(server, what, ref, limit, strict, load["label"], a, b,
                                   status, why))
             if what == "cpu_us_per_query" and mine["cpu_s"] and other["cpu_s"]:
-                # How far the ratio may be off from the clock-tick reading alone.
-                results[-1]["tick_resolution"] = (CPU_TICK_SLACK / CLK_TCK) * (
+                # How far the ratio may be off from the CPU readings' resolution alone.
+                results[-1]["tick_resolution"] = (CPU_TICK_SLACK * CPU_RESOLUTION_S) * (
                     1 / mine["cpu_s"] + 1 / other["cpu_s"])
     order = {l["label"]: i for i, l in enumerate(loads)}
     results.sort(key=lambda t: order.get(t["load"], len(loads)))  # stable: by load
@@ -400,7 +401,7 @@ def print_targets(targets):
             result = (f"{t['status']}: {t['ratio']:.3f}x ({t['value']:.2f} vs "
                       f"{t['reference']:.2f}{unit})")
             if (t["tick_resolution"] or 0) > 0.02:
-                result += f"; +-{t['tick_resolution']:.0%} from clock ticks"
+                result += f"; +-{t['tick_resolution']:.0%} from the CPU readings"
         else:
             result = f"not checked ({t['why']})"
         log(f"{t['load']:<5} {t['target']:<36} {result}")
@@ -408,8 +409,8 @@ def print_targets(targets):
               for k in ("met", "MISSED", "not checked")}
     if any((t["tick_resolution"] or 0) > 0.02 for t in targets
            if t["status"] in ("met", "MISSED")):
-        log("(+-N% from clock ticks: how far the CPU readings' resolution alone may move "
-            "a ratio at this run length, at worst; longer runs resolve more)")
+        log("(+-N% from the CPU readings: how far their resolution alone may move a ratio "
+            "at this run length, at worst; longer runs resolve more)")
     log(f"targets: {counts['met']} met, {counts['MISSED']} missed, "
         f"{counts['not checked']} not checked")
 

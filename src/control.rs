@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::forward::{ForwardJob, Forwarder};
+use crate::io::StopSignal;
 use crate::metrics::{Endpoints, Metrics, ReadyCheck, ReadyFacts};
 use crate::nodes::client::AlternatorClient;
 use crate::nodes::degraded;
@@ -30,31 +31,31 @@ use crate::policy::Policy;
 use crate::reload::{self, ReloadSource};
 use crate::tcp::TcpSettings;
 
-/// One signal that stops everything: workers poll the flag, async tasks wait
-/// on the watch channel.
+/// One signal that stops everything: workers see the stop signal, async
+/// tasks wait on the watch channel.
 #[derive(Clone)]
 pub struct Shutdown {
-    flag: Arc<AtomicBool>,
+    workers: StopSignal,
     notify: watch::Sender<bool>,
 }
 
 impl Shutdown {
     pub fn new() -> Shutdown {
         Shutdown {
-            flag: Arc::new(AtomicBool::new(false)),
+            workers: StopSignal::new(),
             notify: watch::Sender::new(false),
         }
     }
 
     /// Asks every part of the server to stop; safe to call more than once.
     pub fn trigger(&self) {
-        self.flag.store(true, Ordering::Release);
+        self.workers.set();
         self.notify.send_replace(true);
     }
 
-    /// The flag the workers poll.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.flag)
+    /// The signal the workers see.
+    pub fn workers(&self) -> StopSignal {
+        self.workers.clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<bool> {

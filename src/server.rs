@@ -405,7 +405,7 @@ fn spawn_workers(
         .with_metrics(Arc::clone(shared.metrics.udp_worker(index)));
         let sockets = WorkerSockets {
             sockets,
-            shutdown: shutdown.flag(),
+            shutdown: shutdown.workers(),
         };
         let stopper = shutdown.clone();
         let readiness = Arc::clone(shared.readiness);

@@ -21,7 +21,7 @@ use domain::base::{MessageBuilder, Name};
 use rand_core::SeedableRng;
 
 use alternator_dns::dns::{AnswerMode, LocationRule, Placement, Rng, Zone, ZoneSettings};
-use alternator_dns::io::{self, Backend, WorkerSockets};
+use alternator_dns::io::{self, Backend, StopSignal, WorkerSockets};
 use alternator_dns::nodes::{NodeSource, SharedSnapshot, Snapshot};
 use alternator_dns::responder::UdpResponder;
 use support::DnsClient;
@@ -178,10 +178,10 @@ fn worker_allocates_nothing_per_query(backend: Backend) {
     let published: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot(1, &zone)));
     let (mut per_worker, bound) =
         io::socket::bind_worker_sockets(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let shutdown = StopSignal::new();
     let sockets = WorkerSockets {
         sockets: per_worker.remove(0),
-        shutdown: Arc::clone(&shutdown),
+        shutdown: shutdown.clone(),
     };
     let mut responder = UdpResponder::new(&published, Rng::seed_from_u64(1), None);
     let worker = std::thread::spawn(move || {
@@ -218,7 +218,7 @@ fn worker_allocates_nothing_per_query(backend: Backend) {
     swapping.store(false, Ordering::Relaxed);
     swapper.join().expect("swapper");
     let after = counter.load(Ordering::Relaxed);
-    shutdown.store(true, Ordering::Relaxed);
+    shutdown.set();
     worker.join().expect("worker thread").expect("worker ran");
     println!(
         "{backend:?}: {answered} answers in {:?}, {} allocations on the worker thread",

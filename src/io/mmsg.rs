@@ -8,14 +8,14 @@
 //! All buffers, iovecs, headers and address slots are allocated once per
 //! worker; the loop itself never allocates.
 //!
-//! Shutdown: a worker with one socket blocks in `recvmmsg` with a 200 ms
-//! `SO_RCVTIMEO`; one with several sockets blocks in `poll` for at most
-//! 200 ms. Either way the shutdown flag is seen within about 200 ms.
+//! Shutdown: a worker with one socket blocks in `recvmmsg`, one with
+//! several in `poll`, without a timeout (a timer per wait costs CPU at
+//! moderate load: see [`StopSignal`](super::StopSignal)); setting the signal shuts the
+//! sockets down for reading, which wakes the wait, and the worker returns.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::socket::{is_unanswerable, sockaddr_from_storage, sockaddr_to_storage};
@@ -26,9 +26,6 @@ use super::{
 /// Datagrams per `recvmmsg` / replies per `sendmmsg`.
 pub const BATCH: usize = 32;
 
-/// How long one wait for traffic may block before the shutdown flag is checked.
-const WAIT: Duration = Duration::from_millis(200);
-
 /// How often a send interrupted by a signal is retried before it is dropped.
 const MAX_EINTR_RETRIES: u32 = 8;
 
@@ -37,6 +34,14 @@ const MAX_EINTR_RETRIES: u32 = 8;
 /// Errors only for failures that would repeat forever (bad fd, bad argument);
 /// per-packet errors are logged (rate-limited) and the packet dropped.
 pub fn run<H: PacketHandler>(sockets: WorkerSockets, handler: &mut H) -> Result<(), IoError> {
+    for socket in &sockets.sockets {
+        (sockets.shutdown)
+            .wake_on_stop(socket)
+            .map_err(|source| IoError::Io {
+                context: "copying a socket for the stop signal",
+                source,
+            })?;
+    }
     let mut worker = Worker::new();
     let result = match sockets.sockets.as_slice() {
         [single] => worker.run_single(single, &sockets, handler),
@@ -66,22 +71,16 @@ impl Worker {
         }
     }
 
-    /// One socket: block in `recvmmsg(MSG_WAITFORONE)`, woken by the receive
-    /// timeout so the flag is checked at least every [`WAIT`].
+    /// One socket: block in `recvmmsg(MSG_WAITFORONE)` until traffic, or
+    /// until the stop signal shuts the socket down.
     fn run_single<H: PacketHandler>(
         &mut self,
         socket: &UdpSocket,
         sockets: &WorkerSockets,
         handler: &mut H,
     ) -> Result<(), IoError> {
-        socket
-            .set_read_timeout(Some(WAIT))
-            .map_err(|source| IoError::Io {
-                context: "setting SO_RCVTIMEO",
-                source,
-            })?;
         let fd = socket.as_raw_fd();
-        while !sockets.shutdown.load(Ordering::Relaxed) {
+        while !sockets.shutdown.is_set() {
             self.serve_batch(fd, 0, libc::MSG_WAITFORONE, handler)?;
         }
         Ok(())
@@ -103,7 +102,7 @@ impl Worker {
                 revents: 0,
             })
             .collect();
-        while !sockets.shutdown.load(Ordering::Relaxed) {
+        while !sockets.shutdown.is_set() {
             if !self.poll(&mut fds)? {
                 continue;
             }
@@ -122,12 +121,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Waits up to [`WAIT`]; true when some socket is ready.
+    /// Waits for traffic (or the stop signal, which shuts the sockets
+    /// down); true when some socket is ready.
     fn poll(&mut self, fds: &mut [libc::pollfd]) -> Result<bool, IoError> {
-        let timeout_ms = WAIT.as_millis() as libc::c_int;
         // SAFETY: `fds` is an exclusive, live slice of `fds.len()` pollfds;
         // the kernel writes only their `revents` fields during the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if rc >= 0 {
             return Ok(rc > 0);
         }

@@ -14,7 +14,8 @@
 //!   addresses the kernel reports are bounds-checked, datagrams from port 0
 //!   (or an unspecified address) are dropped before the handler, and replies
 //!   that are empty or longer than [`MAX_UDP_REPLY`] are dropped.
-//! - A worker returns within about 200 ms of `shutdown` being set (io_uring
+//! - A worker returns within about 200 ms of `shutdown` being set: recvmmsg
+//!   at once (the signal wakes its sockets), io_uring when its wait ends (it
 //!   adds a cancel-and-reap of its requests, normally well under 1 ms).
 //! - Per-packet errors are logged at warn level at most once a minute per
 //!   error site, with a count of the ones held back; only errors that would
@@ -23,13 +24,13 @@
 
 pub mod mmsg;
 pub mod socket;
+mod stop;
 pub mod uring;
 
 pub use socket::{bind_udp_reuseport, bind_worker_sockets, pin_current_thread};
+pub use stop::StopSignal;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 /// Largest UDP reply a worker ever sends. Reply buffers are allocated once with
 /// this capacity; handlers must not write more.
@@ -77,8 +78,8 @@ pub trait PacketHandler {
 pub struct WorkerSockets {
     /// One bound UDP socket per listen address, in listen order.
     pub sockets: Vec<UdpSocket>,
-    /// Set once to ask the worker to return; checked at least every 200 ms.
-    pub shutdown: Arc<AtomicBool>,
+    /// Set once to ask the worker to return.
+    pub shutdown: StopSignal,
 }
 
 /// Why a socket could not be set up or a worker loop stopped.

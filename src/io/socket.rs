@@ -199,12 +199,12 @@ pub(crate) fn is_unanswerable(source: &SocketAddr) -> bool {
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::net::{SocketAddr, UdpSocket};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    use crate::io::{PacketHandler, WorkerSockets};
+    use crate::io::{PacketHandler, StopSignal, WorkerSockets};
 
     /// Echoes the query with its first byte inverted; drops queries starting
     /// with `drop`; counts every call.
@@ -242,7 +242,7 @@ pub(crate) mod testutil {
     pub(crate) struct Worker {
         pub(crate) addrs: Vec<SocketAddr>,
         pub(crate) seen: Arc<AtomicU64>,
-        pub(crate) shutdown: Arc<AtomicBool>,
+        pub(crate) shutdown: StopSignal,
         pub(crate) thread: Option<JoinHandle<Result<(), crate::io::IoError>>>,
     }
 
@@ -251,7 +251,7 @@ pub(crate) mod testutil {
             let (mut groups, addrs) = super::bind_worker_sockets(listen, 1).expect("bind");
             let sockets = groups.pop().expect("one worker");
             let seen = Arc::new(AtomicU64::new(0));
-            let shutdown = Arc::new(AtomicBool::new(false));
+            let shutdown = StopSignal::new();
             let ws = WorkerSockets {
                 sockets,
                 shutdown: shutdown.clone(),
@@ -269,7 +269,7 @@ pub(crate) mod testutil {
         /// Sets the flag and asserts the worker returns Ok within `limit`.
         pub(crate) fn stop_within(&mut self, limit: Duration) {
             let t0 = Instant::now();
-            self.shutdown.store(true, Ordering::Relaxed);
+            self.shutdown.set();
             let thread = self.thread.take().expect("running");
             while !thread.is_finished() {
                 assert!(t0.elapsed() < limit, "worker did not stop within {limit:?}");
@@ -281,7 +281,7 @@ pub(crate) mod testutil {
 
     impl Drop for Worker {
         fn drop(&mut self) {
-            self.shutdown.store(true, Ordering::Relaxed);
+            self.shutdown.set();
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }

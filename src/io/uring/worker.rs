@@ -7,7 +7,6 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut};
@@ -97,7 +96,7 @@ impl Worker {
         handler: &mut H,
     ) -> Result<(), IoError> {
         let mut batch_next_wait = false;
-        while !sockets.shutdown.load(Ordering::Relaxed) {
+        while !sockets.shutdown.is_set() {
             self.arm_idle()?;
             self.shared.bufs.publish();
             self.shared.queue.wait(WAIT, batch_next_wait)?;

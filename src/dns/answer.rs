@@ -309,11 +309,15 @@ fn client_edns(msg: &Message<[u8]>, client_subnet: bool) -> Result<Option<Client
             .to_record::<UnknownRecordData<&[u8]>>()
             .map_err(drop)?;
         let data = data.ok_or(())?;
-        let subnet = ecs::find(data.data().data(), client_subnet).map_err(drop)?;
         let ttl = record.ttl().as_secs();
+        let version = (ttl >> 16) as u8;
+        // Options of an EDNS version we do not speak are not read (it gets
+        // BADVERS, whatever they hold).
+        let read_ecs = client_subnet && version == 0;
+        let subnet = ecs::find(data.data().data(), read_ecs).map_err(drop)?;
         found = Some(ClientEdns {
             payload_size: record.class().to_int(),
-            version: (ttl >> 16) as u8,
+            version,
             dnssec_ok: ttl & 0x8000 != 0,
             subnet,
         });
@@ -406,8 +410,15 @@ fn build(
     let (additional, scope) = match (authoritative, place) {
         (true, Place::Name(index)) => {
             let subnet = edns.and_then(|e| e.subnet);
-            let v6 = question.qtype() == Rtype::AAAA;
-            let (set, scope) = snapshot.placed(index, source, subnet.as_ref(), v6);
+            let qtype = question.qtype();
+            // Only addresses depend on where the client is: the SOA, NS
+            // and NODATA of other types hold for everyone (scope 0).
+            let (set, scope) = match qtype {
+                Rtype::A | Rtype::AAAA | Rtype::ANY => {
+                    snapshot.placed(index, source, subnet.as_ref(), qtype == Rtype::AAAA)
+                }
+                _ => (index, 0),
+            };
             let served = Served { index, set, mode };
             (answer_name(answer, &question, snapshot, served, rng), scope)
         }

@@ -95,9 +95,10 @@ impl Placement {
     /// inside one range is placed there, with the shortest prefix that stays
     /// in the range as scope (at most the source prefix). A subnet that
     /// spans ranges cannot be placed: the scope is then the prefix length
-    /// that would tell them apart, longer than the source prefix, so that a
-    /// resolver asks again with more of the client's address. A source
-    /// prefix of 0 (the client opted out) is unplaced with scope 0.
+    /// that would tell them apart (the full address length when the subnet
+    /// holds more than [`MAX_WALK`] ranges), longer than the source prefix,
+    /// so that a resolver asks again with more of the client's address. A
+    /// source prefix of 0 (the client opted out) is unplaced with scope 0.
     #[inline]
     pub(crate) fn locate_subnet(&self, subnet: &ClientSubnet) -> Placed {
         match subnet.is_v6() {
@@ -106,6 +107,10 @@ impl Placement {
         }
     }
 }
+
+/// The most range starts a subnet too wide to place is searched for the
+/// scope that tells them apart.
+const MAX_WALK: usize = 64;
 
 /// Marks a range that no location holds.
 const NONE: u16 = u16::MAX;
@@ -292,11 +297,15 @@ impl<A: Address> Ranges<A> {
             };
         }
         // Each range start inside the subnet must fall on a block boundary.
+        // A subnet holding more than MAX_WALK of them (a /1 sent as ECS over
+        // a large table) gets the full address length instead: as correct,
+        // and a query costs no more than MAX_WALK compares.
         let mut needed = prefix;
         let inside = self.starts[i + 1..].iter().map(|&s| s.into());
-        for start in inside.take_while(|&s| s <= last) {
+        for (walked, start) in inside.take_while(|&s| s <= last).enumerate() {
             needed = needed.max(width - trailing_zeros(start, width));
-            if needed == width {
+            if needed == width || walked == MAX_WALK {
+                needed = if walked == MAX_WALK { width } else { needed };
                 break;
             }
         }

@@ -34,14 +34,15 @@ const MAX_EINTR_RETRIES: u32 = 8;
 /// Errors only for failures that would repeat forever (bad fd, bad argument);
 /// per-packet errors are logged (rate-limited) and the packet dropped.
 pub fn run<H: PacketHandler>(sockets: WorkerSockets, handler: &mut H) -> Result<(), IoError> {
-    for socket in &sockets.sockets {
-        (sockets.shutdown)
-            .wake_on_stop(socket)
-            .map_err(|source| IoError::Io {
-                context: "copying a socket for the stop signal",
-                source,
-            })?;
-    }
+    // Held until this returns or unwinds: a worker gone for good leaves no
+    // copy of its sockets open in the stop signal.
+    let _registered = (sockets.sockets.iter())
+        .map(|socket| sockets.shutdown.wake_on_stop(socket))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| IoError::Io {
+            context: "copying a socket for the stop signal",
+            source,
+        })?;
     let mut worker = Worker::new();
     let result = match sockets.sockets.as_slice() {
         [single] => worker.run_single(single, &sockets, handler),

@@ -22,8 +22,26 @@ pub struct StopSignal(Arc<State>);
 #[derive(Debug, Default)]
 struct State {
     set: AtomicBool,
-    /// Copies of the descriptors of the sockets to shut down when set.
-    wake: Mutex<Vec<OwnedFd>>,
+    /// Copies of the descriptors of the sockets to shut down when set,
+    /// each with the number of its [`Registration`].
+    wake: Mutex<Vec<(u64, OwnedFd)>>,
+    /// Numbers the registrations.
+    registered: std::sync::atomic::AtomicU64,
+}
+
+/// A socket registered with [`StopSignal::wake_on_stop`]; dropping it (the
+/// worker returned, or unwound from a panic) closes the signal's copy, so
+/// that a socket nobody reads leaves its `SO_REUSEPORT` group.
+#[must_use = "the socket is woken only while the registration lives"]
+pub(crate) struct Registration {
+    signal: StopSignal,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.signal.wake_list().retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl StopSignal {
@@ -41,27 +59,32 @@ impl StopSignal {
     /// safe to call more than once.
     pub fn set(&self) {
         self.0.set.store(true, Ordering::Release);
-        for fd in self.wake_list().drain(..) {
+        for (_, fd) in self.wake_list().drain(..) {
             shut_reading(&fd);
         }
     }
 
     /// Has `socket` shut down for reading when the signal is set (at once
-    /// if it is set already), so that a worker blocked on it wakes up.
-    pub(crate) fn wake_on_stop(&self, socket: &UdpSocket) -> io::Result<()> {
+    /// if it is set already), so that a worker blocked on it wakes up; for
+    /// as long as the returned registration lives.
+    pub(crate) fn wake_on_stop(&self, socket: &UdpSocket) -> io::Result<Registration> {
         let copy = OwnedFd::from(socket.try_clone()?);
+        let id = self.0.registered.fetch_add(1, Ordering::Relaxed);
         let mut wake = self.wake_list();
         // Checked under the lock: `set` stores the flag before taking it,
         // so either it finds this socket in the list or this sees the flag.
         if self.is_set() {
             shut_reading(&copy);
         } else {
-            wake.push(copy);
+            wake.push((id, copy));
         }
-        Ok(())
+        Ok(Registration {
+            signal: self.clone(),
+            id,
+        })
     }
 
-    fn wake_list(&self) -> std::sync::MutexGuard<'_, Vec<OwnedFd>> {
+    fn wake_list(&self) -> std::sync::MutexGuard<'_, Vec<(u64, OwnedFd)>> {
         // The list holds descriptors only: one left by a panicking holder
         // is still whole.
         self.0.wake.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,7 +120,7 @@ mod tests {
     fn setting_the_signal_wakes_a_receive_blocked_without_a_timeout() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let stop = StopSignal::new();
-        stop.wake_on_stop(&socket).unwrap();
+        let _registered = stop.wake_on_stop(&socket).unwrap();
         let done = blocked_receive(socket);
         assert!(
             done.recv_timeout(Duration::from_millis(50)).is_err(),
@@ -115,8 +138,21 @@ mod tests {
         let stop = StopSignal::new();
         stop.set();
         let socket = UdpSocket::bind("[::1]:0").unwrap();
-        stop.wake_on_stop(&socket).unwrap();
+        let _registered = stop.wake_on_stop(&socket).unwrap();
         let woken = blocked_receive(socket).recv_timeout(Duration::from_secs(10));
         assert!(matches!(woken, Ok(Ok(0))), "{woken:?}");
+    }
+
+    #[test]
+    fn a_socket_whose_registration_is_dropped_is_closed_by_its_owner_alone() {
+        let stop = StopSignal::new();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let registered = stop.wake_on_stop(&socket).unwrap();
+        drop(registered);
+        drop(socket);
+        // No copy is left open: the port is free again.
+        UdpSocket::bind(addr).expect("the port was released");
+        stop.set();
     }
 }

@@ -309,7 +309,7 @@ impl Membership {
     /// Whether `node` may be served: not excluded, and passing its probes
     /// (or not probed: health checks off, or served now and not probed
     /// yet).
-    fn usable(&self, node: IpAddr, served_now: &BTreeSet<IpAddr>) -> bool {
+    pub(crate) fn usable(&self, node: IpAddr, served_now: &BTreeSet<IpAddr>) -> bool {
         match self.health(node) {
             _ if self.excluded.contains(&node) => false,
             _ if !self.settings.enabled => true,

@@ -490,7 +490,8 @@ impl Tracker {
             )
             .with_bases(&bases)
             .with_locations(&location_sets, |name, location| {
-                self.names[name].serves_location(self.locations.selector(location))
+                let serving = (self.locations).serving(location, &location_choices[location]);
+                self.names[name].serves_location(serving)
             });
             self.store(Arc::new(snapshot), fx);
             self.count_removals(&current, now);

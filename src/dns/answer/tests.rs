@@ -11,7 +11,8 @@ use super::*;
 use crate::dns::zone::ZoneSettings;
 use crate::nodes::{NodeSource, Snapshot};
 
-/// The source of every query here: no test places clients by address.
+/// The source of every query here (placed only by the zones of
+/// `placement::placed_snapshot`).
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 fn zone(answers: AnswerMode) -> Arc<Zone> {

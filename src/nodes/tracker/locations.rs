@@ -47,6 +47,27 @@ impl Locations {
         &self.targets.selectors[index]
     }
 
+    /// Whose nodes location `index` serves, chosen this way now: its rack's
+    /// or its datacenter's; while pending, those of its last choice (its
+    /// own, before any). A name answers the location's clients from them
+    /// only when they lie within its own nodes.
+    pub(super) fn serving<'a>(&'a self, index: usize, now: &'a LocationChoice) -> &'a Selector {
+        match (now, &self.last[index]) {
+            (LocationChoice::Own(selector), _) => selector,
+            (_, Some(LocationChoice::Own(selector))) => selector,
+            _ => &self.targets.selectors[index],
+        }
+    }
+
+    /// Takes over how each location that `before` also had was last
+    /// chosen (after a reload), so that nothing is logged or counted again.
+    pub(super) fn carry(&mut self, before: &Locations) {
+        for (j, selector) in self.targets.selectors.iter().enumerate() {
+            let old = (before.targets.selectors.iter()).position(|s| s == selector);
+            self.last[j] = old.and_then(|k| before.last[k].clone());
+        }
+    }
+
     /// The lists to poll for them: each location's own, and its
     /// datacenter's.
     pub(super) fn selectors(&self) -> impl Iterator<Item = Selector> + '_ {
@@ -77,9 +98,10 @@ impl Locations {
             .map(|(j, selector)| {
                 let served_now = served(j);
                 let (nodes, choice) = membership.serve_location(selector, min_nodes, &served_now);
+                // Pending: keep what is served, less what is known to fail.
                 let nodes = match choice {
-                    LocationChoice::Pending => (served_now.into_iter())
-                        .filter(|ip| !membership.is_excluded(*ip))
+                    LocationChoice::Pending => (served_now.iter().copied())
+                        .filter(|ip| membership.usable(*ip, &served_now))
                         .collect(),
                     _ => nodes,
                 };

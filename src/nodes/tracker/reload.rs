@@ -12,7 +12,7 @@ use super::{
     TrackerSettings,
 };
 use crate::dns::Zone;
-use crate::nodes::membership::NameRule;
+use crate::nodes::membership::{LocationChoice, NameRule};
 
 /// A reload not applied: it would leave a served name with no node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +73,8 @@ impl Tracker {
         now: Instant,
         fx: &mut impl Effects,
     ) -> u64 {
-        let locations = Locations::new(settings.locations);
+        let mut locations = Locations::new(settings.locations);
+        locations.carry(&self.locations);
         let kept = kept_sets(&self.current, zone);
         let kept = self.kept_locations(kept, &locations, &settings.names);
         let generation = kept.generation;
@@ -123,7 +124,7 @@ impl Tracker {
             })
             .collect();
         kept.with_locations(&sets, |name, location| {
-            names[name].serves_location(locations.selector(location))
+            names[name].serves_location(locations.serving(location, &LocationChoice::Pending))
         })
     }
 }

@@ -203,6 +203,31 @@ fn ecs_places_the_subnet_and_is_echoed_with_its_scope() {
 }
 
 #[test]
+fn answers_that_hold_for_everyone_have_scope_zero_and_badvers_wins() {
+    let snap = placed_snapshot(AnswerMode::All, None);
+    let option = ecs(1, 24, 0, &[10, 1, 2]);
+    for qtype in [Rtype::SOA, Rtype::NS, Rtype::TXT] {
+        let q = with_opt(query(APEX, qtype), 1232, 0, 0, &option);
+        let (_, reply) = ask_from(&snap, &q, "198.51.100.1", Transport::Udp);
+        assert_eq!(echoed(&reply), Some((1, 24, 0, vec![10, 1, 2])), "{qtype}");
+    }
+    // EDNS version 1 with a malformed ECS: BADVERS, the option unread.
+    let q = with_opt(
+        query(APEX, Rtype::A),
+        1232,
+        1,
+        0,
+        &ecs(1, 24, 8, &[10, 1, 2]),
+    );
+    let (outcome, reply) = ask_from(&snap, &q, "198.51.100.1", Transport::Udp);
+    assert_eq!(
+        outcome,
+        Outcome::Reply(domain::base::iana::OptRcode::BADVERS)
+    );
+    assert_eq!(echoed(&reply), None);
+}
+
+#[test]
 fn malformed_ecs_gets_formerr_unless_ecs_is_off() {
     let q = with_opt(
         query(APEX, Rtype::A),

@@ -201,3 +201,82 @@ fn a_reload_keeps_what_each_location_is_answered_with() {
     assert_eq!(location(&run, 0), [ip(1), ip(2)]);
     assert_eq!(location(&run, 2), [ip(5)]);
 }
+
+#[test]
+fn a_pending_location_drops_the_nodes_known_to_fail() {
+    let (mut run, _) = cluster(1);
+    // A new node joins r1: its first probe is due, so r1 waits for it.
+    run.list(rack("dc1", "r1"), &[ip(1), ip(2), ip(6)]);
+    refused(&mut run, ip(1));
+    refused(&mut run, ip(2));
+    assert_eq!(
+        location(&run, 0),
+        Vec::<IpAddr>::new(),
+        "r1's dead nodes are not kept while it waits: its clients get the name's list"
+    );
+    run.at(MS).probe(ip(6), true);
+    assert_eq!(location(&run, 0), [ip(6)]);
+}
+
+#[test]
+fn a_reload_neither_logs_nor_counts_a_fallback_again() {
+    let (mut run, metrics) = cluster(1);
+    refused(&mut run, ip(1));
+    refused(&mut run, ip(2));
+    assert!(fallbacks(&metrics, "r1", "dc"));
+    let (mut settings, _) = placing(1);
+    settings.metrics = Arc::clone(&metrics);
+    run.tracker
+        .reload(zone(&[]), settings, run.now, &mut run.fx);
+    assert_eq!(location(&run, 0), [ip(3), ip(4)]);
+    assert!(fallbacks(&metrics, "r1", "dc"), "still counted once");
+}
+
+#[test]
+fn a_rack_name_never_answers_with_its_datacenters_other_racks() {
+    use crate::access::Cidr;
+    use crate::dns::{LocationRule, Placement};
+    let (mut run, _) = cluster(1);
+    // A name for rack r1 that places its clients; 10.9.0.0/16 is r1.
+    let names = [("r1", rack("dc1", "r1"))];
+    let rules = [LocationRule {
+        cidr: "10.9.0.0/16".parse::<Cidr>().unwrap(),
+        location: 0,
+    }];
+    let zone = Arc::unwrap_or_clone(zone(&names));
+    let zone = Arc::new(zone.with_placement(Placement::new(&rules, vec![false, true], true)));
+    let (mut settings, _) = placing(1);
+    let apex = settings.names[0].clone();
+    settings.names = vec![
+        NameRule {
+            affinity: false,
+            ..apex
+        },
+        NameRule {
+            selector: rack("dc1", "r1"),
+            fallback: false,
+            affinity: true,
+        },
+    ];
+    run.tracker.reload(zone, settings, run.now, &mut run.fx);
+    let client: IpAddr = "10.9.1.1".parse().unwrap();
+    let current = Arc::clone(run.tracker.current());
+    let (set, _) = current.placed(1, client, None, false);
+    assert_eq!(
+        set, 2,
+        "r1's clients get the location's set, r1's own nodes"
+    );
+    refused(&mut run, ip(1));
+    refused(&mut run, ip(2));
+    assert_eq!(
+        location(&run, 0),
+        [ip(3), ip(4)],
+        "the location falls back to dc1"
+    );
+    let current = Arc::clone(run.tracker.current());
+    let (set, _) = current.placed(1, client, None, false);
+    assert_eq!(
+        set, 1,
+        "but the r1 name answers from its own list, not dc1's"
+    );
+}

@@ -26,14 +26,13 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::access::{AccessList, Denied};
-use crate::dns::Placement;
 use crate::dns::{ZoneError, ZoneSettings};
 use crate::forward::ForwardSettings;
 use crate::metrics::Metrics;
 use crate::nodes::client::{Scheme as ClientScheme, TlsSettings};
 use crate::nodes::membership::NameRule;
 use crate::nodes::refresher::RefreshSettings;
-use crate::nodes::tracker::{HealthSettings, LocationTargets, TrackerSettings};
+use crate::nodes::tracker::{HealthSettings, TrackerSettings};
 use crate::rrl::RrlSettings;
 use crate::tcp::TcpSettings;
 
@@ -154,6 +153,7 @@ impl Config {
         seeds: Vec<SocketAddr>,
         metrics: Arc<Metrics>,
     ) -> TrackerSettings {
+        let (_, names) = self.name_rules();
         TrackerSettings {
             refresh: RefreshSettings {
                 seeds,
@@ -163,8 +163,8 @@ impl Config {
             },
             health: self.health,
             exclude: self.exclude.clone(),
-            names: self.name_rules().1,
-            locations: self.location_targets(),
+            locations: self.affinity.targets(&names),
+            names,
             metrics,
         }
     }
@@ -173,24 +173,6 @@ impl Config {
     /// name in the zone's order: the apex first.
     pub fn name_rules(&self) -> (Vec<String>, Vec<NameRule>) {
         resolve::name_rules(&self.zone.domain, &self.names, self.affinity.domain)
-    }
-
-    /// What the answer path places clients with, for the served names.
-    pub fn placement(&self) -> Placement {
-        self.affinity.placement(&self.name_rules().1)
-    }
-
-    /// The locations whose lists the tracker keeps: none unless some name
-    /// places its clients.
-    pub fn location_targets(&self) -> LocationTargets {
-        let placing = self.name_rules().1.iter().any(|n| n.affinity);
-        LocationTargets {
-            selectors: match placing {
-                true => self.affinity.locations.clone(),
-                false => Vec::new(),
-            },
-            min_nodes: self.affinity.min_nodes,
-        }
     }
 
     /// The seeds' socket addresses (hostnames resolved now), with a description

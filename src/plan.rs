@@ -70,9 +70,9 @@ impl Nodes {
         if seeds.is_empty() {
             return Err(PlanError::NoSeeds(unresolved.join("; ")));
         }
-        let (extra_names, _) = config.name_rules();
+        let (extra_names, rules) = config.name_rules();
         let zone = Zone::new(&config.zone)?.with_names(&extra_names)?;
-        let zone = Arc::new(zone.with_placement(config.placement()));
+        let zone = Arc::new(zone.with_placement(config.affinity.placement(&rules)));
         let client = AlternatorClient::new(config.client_scheme(), &config.tls)?;
         Ok(Nodes {
             seeds,

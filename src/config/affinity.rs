@@ -9,6 +9,7 @@ use super::{ConfigError, LocationSpec, Options};
 use crate::access::Cidr;
 use crate::dns::placement::{LocationRule, Placement};
 use crate::nodes::membership::{NameRule, Selector};
+use crate::nodes::tracker::LocationTargets;
 
 /// The most distinct locations: their indexes are 16 bits, one value kept
 /// for "none".
@@ -37,6 +38,19 @@ impl AffinitySettings {
     pub fn placement(&self, names: &[NameRule]) -> Placement {
         let affinity = names.iter().map(|n| n.affinity).collect();
         Placement::new(&self.rules, affinity, self.client_subnet)
+    }
+
+    /// The locations whose lists the node tracker keeps for served names
+    /// `names`: none unless some name places its clients.
+    pub fn targets(&self, names: &[NameRule]) -> LocationTargets {
+        let placing = names.iter().any(|n| n.affinity);
+        LocationTargets {
+            selectors: match placing {
+                true => self.locations.clone(),
+                false => Vec::new(),
+            },
+            min_nodes: self.min_nodes,
+        }
     }
 }
 

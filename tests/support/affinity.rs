@@ -166,17 +166,7 @@ pub fn wait_for_spread(
     want: &[IpAddr],
     what: &str,
 ) {
-    let want: BTreeSet<IpAddr> = want.iter().copied().collect();
-    let mut last = None;
-    let ok = wait_until(SETTLE, || {
-        last = answers_over(client, name, 40);
-        last.as_ref() == Some(&want)
-    });
-    assert!(
-        ok,
-        "{what}: 40 answers for {name} should name exactly {want:?}, named {last:?}; log:\n{}",
-        r.log_text()
-    );
+    spread_within(r, client, name, want, what, SETTLE);
 }
 
 /// Checks that 40 answers in a row for `name` (`--answers 1`) name every
@@ -188,12 +178,28 @@ pub fn assert_spread(
     want: &[IpAddr],
     what: &str,
 ) {
+    spread_within(r, client, name, want, what, Duration::ZERO);
+}
+
+/// Asks 40 times in a row until the answers name exactly `want`, for at
+/// most `wait` (once, with no wait).
+fn spread_within(
+    r: &Responder,
+    client: &mut DnsClient,
+    name: &str,
+    want: &[IpAddr],
+    what: &str,
+    wait: Duration,
+) {
     let want: BTreeSet<IpAddr> = want.iter().copied().collect();
-    let got = answers_over(client, name, 40);
-    assert_eq!(
-        got.as_ref(),
-        Some(&want),
-        "{what}: 40 answers for {name}; log:\n{}",
+    let mut last = None;
+    let ok = wait_until(wait, || {
+        last = answers_over(client, name, 40);
+        last.as_ref() == Some(&want)
+    });
+    assert!(
+        ok,
+        "{what}: 40 answers for {name} should name exactly {want:?}, named {last:?}; log:\n{}",
         r.log_text()
     );
 }

@@ -1,10 +1,9 @@
 """Summary, contention, ratios, targets and the printed report."""
 
-import statistics
-
 from .common import (AFFINITY_RULES, ALTERNATOR, BASE_SERVER, CPU_RESOLUTION_S, REFERENCES, fmt, fmt_cpus,
                      log, machine_line)
 from .runs import rate_label
+from .stats import CONFIDENCE, median, median_interval, paired_ratios, trimmed, verdict
 
 # ---------------------------------------------------------------- contention
 #
@@ -28,6 +27,10 @@ from .runs import rate_label
 #     still well under the ~2x of a contended run; its latency moved by up to ~2x
 #     between quiet rounds (27 to 90 us at 50k: the average follows a few slow
 #     answers), so 3x is clear of that and far under the ~20x of a contended run.
+#     From 10 rounds on, the lowest and highest tenth of the floor's rounds are left
+#     out of both spreads (stats.trimmed): max/min over many rounds grows with their
+#     number, and one bad round in thirty does not move their median; the paired
+#     intervals of the targets show what it does to the ratios.
 #     Each CPU reading has a resolution (CPU_RESOLUTION_S: 1 us from the CPU clock, or one
 #     clock tick where only /proc/PID/stat is read), so a run's CPU time is known to
 #     CPU_TICK_SLACK of those; the spread must exceed the threshold even with that error
@@ -55,11 +58,6 @@ TARGETS = [
     # locations) against the same binary with it off.
     ("affinity", "cpu_us_per_query", "default", 1.05, False, 50000),
 ]
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def ratio(a, b):
@@ -112,7 +110,8 @@ def contention(args, loads, runs):
              "notes": [],
              "min_held_fraction": None, "floor_cpu_us_per_query": [],
              "floor_cpu_spread": None, "floor_cpu_spread_beyond_ticks": None,
-             "floor_latency_us": [], "floor_latency_spread": None,
+             "floor_cpu_spread_range": None, "floor_latency_us": [],
+             "floor_latency_spread": None, "floor_latency_spread_range": None,
              "floor_spread_checked": False}
         if load["mode"] == "rate":
             rate_not_held(load, rs, c)
@@ -166,7 +165,9 @@ def floor_spread(args, rs, c):
         c["floor_spread_checked"] = False
         return
     c["floor_spread_checked"] = True
-    cpu = c["floor_cpu_us_per_query"]
+    floor = trimmed(floor, key=lambda r: r["cpu_us_per_query"])
+    cpu = [r["cpu_us_per_query"] for r in floor]
+    c["floor_cpu_spread_range"] = [min(cpu), max(cpu)]
     if min(cpu) > 0:
         c["floor_cpu_spread"] = max(cpu) / min(cpu)
         slack = CPU_TICK_SLACK * CPU_RESOLUTION_S
@@ -184,7 +185,8 @@ def floor_spread(args, rs, c):
                 f"{c['floor_cpu_spread_beyond_ticks']:.2f}x once the CPU readings' resolution "
                 f"(+-{CPU_TICK_SLACK} x {CPU_RESOLUTION_S:g} s a run) is allowed for: not "
                 "counted (longer runs measure it more finely)")
-    lat = c["floor_latency_us"]
+    lat = trimmed(c["floor_latency_us"])
+    c["floor_latency_spread_range"] = [min(lat), max(lat)] if lat else None
     if len(lat) >= 2 and min(lat) > 0:
         c["floor_latency_spread"] = max(lat) / min(lat)
         if c["floor_latency_spread"] > FLOOR_LATENCY_SPREAD:
@@ -227,8 +229,10 @@ def make_ratios(loads, summary, contended):
     return ratios
 
 
-def make_targets(loads, summary, contended):
-    """The targets checked per load; status met, missed, or not checked (and why)."""
+def make_targets(loads, summary, contended, runs):
+    """The targets checked per load; status met, missed, or not checked (and why); for
+    those checked, the interval of the per-round ratios' median and whether it settles
+    the target (see stats.py)."""
     by_key = {(s["server"], s["load"]): s for s in summary}
     results = []
     for server, what, ref, limit, strict, only_rate in TARGETS:
@@ -253,6 +257,11 @@ def make_targets(loads, summary, contended):
                 status, why = ("met" if (r < limit if strict else r <= limit) else "MISSED"), ""
             results.append(target(server, what, ref, limit, strict, load["label"], a, b,
                                   status, why))
+            if status != "not checked":
+                per_round = paired_ratios(runs, server, ref, load["label"], what)
+                interval = median_interval(per_round)
+                results[-1].update(rounds_paired=len(per_round), interval=interval,
+                                   settled=verdict(interval, limit, strict))
             if what == "cpu_us_per_query" and mine["cpu_s"] and other["cpu_s"]:
                 # How far the ratio may be off from the CPU readings' resolution alone.
                 results[-1]["tick_resolution"] = (CPU_TICK_SLACK * CPU_RESOLUTION_S) * (
@@ -269,7 +278,8 @@ def target(server, what, ref, limit, strict, label, a, b, status, why):
         f"{server} {name} {rel} {limit:.2f}x {ref}"
     return {"load": label, "server": server, "metric": what, "vs": ref, "limit": limit,
             "strict": strict, "target": goal, "value": a, "reference": b,
-            "ratio": ratio(a, b), "status": status, "why": why, "tick_resolution": None}
+            "ratio": ratio(a, b), "status": status, "why": why, "tick_resolution": None,
+            "rounds_paired": 0, "interval": None, "settled": None}
 
 
 # ---------------------------------------------------------------- printing
@@ -309,10 +319,10 @@ def print_contention(loads, contended):
         f"{'rate held':>9}  verdict")
     for load in loads:
         c = contended[load["label"]]
-        cpu, lat = c["floor_cpu_us_per_query"], c["floor_latency_us"]
-        cpu_text = (f"{c['floor_cpu_spread']:.2f}x ({min(cpu):.2f}-{max(cpu):.2f})"
+        cpu, lat = c["floor_cpu_spread_range"], c["floor_latency_spread_range"]
+        cpu_text = (f"{c['floor_cpu_spread']:.2f}x ({cpu[0]:.2f}-{cpu[1]:.2f})"
                     if c["floor_cpu_spread"] is not None else "-")
-        lat_text = (f"{c['floor_latency_spread']:.2f}x ({min(lat):,.0f}-{max(lat):,.0f} us)"
+        lat_text = (f"{c['floor_latency_spread']:.2f}x ({lat[0]:,.0f}-{lat[1]:,.0f} us)"
                     if c["floor_latency_spread"] is not None else "-")
         held = (f"{c['min_held_fraction']:.1%}" if c["min_held_fraction"] is not None
                 else "-")
@@ -402,6 +412,7 @@ def print_targets(targets):
                       f"{t['reference']:.2f}{unit})")
             if (t["tick_resolution"] or 0) > 0.02:
                 result += f"; +-{t['tick_resolution']:.0%} from the CPU readings"
+            result += interval_text(t)
         else:
             result = f"not checked ({t['why']})"
         log(f"{t['load']:<5} {t['target']:<36} {result}")
@@ -411,8 +422,25 @@ def print_targets(targets):
            if t["status"] in ("met", "MISSED")):
         log("(+-N% from the CPU readings: how far their resolution alone may move a ratio "
             "at this run length, at worst; longer runs resolve more)")
+    settled = {k: sum(1 for t in targets if t["settled"] == k)
+               for k in ("within", "beyond", "unresolved")}
+    log(f"(per round: the {CONFIDENCE:.0%} interval of the median of the per-round ratios "
+        "(coverage in brackets); 'holds' or 'misses' when all of it is on one side of the "
+        "limit, 'unresolved' when the limit lies inside: the run cannot tell, more rounds "
+        "or a quieter machine can)")
     log(f"targets: {counts['met']} met, {counts['MISSED']} missed, "
-        f"{counts['not checked']} not checked")
+        f"{counts['not checked']} not checked; per round: {settled['within']} hold, "
+        f"{settled['beyond']} miss, {settled['unresolved']} unresolved")
+
+
+def interval_text(t):
+    """The per-round interval of a checked target, and what it settles."""
+    if t["interval"] is None:
+        return ""
+    low, high, coverage = t["interval"]
+    word = {"within": "holds", "beyond": "misses", "unresolved": "unresolved"}[t["settled"]]
+    return (f"; per round {low:.3f}-{high:.3f}x ({coverage:.0%} of {t['rounds_paired']}): "
+            f"{word}")
 
 
 def contention_verdict(loads, contended):

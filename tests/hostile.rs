@@ -52,11 +52,6 @@ fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
-    args.extend(more.iter().map(|s| s.to_string()));
-    args
-}
-
 /// A client on 127.0.0.1 with large buffers, so that the test's side
 /// never drops what the server sends.
 fn udp_client(server: SocketAddr) -> DnsClient {

@@ -22,11 +22,6 @@ const TIMEOUT_MS: u64 = 200;
 /// Slack allowed on top of "two refresh intervals" for scheduling on a busy machine.
 const SLACK: Duration = Duration::from_millis(200);
 
-fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
-    args.extend(more.iter().map(|s| s.to_string()));
-    args
-}
-
 /// Waits until an A answer names a node that is not a seed: the list learnt
 /// from `/localnodes` is then in place (its log line comes just before).
 fn wait_past_seeds(r: &Responder, seeds: &[IpAddr]) {

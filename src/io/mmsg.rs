@@ -215,8 +215,8 @@ impl Worker {
 /// the flags and the message length. So before each call only the name
 /// lengths of the previous call's datagrams are reset: at moderate load a
 /// wake-up brings one or two datagrams, and rewriting all [`BATCH`] headers
-/// and iovecs (40 cache lines, cold after the core was idle) cost more
-/// than answering them.
+/// and iovecs each time touched about 40 cache lines for nothing
+/// (`benches/README.md`, experiment 22).
 struct RecvBatch {
     data: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,

@@ -28,11 +28,6 @@ pub const RACK1_NAME: &str = "rack1.dc1.alternator.test";
 /// Not served, but above [`RACK1_NAME`]: exists with no records.
 pub const DC1_NAME: &str = "dc1.alternator.test";
 
-pub fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
-    args.extend(more.iter().map(|s| s.to_string()));
-    args
-}
-
 /// The usual flags with short intervals, fast health checks and
 /// `--answers all`, so that one answer shows a name's whole list.
 pub fn fast_args(sim: &SimCluster, seeds: &[IpAddr]) -> Vec<String> {

@@ -9,8 +9,8 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -440,12 +440,18 @@ pub mod affinity;
 /// The RFC conformance cases shared by the conformance and Knot differential tests.
 pub mod cluster_checks;
 pub mod dns_cases;
+mod http;
+mod process;
 pub mod reload;
 
 pub mod dns_client;
 // Each test binary uses only part of these, as of the rest of this module.
 #[allow(unused_imports)]
 pub use dns_client::{build_query, DnsClient, UDP_TIMEOUT, UDP_TRIES};
+#[allow(unused_imports)]
+pub use http::*;
+#[allow(unused_imports)]
+pub use process::*;
 
 // Added for tests/operations.rs: starting the binary with exact flags and an
 // extra environment, logs in text or JSON, and the process id.
@@ -594,107 +600,26 @@ impl Responder {
     }
 }
 
-// Added for tests/soak.rs and tests/hostile.rs: what a process costs (from
-// /proc), and the metrics endpoint.
-
-/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
-pub fn proc_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// `args` with `more` appended.
+pub fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
 }
 
-/// Open file descriptors of process `pid` (entries of /proc/PID/fd).
-pub fn proc_fd_count(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
-
-/// CPU time (user + system, every thread) of process `pid`, from /proc/PID/stat.
-pub fn proc_cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its `)`.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime), numbered from 1 with pid and comm first.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
-    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
-}
-
-/// `GET path` over HTTP/1.1 with `Connection: close`; the body of a 200
-/// answer, within 5 s.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    http_status(addr, path).and_then(|(status, body)| (status == 200).then_some(body))
-}
-
-/// The sum of the samples of metric `name` in Prometheus text `text` whose
-/// labels include every `key="value"` of `labels`.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-impl Responder {
-    /// The current Prometheus text of its metrics endpoint.
-    pub fn metrics(&self) -> Option<String> {
-        http_get(self.metrics_addr()?, "/metrics")
+/// `args` with the harness's defaults (`--threads 1`, `--log-level info`,
+/// `--metrics-listen 127.0.0.1:0`) for the flags they do not give.
+/// `--listen` is never added: these tests say where, on the command line or
+/// in a config file.
+pub fn with_defaults(args: Vec<String>) -> Vec<String> {
+    let mut all = args;
+    for (flag, value) in [
+        ("--threads", "1"),
+        ("--log-level", "info"),
+        ("--metrics-listen", "127.0.0.1:0"),
+    ] {
+        if !all.iter().any(|a| a == flag) {
+            all.extend([flag.to_string(), value.to_string()]);
+        }
     }
-}
-
-/// `GET path` over HTTP/1.1: the status code and the body, within 5 s.
-pub fn http_status(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-impl Responder {
-    /// `/readyz`: its status code and body.
-    pub fn readyz(&self) -> Option<(u16, String)> {
-        http_status(self.metrics_addr()?, "/readyz")
-    }
-
-    /// The value of metric `name` with `labels` (summed), None without a
-    /// scrape.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        Some(metric_sum(&self.metrics()?, name, labels))
-    }
-
-    /// Waits until metric `name` with `labels` reads `value`.
-    pub fn wait_for_metric(
-        &self,
-        name: &str,
-        labels: &[(&str, &str)],
-        value: f64,
-        timeout: Duration,
-    ) -> bool {
-        wait_until(timeout, || self.metric(name, labels) == Some(value))
-    }
+    all
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::Responder;
+use domain::base::iana::{Rcode, Rtype};
+
+use super::{Responder, DOMAIN};
 
 /// Writes `text` to `path` through a rename, so a reader never sees half of it.
 pub fn write_config(path: &std::path::Path, text: &str) {
@@ -27,4 +29,16 @@ pub fn sighup_and_wait(r: &mut Responder, needle: &str, n: usize) {
         "no {n}th {needle:?} after SIGHUP; log:\n{}",
         r.log_text()
     );
+}
+
+/// The answer TTL the responder gives now (one UDP query).
+pub fn ttl_now(r: &Responder) -> u32 {
+    let reply = r
+        .client()
+        .query(DOMAIN, Rtype::A)
+        .unwrap_or_else(|| panic!("no reply; log:\n{}", r.log_text()));
+    assert_eq!(reply.rcode(), Rcode::NOERROR);
+    let ttls = reply.answer_ttls();
+    assert!(!ttls.is_empty(), "no answer record");
+    ttls[0]
 }

@@ -426,8 +426,8 @@ def print_targets(targets):
                for k in ("within", "beyond", "unresolved")}
     log(f"(per round: the {CONFIDENCE:.0%} interval of the median of the per-round ratios "
         "(coverage in brackets); 'holds' or 'misses' when all of it is on one side of the "
-        "limit, 'unresolved' when the limit lies inside: the run cannot tell, more rounds "
-        "or a quieter machine can)")
+        "limit, 'unresolved' when the limit lies inside or there were under 5 rounds: the "
+        "run cannot tell, more rounds or a quieter machine can)")
     log(f"targets: {counts['met']} met, {counts['MISSED']} missed, "
         f"{counts['not checked']} not checked; per round: {settled['within']} hold, "
         f"{settled['beyond']} miss, {settled['unresolved']} unresolved")

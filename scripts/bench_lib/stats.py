@@ -11,13 +11,17 @@ The interval is distribution-free (no assumption on how the noise is shaped): fo
 values sorted, [x(k), x(n+1-k)] holds the true median with probability
 1 - 2 * P(Binomial(n, 1/2) <= k - 1); k is the largest for which that is at least
 CONFIDENCE. With fewer than 6 rounds no k reaches 95% and the widest interval (the
-smallest and largest value) is given with its lower coverage (5 rounds: 93.8%).
+smallest and largest value) is given with its lower coverage (5 rounds: 93.8%); with
+fewer than 5 no interval settles a target.
 """
 
 import math
 import statistics
 
 CONFIDENCE = 0.95
+# An interval covering less than this settles nothing: 5 rounds (93.8%) are the fewest that
+# can; with 4 (87.5%) or fewer, "holds" would be a guess.
+MIN_COVERAGE = 0.90
 
 
 def median_interval(values, confidence=CONFIDENCE):
@@ -55,8 +59,9 @@ def paired_ratios(runs, server, reference, load, key):
 
 def verdict(interval, limit, strict):
     """Whether the interval settles a target: 'within' (all of it meets the limit),
-    'beyond' (none of it does), or 'unresolved' (the limit lies inside it)."""
-    if interval is None:
+    'beyond' (none of it does), or 'unresolved' (the limit lies inside it, or the interval
+    covers under MIN_COVERAGE: too few rounds)."""
+    if interval is None or interval[2] < MIN_COVERAGE:
         return "unresolved"
     low, high, _ = interval
     meets = (lambda r: r < limit) if strict else (lambda r: r <= limit)

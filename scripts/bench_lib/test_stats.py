@@ -90,6 +90,13 @@ class Verdict(unittest.TestCase):
         self.assertEqual(verdict((1.031, 1.09, 0.96), 1.03, False), "beyond")
         self.assertEqual(verdict(None, 1.03, False), "unresolved")
 
+    def test_too_few_rounds_settle_nothing(self):
+        four = median_interval([1.0, 1.01, 1.02, 1.01])
+        self.assertEqual(verdict(four, 1.03, False), "unresolved")
+        five = median_interval([1.0, 1.01, 1.02, 1.01, 1.0])
+        self.assertEqual(verdict(five, 1.03, False), "within")
+        self.assertEqual(verdict(median_interval([1.5]), 1.03, False), "unresolved")
+
     def test_strict_limits_exclude_the_limit_itself(self):
         self.assertEqual(verdict((0.85, 0.99, 0.96), 1.0, True), "within")
         self.assertEqual(verdict((0.85, 1.0, 0.96), 1.0, True), "unresolved")

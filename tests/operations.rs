@@ -398,7 +398,7 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(sample(&m, &text, &build_info), 1.0);
 }
 
-// 7. JSON logs.
+// 3. JSON logs.
 #[test]
 fn json_log_format_gives_one_json_object_per_line() {
     let (sim, addrs) = cluster(158, 2);
@@ -436,7 +436,7 @@ fn json_log_format_gives_one_json_object_per_line() {
     assert!(messages.iter().any(|m| m == "alternator-dns ready"));
 }
 
-// 8. SIGTERM under load.
+// 4. SIGTERM under load.
 #[test]
 fn sigterm_during_a_flood_exits_cleanly_within_a_second() {
     let (sim, addrs) = cluster(159, 2);
@@ -483,7 +483,7 @@ fn sigterm_during_a_flood_exits_cleanly_within_a_second() {
     assert!(received > 0, "the flood got no answer before SIGTERM");
 }
 
-// 10. A degraded state made visible: seeds that no /localnodes answer has
+// 5. A degraded state made visible: seeds that no /localnodes answer has
 // confirmed raise the gauge, fail /readyz with the reason, and log an ERROR
 // naming the cause and what to check; all clear once the cluster answers.
 #[test]

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use domain::base::iana::{Rcode, Rtype};
 
 use support::*;
+
 /// The refresh interval and per-request timeout of these tests.
 const INTERVAL_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 200;
 
-// 4. Access control.
+// 1. Access control.
 #[test]
 fn allow_list_refuses_or_drops_other_sources_over_udp_and_tcp() {
     let (sim, addrs) = cluster(155, 2);
@@ -88,7 +89,7 @@ fn allow_list_refuses_or_drops_other_sources_over_udp_and_tcp() {
     );
 }
 
-// 5. Response rate limiting.
+// 2. Response rate limiting.
 #[test]
 fn rate_limit_bounds_a_flood_and_spares_other_networks() {
     const RATE: f64 = 20.0;
@@ -209,7 +210,7 @@ fn proc_ids(pid: u32, key: &str) -> Vec<u32> {
         .collect()
 }
 
-// 6. Dropping privileges.
+// 3. Dropping privileges.
 #[test]
 fn user_option_drops_privileges_or_says_why_not() {
     let (sim, addrs) = cluster(157, 2);

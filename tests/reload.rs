@@ -18,6 +18,7 @@ use domain::base::iana::{Rcode, Rtype};
 
 use support::reload::*;
 use support::*;
+
 /// The refresh interval and per-request timeout of these tests.
 const INTERVAL_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 200;
@@ -35,7 +36,7 @@ fn reload_args(
     ))
 }
 
-// 3a. Reload: new TTL and a new name, and no query lost while reloading.
+// 1. A new TTL and a new name, and no query lost while reloading.
 #[test]
 fn sighup_applies_ttl_and_names_without_losing_a_query() {
     let (sim, addrs) = cluster(152, 3);
@@ -124,7 +125,7 @@ fn sighup_applies_ttl_and_names_without_losing_a_query() {
     assert!(r.is_running());
 }
 
-// 3b. Reload: a file that does not load changes nothing; restart-only
+// 2. A file that does not load changes nothing; restart-only
 // settings are reported and kept.
 #[test]
 fn sighup_with_a_bad_file_or_a_restart_only_change_keeps_serving() {
@@ -180,7 +181,7 @@ fn sighup_with_a_bad_file_or_a_restart_only_change_keeps_serving() {
     assert!(r.is_running());
 }
 
-// 3c. SIGHUP without --config.
+// 3. SIGHUP without --config.
 #[test]
 fn sighup_without_config_is_logged_and_ignored() {
     let (sim, addrs) = cluster(154, 2);

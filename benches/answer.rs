@@ -24,6 +24,8 @@ use alternator_dns::dns::answer::respond_general;
 use alternator_dns::dns::{respond, AnswerMode, Outcome, Rng, Transport, Zone, ZoneSettings};
 use alternator_dns::nodes::{NodeSource, Snapshot};
 
+#[path = "answer/cold.rs"]
+mod cold;
 #[path = "answer/placement.rs"]
 mod placement;
 
@@ -290,7 +292,13 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
 /// Wall time by default; with `ANSWER_BENCH_CLOCK=thread`, the benchmark
 /// thread's CPU time, which leaves out the time other processes hold the CPU
 /// (the development machine is shared).
+/// `ANSWER_BENCH_COLD=SAMPLES`: the cold-cache comparison (`cold.rs`) alone.
 fn main() {
+    if let Ok(samples) = std::env::var("ANSWER_BENCH_COLD") {
+        let samples = samples.parse().expect("ANSWER_BENCH_COLD: a number of samples");
+        cold::run(samples);
+        return;
+    }
     if std::env::var("ANSWER_BENCH_CLOCK").as_deref() == Ok("thread") {
         all(Criterion::default()
             .with_measurement(ThreadTime)

@@ -295,8 +295,13 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
 /// `ANSWER_BENCH_COLD=SAMPLES`: the cold-cache comparison (`cold.rs`) alone.
 fn main() {
     if let Ok(samples) = std::env::var("ANSWER_BENCH_COLD") {
-        let samples = samples.parse().expect("ANSWER_BENCH_COLD: a number of samples");
-        cold::run(samples);
+        match samples.parse() {
+            Ok(samples) if samples > 0 => cold::run(samples),
+            _ => {
+                eprintln!("ANSWER_BENCH_COLD: a positive number of samples, not {samples:?}");
+                std::process::exit(2);
+            }
+        }
         return;
     }
     if std::env::var("ANSWER_BENCH_CLOCK").as_deref() == Ok("thread") {

@@ -453,8 +453,9 @@ pub use http::*;
 #[allow(unused_imports)]
 pub use process::*;
 
-// Added for tests/operations.rs: starting the binary with exact flags and an
-// extra environment, logs in text or JSON, and the process id.
+// For tests/operations.rs, reload.rs and protection.rs: starting the binary
+// with exact flags and an extra environment, logs in text or JSON, and the
+// process id.
 
 /// The value of field `name` in one log line: `name=value` in the text
 /// format, `fields.name` in the JSON one.

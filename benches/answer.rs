@@ -292,8 +292,13 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
 /// Wall time by default; with `ANSWER_BENCH_CLOCK=thread`, the benchmark
 /// thread's CPU time, which leaves out the time other processes hold the CPU
 /// (the development machine is shared).
-/// `ANSWER_BENCH_COLD=SAMPLES`: the cold-cache comparison (`cold.rs`) alone.
+/// `ANSWER_BENCH_COLD=SAMPLES`: the cold-cache comparison (`cold.rs`) alone;
+/// `ANSWER_BENCH_TRACE=1`: one traced call for `scripts/footprint`.
 fn main() {
+    if std::env::var_os("ANSWER_BENCH_TRACE").is_some() {
+        cold::trace();
+        return;
+    }
     if let Ok(samples) = std::env::var("ANSWER_BENCH_COLD") {
         match samples.parse() {
             Ok(samples) if samples > 0 => cold::run(samples),

@@ -114,6 +114,7 @@ impl Responder {
 }
 
 /// A source outside the allow list: REFUSED, or nothing.
+#[cold]
 fn refuse(metrics: &QueryMetrics, denied: Denied, query: &[u8], reply: &mut Vec<u8>) -> Action {
     if denied == Denied::Refuse && wire::short_reply(query, 5, false, false, reply) {
         metrics.response(metrics::Rcode::Refused);

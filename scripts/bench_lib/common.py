@@ -132,10 +132,29 @@ def find_tool(name):
     return None
 
 
+def install_missing(wanted):
+    """Installs the Debian package of each tool of `wanted` ({tool: package}) that is not
+    found; apt-get only runs when something is missing."""
+    missing = sorted({pkg for tool, pkg in wanted.items() if find_tool(tool) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise BenchError(f"missing tools; please install: {' '.join(missing)}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    log(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run_checked(sudo + ["apt-get", "update", "-qq"], timeout=600, env=env)
+    run_checked(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
+                + missing, timeout=900, env=env)
+    still = [t for t in wanted if find_tool(t) is None]
+    if still:
+        raise BenchError(f"still missing after apt-get: {' '.join(still)}")
+
+
 def run_checked(cmd, timeout, **kw):
     log("$ " + " ".join(str(c) for c in cmd))
     try:
-        subprocess.run(cmd, check=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+        return subprocess.run(cmd, check=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
     except subprocess.CalledProcessError as e:
         raise BenchError(f"{cmd[0]} failed with exit status {e.returncode}") from None
     except subprocess.TimeoutExpired:

@@ -28,6 +28,19 @@ def make_loads(args):
     return loads
 
 
+def server_order(names, round_no):
+    """The order the servers run in, within each load of round `round_no` (from 1): the
+    list rotated by one place a round, so that over each len(names) rounds every server
+    runs once in every position. In a fixed order one server would always run first,
+    right after the previous load's last run, and another always last, and whatever the
+    position costs (the state the run before leaves) would fall on one server alone."""
+    names = list(names)
+    if not names:
+        return names
+    shift = (round_no - 1) % len(names)
+    return names[shift:] + names[:shift]
+
+
 def dnsperf_argv(args, load, port, qfile):
     argv = ["taskset", "-c", fmt_cpus(args.client_cpus), find_tool("dnsperf"),
             "-s", LOOPBACK, "-p", str(port), "-d", qfile,

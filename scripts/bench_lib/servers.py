@@ -1,7 +1,6 @@
 """Tools, building, the simulated cluster and the servers under test."""
 
 import ipaddress
-import os
 import re
 import shutil
 import socket
@@ -9,8 +8,8 @@ from pathlib import Path
 
 from .common import (AFFINITY_PLACED, AFFINITY_RULES, ALTERNATOR, BINARY, SIM_BINARY,
                      CHURN_REFRESH, DOMAIN, LOOPBACK, REFLECTOR, REFLECTOR_SRC, ROOT, SIM_DC,
-                     SIM_NODES, SIM_RACK, BenchError, Child, find_tool, fmt_cpus, free_port, log,
-                     run_checked, wait_answering, wait_line, warn)
+                     SIM_NODES, SIM_RACK, BenchError, Child, find_tool, fmt_cpus, free_port,
+                     install_missing, log, run_checked, wait_answering, wait_line, warn)
 
 # The `default` server (and `affinity`, the same with zone-local answers on) logs at warn
 # like the others, except the start-up lines of these
@@ -30,19 +29,7 @@ def ensure_tools(args):
         wanted.update({"dnsperf": "dnsperf", "cc": "gcc"})
     if "knot" in args.servers and not args.memory_only:
         wanted["knotd"] = "knot"
-    missing = [pkg for tool, pkg in wanted.items() if find_tool(tool) is None]
-    if missing:
-        if shutil.which("apt-get") is None:
-            raise BenchError(f"missing tools; please install: {' '.join(missing)}")
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        log(f"installing {' '.join(missing)} with apt-get")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run_checked(sudo + ["apt-get", "update", "-qq"], timeout=600, env=env)
-        run_checked(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
-                    + missing, timeout=900, env=env)
-        still = [t for t in wanted if find_tool(t) is None]
-        if still:
-            raise BenchError(f"still missing after apt-get: {' '.join(still)}")
+    install_missing(wanted)
     if shutil.which("cargo") is None and not args.no_build:
         raise BenchError("cargo not found; install Rust first")
 

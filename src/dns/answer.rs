@@ -217,6 +217,12 @@ fn reply_limit(transport: Transport, edns_payload: Option<u16>, zone: &Zone) -> 
 }
 
 /// The general path: parses `query` (at least a header, QR=0) with `domain`.
+///
+/// Kept out of line: inlined into [`answer`], its 2 KiB of `domain` builders
+/// on the stack made every fast-path query touch that much more stack
+/// (benches/README.md, experiment 24).
+#[cold]
+#[inline(never)]
 fn general(
     request: Request<'_>,
     snapshot: &Snapshot,

@@ -466,23 +466,26 @@ impl Zone {
 
 /// A served name as the answer path compares it: lowercase wire form, and
 /// the bit that folds a byte's case, 0x20 at letters and 0 elsewhere (the
-/// length octets, below 64, are never letters).
+/// length octets, below 64, are never letters). Both in one allocation, the
+/// form then the bits, so a match reads one cache line for a short name
+/// (benches/README.md, experiment 24).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct WireName {
-    lower: Box<[u8]>,
-    case_bits: Box<[u8]>,
+    lower_then_case_bits: Box<[u8]>,
 }
 
 impl WireName {
     fn new(name: &OwnedName) -> WireName {
         // Lowercased here as well: an escape such as `\065` in the
         // configured text survives `parse_name`'s lowercasing.
-        let lower = name.as_slice().to_ascii_lowercase().into_boxed_slice();
+        let lower = name.as_slice().to_ascii_lowercase();
         let case_bits = lower
             .iter()
-            .map(|b| if b.is_ascii_lowercase() { 0x20 } else { 0 })
-            .collect();
-        WireName { lower, case_bits }
+            .map(|b| if b.is_ascii_lowercase() { 0x20 } else { 0 });
+        let both = lower.iter().copied().chain(case_bits).collect();
+        WireName {
+            lower_then_case_bits: both,
+        }
     }
 
     /// Whether `name` (in wire form, as [`wire::name_len`] delimits it) is
@@ -494,11 +497,12 @@ impl WireName {
     /// time, the last word overlapping the one before; the first differing
     /// word ends it.
     fn matches(&self, name: &[u8]) -> bool {
-        let (lower, bits) = (&*self.lower, &*self.case_bits);
-        let len = lower.len();
+        let both = &*self.lower_then_case_bits;
+        let len = both.len() / 2;
         if name.len() != len {
             return false;
         }
+        let (lower, bits) = both.split_at(len);
         if len < 8 {
             return (0..len).all(|i| name[i] | bits[i] == lower[i]);
         }

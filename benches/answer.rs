@@ -295,7 +295,7 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
 /// `ANSWER_BENCH_COLD=SAMPLES`: the cold-cache comparison (`cold.rs`) alone;
 /// `ANSWER_BENCH_TRACE=1`: one traced call for `scripts/footprint`.
 fn main() {
-    if std::env::var_os("ANSWER_BENCH_TRACE").is_some() {
+    if std::env::var("ANSWER_BENCH_TRACE").as_deref() == Ok("1") {
         cold::trace();
         return;
     }

@@ -251,15 +251,15 @@ impl AccessList {
     /// Whether a query from `ip` may be answered. Allocation-free.
     #[inline]
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.cidrs.is_empty() || self.lists(&ip)
+        self.is_empty() || self.contains(&ip)
     }
 
     /// Whether a prefix of the list contains `ip`. Out of line: inlined,
     /// the byte shuffles of `to_canonical` and the conversions to integers
     /// were laid out ahead of the test for an empty list, and cost every
-    /// query about 30 instructions (benches/README.md, experiment 24).
+    /// query 27 instructions (benches/README.md, experiment 24).
     #[inline(never)]
-    fn lists(&self, ip: &IpAddr) -> bool {
+    fn contains(&self, ip: &IpAddr) -> bool {
         match ip.to_canonical() {
             IpAddr::V4(v4) => {
                 let ip = u32::from(v4);

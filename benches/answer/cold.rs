@@ -49,7 +49,6 @@ const L2_BYTES: usize = 2 << 20;
 pub fn run(samples: usize) {
     let (published, mut handler) = handler();
     let q = query(APEX, Rtype::A);
-    let source = SOURCE;
     let mut reply = Vec::with_capacity(MAX_UDP_REPLY);
     let snap = published.load_full();
     let mut rng = Rng::seed_from_u64(9);
@@ -59,18 +58,18 @@ pub fn run(samples: usize) {
         evict_caches(&mut evict);
         times[0].push(timed(|| echo(&q, &mut reply)));
         evict_caches(&mut evict);
-        times[1].push(timed(|| handler.handle(&q, source, 0, &mut reply)));
+        times[1].push(timed(|| handler.handle(&q, SOURCE, 0, &mut reply)));
         // Warm: the same call again right away.
-        times[2].push(timed(|| handler.handle(&q, source, 0, &mut reply)));
+        times[2].push(timed(|| handler.handle(&q, SOURCE, 0, &mut reply)));
         evict_caches(&mut evict);
         times[3].push(timed(|| {
-            let out = respond(&q, source.ip(), Transport::Udp, &snap, &mut rng, &mut reply);
+            let out = respond(&q, SOURCE.ip(), Transport::Udp, &snap, &mut rng, &mut reply);
             matches!(out, Outcome::Reply(_))
         }));
         evict_caches(&mut evict[..L2_BYTES]);
         times[4].push(timed(|| echo(&q, &mut reply)));
         evict_caches(&mut evict[..L2_BYTES]);
-        times[5].push(timed(|| handler.handle(&q, source, 0, &mut reply)));
+        times[5].push(timed(|| handler.handle(&q, SOURCE, 0, &mut reply)));
     }
     println!("cold caches, one query, {samples} samples each (ns; includes ~20 ns of timing)");
     println!("{:<40} {:>8} {:>8}", "variant", "median", "p90");

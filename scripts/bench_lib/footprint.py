@@ -41,27 +41,33 @@ class Footprint:
         return self.code_lines + self.stack_lines + self.other_data_lines
 
 
-def records(text):
-    """The trace's records, (kind, address, size), in order; valgrind's own lines
-    (==PID== ...) are skipped."""
-    out = []
-    for line in text.splitlines():
+def records(lines):
+    """The trace's records, (kind, address, size), in order, from its text or an iterable
+    of its lines (an open file: the trace of a whole run is large, so it is read as it
+    goes); valgrind's own lines (==PID== ...) are skipped."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    for line in lines:
         m = _RECORD.match(line)
         if m:
-            out.append((m.group(1), int(m.group(2), 16), int(m.group(3))))
-    return out
+            yield m.group(1), int(m.group(2), 16), int(m.group(3))
 
 
 def between_markers(trace, marker):
     """The records strictly between the first and the last data access to `marker`'s
-    8 bytes, those accesses excluded."""
-    hits = [i for i, (kind, addr, _) in enumerate(trace)
-            if kind != "I" and marker <= addr < marker + 8]
-    if len(hits) < 2:
-        raise FootprintError(f"the trace has {len(hits)} access(es) to the marker at "
+    8 bytes, those accesses excluded; only the records from the first access on are kept."""
+    segment, hits, end = [], 0, 0
+    for record in trace:
+        kind, addr, _ = record
+        if kind != "I" and marker <= addr < marker + 8:
+            hits += 1
+            end = len(segment)
+        elif hits:
+            segment.append(record)
+    if hits < 2:
+        raise FootprintError(f"the trace has {hits} access(es) to the marker at "
                              f"{marker:#x}, not the two around the call")
-    return [r for r in trace[hits[0] + 1:hits[-1]]
-            if r[0] == "I" or not marker <= r[1] < marker + 8]
+    return segment[:end]
 
 
 def footprint(segment, stack):

@@ -1,5 +1,6 @@
 """Tests of footprint.py: reading lackey's trace and counting what one call touched."""
 
+import io
 import unittest
 
 from bench_lib.footprint import (Footprint, FootprintError, addresses, between_markers,
@@ -29,10 +30,13 @@ I  00401008,4
 
 class Reading(unittest.TestCase):
     def test_records_skip_valgrinds_lines(self):
-        trace = records(TRACE)
+        trace = list(records(TRACE))
         self.assertEqual(len(trace), 13)
         self.assertEqual(trace[0], ("I", 0x401000, 4))
         self.assertEqual(trace[1], ("S", 0x1ffeffe000, 8))
+
+    def test_reads_an_open_file_as_it_goes(self):
+        self.assertEqual(list(records(io.StringIO(TRACE))), list(records(TRACE)))
 
     def test_the_call_is_between_the_markers_updates(self):
         seg = between_markers(records(TRACE), MARKER)
